@@ -1,0 +1,1 @@
+"""The control protocol, shared with the daemon, and the pipectl command."""

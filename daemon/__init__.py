@@ -1,0 +1,1 @@
+"""The supervisor: graph loading, worker lifecycle, restart policy, control server."""

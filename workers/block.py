@@ -1,0 +1,211 @@
+"""The block API: what a built-in or user block implements.
+
+A block is a class. The daemon reads its ``params`` to validate the graph file before
+anything starts, and asks it how large its output frames can be to size its wire. In
+the worker process the runtime makes one instance, calls ``setup()`` once, then
+``process()`` for every new frame, and ``close()`` at the end.
+
+    class Invert(Block):
+        params = {"strength": Param(float, default=1.0, doc="0..1", check=in_range(0, 1))}
+
+        def process(self, frames):
+            return 255 - frames[0]
+
+A block with inputs runs each time its first input has a new frame, and gets the newest
+frame of every input (a frame only once all inputs have sent one). A block with no
+inputs (a source) is called in a loop and paces itself; while its source is missing it
+calls ``self.context.waiting("why")`` and ``self.context.sleep(seconds)``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+
+REQUIRED: Any = object()
+"""Default of a parameter that the graph file must set."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a block: its accepted types, default and check.
+
+    ``check`` returns a problem ("must be between 0 and 255") or None.
+    """
+
+    types: type | tuple[type, ...]
+    default: Any = REQUIRED
+    doc: str = ""
+    check: Callable[[Any], str | None] | None = None
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with ``value`` for this parameter, or None."""
+        types = self.types if isinstance(self.types, tuple) else (self.types,)
+        ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+        if not ok and float in types and isinstance(value, int) and not isinstance(value, bool):
+            ok = True  # TOML writes 30 for 30.0
+        if not ok:
+            return f"must be {_type_names(types)}, not {_describe(value)}"
+        return self.check(value) if self.check else None
+
+
+def _type_names(types: tuple[type, ...]) -> str:
+    names = {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        bool: "true or false",
+        list: "an array",
+        dict: "a table",
+        datetime.datetime: "a date-time",
+    }
+    return " or ".join(names.get(t, t.__name__) for t in types)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return f"{type(value).__name__} {value!r}"
+
+
+def in_range(low: float, high: float) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if isinstance(value, float) and math.isnan(value):
+            return "must be a number, not nan"
+        if not low <= value <= high:
+            return f"must be between {low} and {high}, not {value}"
+        return None
+
+    return check
+
+
+def int_list(length: int, low: int, high: int) -> Callable[[Any], str | None]:
+    """Check an array of ``length`` integers, each in [low, high]."""
+
+    def check(value: Any) -> str | None:
+        if len(value) != length or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        ):
+            return f"must be an array of {length} integers, not {value!r}"
+        bad = [v for v in value if not low <= v <= high]
+        if bad:
+            return f"values must be between {low} and {high}, not {bad[0]}"
+        return None
+
+    return check
+
+
+class Context(Protocol):
+    """What the runtime offers a block while it runs."""
+
+    log: logging.Logger
+
+    @property
+    def stopping(self) -> bool:
+        """True once the block should return as soon as it can."""
+        ...
+
+    def waiting(self, reason: str | None) -> None:
+        """Say that the block waits for its source (shown in status); None when it has it."""
+        ...
+
+    def sleep(self, seconds: float) -> bool:
+        """Sleep while keeping the heartbeat going; False if the block is asked to stop."""
+        ...
+
+
+class Block:
+    """Base of every block. Subclasses set ``params`` and override ``process``."""
+
+    params: ClassVar[dict[str, Param]] = {}
+    min_inputs: ClassVar[int] = 1
+    max_inputs: ClassVar[int | None] = 1
+    has_output: ClassVar[bool] = True
+
+    def __init__(self, name: str, params: dict[str, Any], context: Context | None = None):
+        self.name = name
+        self.p = params
+        self.context: Context = context or _Detached(name)
+
+    # -- load time (the daemon, before anything starts) ------------------------------
+
+    @classmethod
+    def validate(cls, params: dict[str, Any]) -> list[str]:
+        """Problems that span parameters, or that no retry can fix (a malformed URL)."""
+        return []
+
+    @classmethod
+    def max_output_bytes(cls, params: dict[str, Any], input_bytes: Sequence[int]) -> int:
+        """The largest output frame, which sizes this block's wire.
+
+        The default is the largest input frame: right for filters that keep the size.
+        Sources and blocks that grow their frame must override it.
+        """
+        if not input_bytes:
+            raise NotImplementedError(f"{cls.__name__} has no inputs: say how big its frames are")
+        return max(input_bytes)
+
+    # -- run time (the worker process) -----------------------------------------------
+
+    def setup(self) -> None:
+        """Open devices, files, models. Runs before the first heartbeat."""
+
+    def process(self, frames: list[np.ndarray]) -> np.ndarray | None:
+        """Turn the newest input frames into one output frame (None: no output this time)."""
+        raise NotImplementedError
+
+    def output_like(self, frames: list[np.ndarray]) -> tuple[tuple[int, ...], np.dtype] | None:
+        """Shape and dtype of the next output, if the block can write it in place.
+
+        Blocks that return a shape here get ``process_into`` instead of ``process``,
+        and write straight into the wire's slot: no copy.
+        """
+        return None
+
+    def process_into(self, frames: list[np.ndarray], out: np.ndarray) -> bool:
+        """Write the output into ``out``; False to publish nothing this time."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what ``setup`` opened. Runs on every exit the worker controls."""
+
+
+@dataclass
+class _Detached:
+    """The context of a block used outside a worker, in a test or a notebook."""
+
+    name: str
+    reason: str | None = None
+    log: logging.Logger = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = logging.getLogger(f"pipelined.block.{self.name}")
+
+    @property
+    def stopping(self) -> bool:
+        return False
+
+    def waiting(self, reason: str | None) -> None:
+        self.reason = reason
+
+    def sleep(self, seconds: float) -> bool:
+        import time
+
+        time.sleep(seconds)
+        return True
