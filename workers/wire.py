@@ -1,0 +1,503 @@
+"""The wire: one writer to any number of readers, over POSIX shared memory.
+
+A wire is one segment: a header page, then a ring of slots, each big enough for the
+largest frame. The writer never waits for anyone: it writes frame ``f`` into slot
+``f % slots`` and moves on. A reader takes the newest frame; one that falls behind skips
+frames and counts them as dropped. Nothing is ever locked, so a process that dies at
+any instant leaves nothing held.
+
+Each reader has a POSIX semaphore used only as a doorbell. The writer posts it only
+while it is at zero, so a dead reader's count stays at one and costs nothing; a live
+reader waits on it with a timeout.
+
+Memory ordering (why this is right on ARM, not only on x86). Each slot has a sequence
+word ``seq``: ``2f - 1`` while frame ``f`` is being written, ``2f`` once it is complete.
+The ``_atomics`` helper gives real acquire/release operations and fences (Python and
+numpy emit none; on ARM a plain store may become visible after a later one):
+
+writer, frame f:                          reader:
+  store_relaxed(seq, 2f - 1)                h  = load_acquire(head)
+  fence_release()                           s1 = load_acquire(seq of slot h)  (must be 2h)
+  ...pixels and metadata (numpy)...         ...metadata and pixels (numpy)...
+  store_release(seq, 2f)                    fence_acquire()
+  store_release(head, f)                    s2 = load_relaxed(seq)            (must be s1)
+
+- If the reader sees ``head == f``, the release store of ``head`` synchronises with its
+  acquire load, so the slot's ``seq = 2f`` and the pixels before it are visible too.
+- If any pixel the reader copied came from a later writer's frame, then by the fence
+  pairing (release fence after the odd store, acquire fence before the re-read) the
+  re-read sees that odd ``seq`` or a later value, never ``s1``: the frame is discarded.
+- A zero-copy reader keeps a view of the slot and re-checks ``seq`` (fence, then load)
+  after it has worked on it: ``Frame.intact()``.
+The helper's calls are opaque to the compiler and to CPython, so no copy moves across
+them; the fences are the hardware instructions (``dmb ish`` on ARM64).
+The semaphores also order memory (a post/wait pair is a release/acquire), but a reader
+that never waits (it has a frame ready) gets no such pairing, hence the seqlock.
+
+Segments and semaphores are created 0600 (0660 with a group), set after creation since
+posix_ipc's modes pass through the umask. The memory is reserved up front
+(``posix_fallocate``), so a full /dev/shm is an error here and never a SIGBUS later, and
+mapped with MAP_POPULATE, so the first frame does not pay for page faults.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import mmap
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import posix_ipc
+
+from . import _atomics
+from .names import SHM_DIR, RunNames
+
+MAGIC = int.from_bytes(b"PLDWIRE\0", "little")
+LAYOUT_VERSION = 1
+MAX_DIMS = 4
+PAGE = 4096
+LINE = 64  # one cache line per independently written record
+
+# Header word offsets (bytes). Line 0: the layout, written once.
+_MAGIC, _VERSION, _SLOTS, _SLOT_BYTES, _READERS, _STRIDE, _DATA = (8 * i for i in range(7))
+# Line 1: the writer.
+_HEAD, _WRITER_PID = LINE, LINE + 8
+# Then one line per reader, then one line per slot.
+_READER_TABLE = 2 * LINE
+_R_PID, _R_FRAMES, _R_DROPPED = 0, 8, 16
+_S_SEQ, _S_TIME, _S_NBYTES, _S_NDIM, _S_SHAPE, _S_DTYPE = 0, 8, 16, 24, 32, 48  # shape: 4 x u32
+
+
+class WireError(Exception):
+    """A wire cannot be created, attached or used as asked."""
+
+
+class FrameTooLarge(WireError):
+    """A frame bigger than the wire's slots."""
+
+
+def _align(n: int, to: int) -> int:
+    return (n + to - 1) // to * to
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where everything lives in a wire's segment."""
+
+    slots: int
+    slot_bytes: int
+    readers: int
+
+    @property
+    def slot_table(self) -> int:
+        return _READER_TABLE + LINE * self.readers
+
+    @property
+    def data(self) -> int:
+        return _align(self.slot_table + LINE * self.slots, PAGE)
+
+    @property
+    def stride(self) -> int:
+        return _align(max(self.slot_bytes, 1), PAGE)
+
+    @property
+    def total(self) -> int:
+        return self.data + self.stride * self.slots
+
+    def reader(self, index: int) -> int:
+        return _READER_TABLE + LINE * index
+
+    def slot(self, index: int) -> int:
+        return self.slot_table + LINE * index
+
+    def slot_data(self, index: int) -> int:
+        return self.data + self.stride * index
+
+
+def wire_bytes(slot_bytes: int, readers: int, slots: int = 4) -> int:
+    """How much /dev/shm a wire takes."""
+    return Layout(slots, slot_bytes, readers).total
+
+
+@dataclass
+class Frame:
+    """A frame as a reader got it: pixels, sequence number and capture time.
+
+    From ``read()`` the array is a read-only view into the wire's slot: call
+    ``intact()`` after working on it to learn whether the writer overwrote it meanwhile
+    (then throw the result away). From ``read_copy()`` it is the reader's own copy.
+    """
+
+    array: np.ndarray
+    seq: int
+    timestamp_ns: int
+    _mm: mmap.mmap | None = None
+    _seq_offset: int = 0
+
+    def intact(self) -> bool:
+        if self._mm is None:
+            return True
+        _atomics.fence_acquire()
+        return _atomics.load_relaxed(self._mm, self._seq_offset) == 2 * self.seq
+
+
+class _Mapping:
+    """An open segment: the mmap, its layout, and the names of its parts."""
+
+    def __init__(self, names: RunNames, block: str, mm: mmap.mmap, layout: Layout):
+        self.names = names
+        self.block = block
+        self.mm = mm
+        self.layout = layout
+
+    @property
+    def label(self) -> str:
+        return f"wire {self.block!r}"
+
+    def u64(self, offset: int) -> int:
+        return _atomics.load_relaxed(self.mm, offset)
+
+    def close(self) -> None:
+        try:
+            self.mm.close()
+        except BufferError:
+            pass  # a zero-copy frame is still alive; the mapping goes with the last one
+
+
+def _open_segment(names: RunNames, block: str) -> _Mapping:
+    name = names.wire(block)
+    try:
+        shm = posix_ipc.SharedMemory(name)
+    except posix_ipc.ExistentialError:
+        raise WireError(
+            f"wire {block!r} does not exist ({SHM_DIR}{name} is missing):"
+            " is the daemon of this run still up?"
+        ) from None
+    try:
+        if shm.size < PAGE:
+            raise WireError(f"wire {block!r} is not set up yet ({shm.size} bytes)")
+        mm = mmap.mmap(shm.fd, shm.size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE)
+    finally:
+        shm.close_fd()
+    if _atomics.load_acquire(mm, _MAGIC) != MAGIC:
+        mm.close()
+        raise WireError(f"{SHM_DIR}{name} is not a pipelined wire, or not set up yet")
+    version = _atomics.load_relaxed(mm, _VERSION)
+    if version != LAYOUT_VERSION:
+        mm.close()
+        raise WireError(
+            f"wire {block!r} has layout version {version}; this pipelined reads version"
+            f" {LAYOUT_VERSION}. Restart the daemon so that every worker runs one version."
+        )
+    u = lambda off: _atomics.load_relaxed(mm, off)  # noqa: E731
+    layout = Layout(slots=u(_SLOTS), slot_bytes=u(_SLOT_BYTES), readers=u(_READERS))
+    if mm.size() < layout.total:
+        mm.close()
+        raise WireError(f"wire {block!r} is {mm.size()} bytes, its layout needs {layout.total}")
+    return _Mapping(names, block, mm, layout)
+
+
+class Wire:
+    """The owner's handle: creates the segment and the doorbells, and unlinks them."""
+
+    def __init__(self, mapping: _Mapping):
+        self._m = mapping
+
+    @classmethod
+    def create(
+        cls,
+        names: RunNames,
+        block: str,
+        slot_bytes: int,
+        readers: int,
+        slots: int = 4,
+        group: int | None = None,
+    ) -> Wire:
+        """Create the wire of ``block``: reserve and pre-fault its memory, make its doorbells."""
+        if slot_bytes <= 0 or readers < 0 or slots < 2:
+            raise ValueError("a wire needs slot_bytes > 0, readers >= 0 and at least 2 slots")
+        layout = Layout(slots, slot_bytes, readers)
+        name = names.wire(block)
+        mode = 0o660 if group is not None else 0o600
+        shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=mode)
+        bells: list[str] = []
+        try:
+            _restrict(shm.fd, None, mode, group)
+            try:
+                os.posix_fallocate(shm.fd, 0, layout.total)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
+                    raise
+                free = os.statvfs(SHM_DIR)
+                raise WireError(
+                    f"no room in {SHM_DIR} for wire {block!r}: it needs"
+                    f" {layout.total:,} bytes and {free.f_bavail * free.f_frsize:,} are free."
+                    " Make frames smaller, use fewer slots, or give /dev/shm more space."
+                ) from None
+            mm = mmap.mmap(shm.fd, layout.total, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE)
+            for i in range(readers):
+                bell = names.doorbell(block, i)
+                posix_ipc.Semaphore(bell, posix_ipc.O_CREX, mode=mode, initial_value=0).close()
+                bells.append(bell)
+                _restrict(None, f"{SHM_DIR}/sem.{bell[1:]}", mode, group)
+        except BaseException:
+            _unlink(name, bells)
+            raise
+        finally:
+            shm.close_fd()
+        for offset, value in (
+            (_VERSION, LAYOUT_VERSION),
+            (_SLOTS, slots),
+            (_SLOT_BYTES, slot_bytes),
+            (_READERS, readers),
+            (_STRIDE, layout.stride),
+            (_DATA, layout.data),
+        ):
+            _atomics.store_relaxed(mm, offset, value)
+        _atomics.store_release(mm, _MAGIC, MAGIC)  # last: attachers check it first
+        return cls(_Mapping(names, block, mm, layout))
+
+    @property
+    def layout(self) -> Layout:
+        return self._m.layout
+
+    def stats(self) -> dict:
+        """Frames written, and per reader index the frames read and dropped."""
+        m = self._m
+        readers = []
+        for i in range(m.layout.readers):
+            base = m.layout.reader(i)
+            readers.append(
+                {
+                    "attached_pid": m.u64(base + _R_PID),
+                    "frames": m.u64(base + _R_FRAMES),
+                    "dropped": m.u64(base + _R_DROPPED),
+                }
+            )
+        return {"frames": m.u64(_HEAD), "writer_pid": m.u64(_WRITER_PID), "readers": readers}
+
+    def unlink(self) -> None:
+        """Remove the segment and its doorbells; processes that have them mapped keep them."""
+        m = self._m
+        bells = [m.names.doorbell(m.block, i) for i in range(m.layout.readers)]
+        _unlink(m.names.wire(m.block), bells)
+
+    def close(self) -> None:
+        self._m.close()
+
+
+def _restrict(fd: int | None, path: str | None, mode: int, group: int | None) -> None:
+    """Set mode and group after creation: the umask has had its say on the create."""
+    if fd is not None:
+        if group is not None:
+            os.fchown(fd, -1, group)
+        os.fchmod(fd, mode)
+    else:
+        if group is not None:
+            os.chown(path, -1, group)
+        os.chmod(path, mode)
+
+
+def _unlink(segment: str, semaphores: list[str]) -> None:
+    """Unlink what exists of a wire; a part already gone is no error (another got there)."""
+    for unlink, name in [(posix_ipc.unlink_shared_memory, segment)] + [
+        (posix_ipc.unlink_semaphore, s) for s in semaphores
+    ]:
+        try:
+            unlink(name)
+        except posix_ipc.ExistentialError:
+            pass
+
+
+class WireWriter:
+    """The one process that writes a wire (the block that owns it).
+
+    A writer that starts after a crash carries on the sequence where the dead one left it.
+    """
+
+    def __init__(self, names: RunNames, block: str):
+        self._m = _open_segment(names, block)
+        layout = self._m.layout
+        self._bells = [
+            posix_ipc.Semaphore(names.doorbell(block, i)) for i in range(layout.readers)
+        ]
+        self._next = _atomics.load_acquire(self._m.mm, _HEAD) + 1
+        self._loaned: int | None = None
+        _atomics.store_relaxed(self._m.mm, _WRITER_PID, os.getpid())
+
+    @property
+    def capacity(self) -> int:
+        return self._m.layout.slot_bytes
+
+    @property
+    def frames(self) -> int:
+        """Frames published so far on this wire, by this writer and its predecessors."""
+        return self._next - 1
+
+    def borrow(self, shape: tuple[int, ...], dtype: np.dtype | str = np.uint8) -> np.ndarray:
+        """The next slot as an array to fill in place; ``publish()`` sends it."""
+        dtype = np.dtype(dtype)
+        shape = tuple(int(d) for d in shape)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        self._check_fits(shape, dtype, nbytes)
+        m, f = self._m, self._next
+        index = f % m.layout.slots
+        slot = m.layout.slot(index)
+        _atomics.store_relaxed(m.mm, slot + _S_SEQ, 2 * f - 1)
+        _atomics.fence_release()
+        meta = np.ndarray(8, np.uint64, buffer=m.mm, offset=slot)
+        meta[_S_NBYTES // 8] = nbytes
+        meta[_S_NDIM // 8] = len(shape)
+        dims = np.ndarray(MAX_DIMS, np.uint32, buffer=m.mm, offset=slot + _S_SHAPE)
+        dims[:] = 0
+        dims[: len(shape)] = shape
+        m.mm[slot + _S_DTYPE : slot + _S_DTYPE + 8] = dtype.str.encode().ljust(8, b"\0")
+        self._loaned = f
+        return np.ndarray(shape, dtype, buffer=m.mm, offset=m.layout.slot_data(index))
+
+    def publish(self, timestamp_ns: int | None = None) -> int:
+        """Make the borrowed slot the newest frame and ring the readers; returns its seq."""
+        f = self._loaned
+        if f is None:
+            raise WireError(f"{self._m.label}: publish() without borrow()")
+        m = self._m
+        slot = m.layout.slot(f % m.layout.slots)
+        ts = time.monotonic_ns() if timestamp_ns is None else timestamp_ns
+        _atomics.store_relaxed(m.mm, slot + _S_TIME, ts)
+        _atomics.store_release(m.mm, slot + _S_SEQ, 2 * f)
+        _atomics.store_release(m.mm, _HEAD, f)
+        self._loaned = None
+        self._next = f + 1
+        for bell in self._bells:
+            if bell.value == 0:
+                bell.release()
+        return f
+
+    def write(self, frame: np.ndarray, timestamp_ns: int | None = None) -> int:
+        """Copy ``frame`` into the next slot and publish it."""
+        out = self.borrow(frame.shape, frame.dtype)
+        np.copyto(out, frame, casting="no")
+        return self.publish(timestamp_ns)
+
+    def _check_fits(self, shape: tuple[int, ...], dtype: np.dtype, nbytes: int) -> None:
+        if len(shape) > MAX_DIMS:
+            raise WireError(f"{self._m.label}: frames have at most {MAX_DIMS} dimensions")
+        if len(dtype.str) > 8 or dtype.hasobject:
+            raise WireError(f"{self._m.label}: dtype {dtype} cannot travel on a wire")
+        if nbytes > self.capacity:
+            raise FrameTooLarge(
+                f"{self._m.label}: a {'x'.join(map(str, shape))} {dtype} frame is"
+                f" {nbytes:,} bytes, but the wire's slots hold {self.capacity:,}."
+                " Size the wire for the largest frame (max_frame_bytes in the graph file)."
+            )
+
+    def close(self) -> None:
+        for bell in self._bells:
+            bell.close()
+        self._bells = []
+        self._m.close()
+
+
+class WireReader:
+    """One reader of a wire, at a reader index the owner gave it."""
+
+    def __init__(self, names: RunNames, block: str, reader: int):
+        self._m = _open_segment(names, block)
+        layout = self._m.layout
+        if not 0 <= reader < layout.readers:
+            self._m.close()
+            raise WireError(
+                f"{self._m.label} has reader slots 0..{layout.readers - 1}, not {reader}"
+            )
+        self._bell = posix_ipc.Semaphore(names.doorbell(block, reader))
+        self._row = layout.reader(reader)
+        self._last = 0
+        self.frames = 0
+        self.dropped = 0
+        _atomics.store_relaxed(self._m.mm, self._row + _R_PID, os.getpid())
+
+    def read(self, timeout: float | None = None) -> Frame | None:
+        """The newest frame as a zero-copy view, waiting up to ``timeout`` s (None: forever)."""
+        return self._wait(timeout, copy=False)
+
+    def read_copy(self, timeout: float | None = None) -> Frame | None:
+        """The newest frame, copied out of the wire: the reader's to keep."""
+        return self._wait(timeout, copy=True)
+
+    def _wait(self, timeout: float | None, copy: bool) -> Frame | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            frame = self._take(copy)
+            if frame is not None:
+                return frame
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return None
+            try:
+                self._bell.acquire(remaining)
+            except posix_ipc.BusyError:
+                return self._take(copy)
+            except posix_ipc.SignalError:
+                pass  # a signal handler ran; look again (and let it act)
+
+    def _take(self, copy: bool) -> Frame | None:
+        """The newest frame if there is one we have not had, else None. Never torn."""
+        m = self._m
+        while True:
+            head = _atomics.load_acquire(m.mm, _HEAD)
+            if head == self._last:
+                return None
+            index = head % m.layout.slots
+            slot = m.layout.slot(index)
+            seq = _atomics.load_acquire(m.mm, slot + _S_SEQ)
+            if seq != 2 * head:
+                continue  # the writer lapped us while we looked: take the newer head
+            ts = _atomics.load_relaxed(m.mm, slot + _S_TIME)
+            array = self._view(slot, m.layout.slot_data(index))
+            if array is not None and copy:
+                array = array.copy()
+            _atomics.fence_acquire()
+            if _atomics.load_relaxed(m.mm, slot + _S_SEQ) != seq:
+                continue  # overwritten while we read it: torn, never delivered
+            if array is None:
+                raise WireError(f"{m.label}: frame {head} has a corrupt header")
+            self._count(head)
+            if copy:
+                return Frame(array, head, ts)
+            array.flags.writeable = False
+            return Frame(array, head, ts, m.mm, slot + _S_SEQ)
+
+    def _view(self, slot: int, data: int) -> np.ndarray | None:
+        """The slot's pixels as an array, or None if its header makes no sense (torn)."""
+        mm = self._m.mm
+        nbytes = _atomics.load_relaxed(mm, slot + _S_NBYTES)
+        ndim = _atomics.load_relaxed(mm, slot + _S_NDIM)
+        dims = np.ndarray(MAX_DIMS, np.uint32, buffer=mm, offset=slot + _S_SHAPE)
+        shape = tuple(int(d) for d in dims[: min(ndim, MAX_DIMS)])
+        raw = bytes(mm[slot + _S_DTYPE : slot + _S_DTYPE + 8]).rstrip(b"\0")
+        try:
+            dtype = np.dtype(raw.decode("ascii"))
+            if nbytes > self._m.layout.slot_bytes or math.prod(shape) * dtype.itemsize != nbytes:
+                return None
+            return np.ndarray(shape, dtype, buffer=mm, offset=data)
+        except (TypeError, ValueError, UnicodeDecodeError):
+            return None
+
+    def _count(self, head: int) -> None:
+        if self._last:
+            self.dropped += head - self._last - 1
+        self._last = head
+        self.frames += 1
+        mm = self._m.mm
+        _atomics.store_relaxed(mm, self._row + _R_FRAMES, self.frames)
+        _atomics.store_relaxed(mm, self._row + _R_DROPPED, self.dropped)
+
+    def close(self) -> None:
+        if self._bell is not None:
+            _atomics.store_relaxed(self._m.mm, self._row + _R_PID, 0)
+            self._bell.close()
+            self._bell = None
+            self._m.close()
