@@ -28,6 +28,14 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
+class ConfigurationError(Exception):
+    """This block's configuration can never run here (no display for a screen, say).
+
+    Raised from ``setup()``: the supervisor marks the block FAILED with this message
+    instead of restarting it over and over.
+    """
+
+
 REQUIRED: Any = object()
 """Default of a parameter that the graph file must set."""
 

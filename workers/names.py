@@ -41,8 +41,7 @@ def check_instance(instance: str) -> str:
 def check_block(block: str) -> str:
     if not BLOCK_RE.match(block):
         raise ValueError(
-            f"block name {block!r} is not valid: use 1-64 of A-Z, a-z, 0-9, '_' and '-'"
-            " (no dots)"
+            f"block name {block!r} is not valid: use 1-64 of A-Z, a-z, 0-9, '_' and '-' (no dots)"
         )
     return block
 

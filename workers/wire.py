@@ -321,9 +321,7 @@ class WireWriter:
     def __init__(self, names: RunNames, block: str):
         self._m = _open_segment(names, block)
         layout = self._m.layout
-        self._bells = [
-            posix_ipc.Semaphore(names.doorbell(block, i)) for i in range(layout.readers)
-        ]
+        self._bells = [posix_ipc.Semaphore(names.doorbell(block, i)) for i in range(layout.readers)]
         self._next = _atomics.load_acquire(self._m.mm, _HEAD) + 1
         self._loaned: int | None = None
         _atomics.store_relaxed(self._m.mm, _WRITER_PID, os.getpid())

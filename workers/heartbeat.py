@@ -1,0 +1,129 @@
+"""A worker's heartbeat and counters, in a small shared-memory record the daemon reads.
+
+The worker is the only writer; the daemon reads. The record is guarded by the same
+kind of seqlock as a wire's slot (see wire.py for the ordering argument), so the
+daemon never sees counters from two different moments, nor half a reason string.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import time
+from dataclasses import dataclass
+
+import posix_ipc
+
+from . import _atomics
+from .names import RunNames
+
+SIZE = 4096
+MAGIC = int.from_bytes(b"PLDBEAT\0", "little")
+VERSION = 1
+_MAGIC, _VERSION, _SEQ = 0, 8, 16
+_FIELDS = 24  # then: beat_ns, pid, state, frames_in, frames_out, dropped, busy_ns, reason_len
+_REASON = _FIELDS + 8 * 8
+MAX_REASON = SIZE - _REASON
+
+STARTING, RUNNING, WAITING = 0, 1, 2
+"""What the worker says of itself: setting up, working, or waiting for its source."""
+
+
+@dataclass(frozen=True)
+class Beat:
+    """One reading of a worker's record."""
+
+    beat_ns: int = 0
+    pid: int = 0
+    state: int = STARTING
+    frames_in: int = 0
+    frames_out: int = 0
+    dropped: int = 0
+    busy_ns: int = 0
+    reason: str | None = None
+
+
+class Heartbeat:
+    """The record of one block, open for writing (worker) or reading (daemon)."""
+
+    def __init__(self, name: str, mm: mmap.mmap):
+        self.name = name
+        self._mm = mm
+        self._seq = 0
+
+    @classmethod
+    def create(cls, names: RunNames, block: str, group: int | None = None) -> Heartbeat:
+        name = names.beat(block)
+        mode = 0o660 if group is not None else 0o600
+        shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=mode, size=SIZE)
+        try:
+            if group is not None:
+                os.fchown(shm.fd, -1, group)
+            os.fchmod(shm.fd, mode)
+            mm = mmap.mmap(shm.fd, SIZE)
+        finally:
+            shm.close_fd()
+        _atomics.store_relaxed(mm, _VERSION, VERSION)
+        _atomics.store_release(mm, _MAGIC, MAGIC)
+        return cls(name, mm)
+
+    @classmethod
+    def attach(cls, names: RunNames, block: str) -> Heartbeat:
+        name = names.beat(block)
+        try:
+            shm = posix_ipc.SharedMemory(name)
+        except posix_ipc.ExistentialError:
+            raise FileNotFoundError(f"heartbeat record {name} does not exist") from None
+        try:
+            mm = mmap.mmap(shm.fd, SIZE)
+        finally:
+            shm.close_fd()
+        if _atomics.load_acquire(mm, _MAGIC) != MAGIC:
+            raise ValueError(f"{name} is not a pipelined heartbeat record")
+        beat = cls(name, mm)
+        beat._seq = _atomics.load_relaxed(mm, _SEQ) & ~1
+        return beat
+
+    def publish(self, beat: Beat) -> None:
+        """Write one consistent record (worker side)."""
+        mm = self._mm
+        self._seq += 1
+        _atomics.store_relaxed(mm, _SEQ, self._seq)
+        _atomics.fence_release()
+        reason = (beat.reason or "").encode("utf-8", "replace")[:MAX_REASON]
+        values = (
+            beat.beat_ns or time.monotonic_ns(),
+            beat.pid or os.getpid(),
+            beat.state,
+            beat.frames_in,
+            beat.frames_out,
+            beat.dropped,
+            beat.busy_ns,
+            len(reason) if beat.reason is not None else 2**64 - 1,
+        )
+        for i, value in enumerate(values):
+            _atomics.store_relaxed(mm, _FIELDS + 8 * i, value)
+        mm[_REASON : _REASON + len(reason)] = reason
+        self._seq += 1
+        _atomics.store_release(mm, _SEQ, self._seq)
+
+    def read(self) -> Beat | None:
+        """The newest consistent record (daemon side); None before the first beat."""
+        mm = self._mm
+        for _ in range(100):
+            seq = _atomics.load_acquire(mm, _SEQ)
+            if seq % 2:
+                continue
+            if seq == 0:
+                return None
+            values = [_atomics.load_relaxed(mm, _FIELDS + 8 * i) for i in range(8)]
+            length = values[7]
+            raw = bytes(mm[_REASON : _REASON + min(length, MAX_REASON)])
+            _atomics.fence_acquire()
+            if _atomics.load_relaxed(mm, _SEQ) == seq:
+                reason = None if length == 2**64 - 1 else raw.decode("utf-8", "replace")
+                return Beat(*values[:7], reason=reason)
+        return None  # the worker is mid-write every time we look: try again later
+
+    def close(self) -> None:
+        self._mm.close()

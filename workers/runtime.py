@@ -1,0 +1,295 @@
+"""The worker runtime: runs one block in its own process.
+
+``python -m pipelined.workers <encoded-args>`` attaches the block's wires, calls the
+block for every new frame, and publishes a heartbeat with its counters. It exits
+cleanly on SIGTERM. If the supervisor disappears, the worker removes every segment and
+semaphore of its run and exits: after ``kill -9`` of the daemon nothing is left behind.
+
+The arguments are one string from the codec (see ``WorkerArgs``); secrets, if any, come
+on stdin so that they never show in ``/proc/<pid>/cmdline``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import codec
+from .block import Block, ConfigurationError
+from .heartbeat import RUNNING, STARTING, WAITING, Beat, Heartbeat
+from .liveness import Supervisor, ask_for_death_signal
+from .names import RunNames
+from .registry import resolve
+from .wire import Frame, WireReader, WireWriter
+
+EXIT_OK = 0
+EXIT_CRASH = 1
+EXIT_CONFIG = 78  # EX_CONFIG: this configuration cannot run; do not restart it
+BEAT_INTERVAL = 0.1
+DEATH_SIGNAL = signal.SIGUSR1
+
+
+@dataclass
+class WorkerArgs:
+    """Everything a worker is told on its command line."""
+
+    instance: str
+    run: str
+    block: str
+    type: str
+    params: dict[str, Any]
+    inputs: list[tuple[str, int]] = field(default_factory=list)  # (wire, reader index)
+    output: bool = True
+    supervisor: tuple[int, int] = (0, 0)  # pid, start time
+    liveness_interval: float = 0.5
+    secrets: bool = False
+
+    def encode(self) -> str:
+        return codec.encode(
+            {
+                "instance": self.instance,
+                "run": self.run,
+                "block": self.block,
+                "type": self.type,
+                "params": self.params,
+                "inputs": [list(i) for i in self.inputs],
+                "output": self.output,
+                "supervisor": list(self.supervisor),
+                "liveness_interval": self.liveness_interval,
+                "secrets": self.secrets,
+            }
+        )
+
+    @classmethod
+    def decode(cls, text: str) -> WorkerArgs:
+        raw = codec.decode(text)
+        if not isinstance(raw, dict):
+            raise codec.CodecError("worker arguments must be a table")
+        raw["inputs"] = [(str(w), int(i)) for w, i in raw.get("inputs", [])]
+        raw["supervisor"] = tuple(raw.get("supervisor", (0, 0)))
+        return cls(**raw)
+
+
+class _Context:
+    """The block's view of the runtime: waiting reasons, responsive sleep, stop flag."""
+
+    def __init__(self, worker: Worker):
+        self._worker = worker
+        self.log = logging.getLogger(f"pipelined.block.{worker.args.block}")
+
+    @property
+    def stopping(self) -> bool:
+        return self._worker.stopping
+
+    def waiting(self, reason: str | None) -> None:
+        self._worker.set_waiting(reason)
+
+    def sleep(self, seconds: float) -> bool:
+        end = time.monotonic() + seconds
+        while not self._worker.stopping:
+            left = end - time.monotonic()
+            if left <= 0:
+                return True
+            time.sleep(min(left, BEAT_INTERVAL))
+            self._worker.beat()
+        return False
+
+
+class Worker:
+    """One block in one process, from set-up to exit."""
+
+    def __init__(self, args: WorkerArgs):
+        self.args = args
+        self.names = RunNames(args.instance, args.run)
+        self.supervisor = Supervisor(*args.supervisor)
+        self.stopping = False
+        self.state = STARTING
+        self.reason: str | None = None
+        self.frames_in = self.frames_out = self.stale = self.busy_ns = 0
+        self.readers: list[WireReader] = []
+        self.writer: WireWriter | None = None
+        self.heartbeat: Heartbeat | None = None
+        self.block: Block | None = None
+        self._held: list[Frame | None] = []
+        self._last_beat = 0.0
+
+    # -- supervision -----------------------------------------------------------------
+
+    def watch_supervisor(self) -> None:
+        """Clean up and leave as soon as the supervisor is gone, whatever the block does."""
+        if self.supervisor.pid == 0:
+            return
+        signal.signal(DEATH_SIGNAL, lambda *_: self._check_supervisor())
+        ask_for_death_signal(DEATH_SIGNAL)
+        self._check_supervisor()  # it may have died before we asked
+
+        def poll() -> None:
+            while True:
+                time.sleep(self.args.liveness_interval)
+                self._check_supervisor()
+
+        threading.Thread(target=poll, name="liveness", daemon=True).start()
+
+    def _check_supervisor(self) -> None:
+        if not self.supervisor.alive():
+            removed = self.names.unlink_all()
+            print(
+                f"pipelined worker {self.args.block}: the supervisor (pid"
+                f" {self.supervisor.pid}) is gone; removed {len(removed)} objects of run"
+                f" {self.args.run} and exiting",
+                file=sys.stderr,
+                flush=True,
+            )
+            os._exit(EXIT_OK)
+
+    def stop(self, *_: object) -> None:
+        self.stopping = True
+
+    # -- heartbeat -------------------------------------------------------------------
+
+    def set_waiting(self, reason: str | None) -> None:
+        self.state = WAITING if reason else RUNNING
+        self.reason = reason
+        self.beat(force=True)
+
+    def beat(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.heartbeat is None or (not force and now - self._last_beat < BEAT_INTERVAL):
+            return
+        self._last_beat = now
+        dropped = self.stale + sum(r.dropped for r in self.readers)
+        self.heartbeat.publish(
+            Beat(
+                state=self.state,
+                frames_in=self.frames_in,
+                frames_out=self.frames_out,
+                dropped=dropped,
+                busy_ns=self.busy_ns,
+                reason=self.reason,
+            )
+        )
+
+    # -- the run ---------------------------------------------------------------------
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        self.watch_supervisor()
+        try:
+            self.set_up()
+            self.state = RUNNING if self.state == STARTING else self.state
+            self.beat(force=True)
+            while not self.stopping:
+                self.step()
+                self.beat()
+            return EXIT_OK
+        except ConfigurationError as exc:
+            print(f"block {self.args.block!r} cannot run: {exc}", file=sys.stderr, flush=True)
+            return EXIT_CONFIG
+        finally:
+            self.tear_down()
+
+    def set_up(self) -> None:
+        args = self.args
+        self.heartbeat = Heartbeat.attach(self.names, args.block)
+        self.beat(force=True)
+        cls = resolve(args.type)
+        self.block = cls(args.block, args.params, _Context(self))
+        self.block.setup()
+        if args.output:
+            self.writer = WireWriter(self.names, args.block)
+        self.readers = [WireReader(self.names, wire, index) for wire, index in args.inputs]
+        self._held = [None] * len(self.readers)
+
+    def step(self) -> None:
+        """One frame through the block: wait for input, process, publish."""
+        frames = self.next_inputs()
+        if frames is None:
+            return
+        start = time.perf_counter_ns()
+        timestamp = frames[0].timestamp_ns if frames else None
+        arrays = [f.array for f in frames]
+        published = self.produce(arrays, frames, timestamp)
+        self.busy_ns += time.perf_counter_ns() - start
+        self.frames_out += published
+
+    def next_inputs(self) -> list[Frame] | None:
+        """The newest frame of every input, or None if the first has nothing new yet.
+
+        The first input is read in place (zero-copy) and paces the block; the others
+        are copied, since their newest frame may be reused for several of the first's.
+        """
+        if not self.readers:
+            return []
+        first = self.readers[0].read(timeout=BEAT_INTERVAL)
+        if first is None:
+            return None
+        self.frames_in += 1
+        self._held[0] = first
+        for i, reader in enumerate(self.readers[1:], start=1):
+            newer = reader.read_copy(timeout=0 if self._held[i] is not None else 1.0)
+            if newer is not None:
+                self._held[i] = newer
+        if any(f is None for f in self._held):
+            return None  # wait until every input has sent a frame
+        return list(self._held)
+
+    def produce(self, arrays: list[np.ndarray], frames: list[Frame], ts: int | None) -> int:
+        """Run the block once; 1 if a frame went out, else 0."""
+        block, writer = self.block, self.writer
+        shape = block.output_like(arrays) if writer is not None else None
+        if shape is not None:
+            out = writer.borrow(*shape)
+            if not block.process_into(arrays, out) or not self._inputs_intact(frames):
+                return 0
+            writer.publish(ts)
+            return 1
+        result = block.process(arrays)
+        if not self._inputs_intact(frames) or result is None or writer is None:
+            return 0
+        writer.write(np.ascontiguousarray(result), ts)
+        return 1
+
+    def _inputs_intact(self, frames: list[Frame]) -> bool:
+        """False if the writer overwrote the zero-copy input while the block worked."""
+        if frames and not frames[0].intact():
+            self.stale += 1
+            return False
+        return True
+
+    def tear_down(self) -> None:
+        if self.block is not None:
+            try:
+                self.block.close()
+            except Exception:
+                traceback.print_exc()
+        self._held = []
+        for reader in self.readers:
+            reader.close()
+        if self.writer is not None:
+            self.writer.close()
+        if self.heartbeat is not None:
+            self.heartbeat.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m pipelined.workers <encoded-args>", file=sys.stderr)
+        return 2
+    args = WorkerArgs.decode(argv[0])
+    if args.secrets:
+        args.params = codec.merge_secrets(args.params, codec.decode(sys.stdin.read()))
+    logging.basicConfig(
+        level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr
+    )
+    return Worker(args).run()
