@@ -1,0 +1,90 @@
+"""The daemon process: one event loop with the supervisor, the control socket and signals.
+
+SIGTERM and SIGINT stop the graph and unlink everything; SIGHUP reloads the graph file.
+Workers are launched from this, the main, thread: the kernel's parent-death signal
+that wakes them when the daemon dies is tied to the thread that started them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from pathlib import Path
+from typing import Any
+
+from pipelined.ctl.protocol import FAILED, CommandError
+
+from . import commands
+from .control import ControlServer
+from .graph import Graph, GraphError, load_graph
+from .supervisor import Supervisor
+
+log = logging.getLogger("pipelined")
+
+
+class Daemon:
+    """What one ``pipelined`` process runs until it is told to stop."""
+
+    def __init__(
+        self,
+        graph: Graph,
+        instance: str,
+        socket_path: Path | None,
+        listen_sock: socket.socket | None = None,
+        group: int | None = None,
+    ):
+        self.supervisor = Supervisor(graph, instance, group)
+        self.socket_path = socket_path
+        self.listen_sock = listen_sock
+        self.group = group
+        self.control: ControlServer | None = None
+        self._stop = asyncio.Event()
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._sighup()))
+        self.supervisor.open()
+        try:
+            self.control = ControlServer(
+                commands.table(self), instance=self.supervisor.names.instance, group=self.group
+            )
+            if self.listen_sock is not None:
+                await self.control.start(sock=self.listen_sock)
+            elif self.socket_path is not None:
+                await self.control.start(self.socket_path)
+            await self.supervisor.run()
+            log.info("ready: %s", self.supervisor.summary())
+            await self._stop.wait()
+            log.info("stopping")
+        finally:
+            if self.control is not None:
+                await self.control.close()
+            await self.supervisor.close()
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the graph file; a file that fails to load leaves the running graph alone."""
+        path = self.supervisor.graph.path
+        if path is None:
+            raise CommandError(
+                FAILED, "this daemon runs the built-in graph: there is no file to reload"
+            )
+        try:
+            graph = await asyncio.to_thread(load_graph, path)
+        except GraphError as exc:
+            raise CommandError(
+                FAILED, f"the graph was not reloaded; the running graph carries on:\n{exc}"
+            ) from None
+        return await self.supervisor.reload(graph)
+
+    async def _sighup(self) -> None:
+        try:
+            await self.reload()
+        except CommandError as exc:
+            log.error("%s", exc.message)
+
+    def stop(self) -> None:
+        self._stop.set()

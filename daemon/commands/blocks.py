@@ -1,0 +1,23 @@
+"""The ``blocks`` argument of a command, resolved against the running graph."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pipelined.ctl.protocol import NO_SUCH_BLOCK, CommandError, get_blocks
+
+if TYPE_CHECKING:
+    from ..app import Daemon
+    from ..process import BlockProcess
+
+
+def blocks_arg(daemon: Daemon, args: dict[str, Any]) -> list[BlockProcess]:
+    """The blocks an argument names (all for none), or a no_such_block error."""
+    names = get_blocks(args)
+    try:
+        return daemon.supervisor.select(names)
+    except KeyError as exc:
+        known = ", ".join(daemon.supervisor.blocks)
+        raise CommandError(
+            NO_SUCH_BLOCK, f"no block named {exc.args[0]} in this graph; its blocks are: {known}"
+        ) from None

@@ -1,0 +1,56 @@
+"""Starting one worker: its arguments as one string, its secrets on stdin.
+
+Workers are started with ``subprocess`` (fork+exec of a fresh interpreter, never a fork
+of the daemon's memory) as ``python -m pipelined.workers <encoded-args>``. Passwords in
+camera URLs and secret-named parameters are taken out of the command line, which any
+local user can read in /proc/<pid>/cmdline, and written to the worker's stdin instead.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from pipelined.workers import codec
+from pipelined.workers.liveness import Supervisor
+from pipelined.workers.names import RunNames
+from pipelined.workers.runtime import WorkerArgs
+
+from .graph import BlockSpec
+
+
+def worker_args(names: RunNames, spec: BlockSpec, readers: dict[str, list[str]]) -> WorkerArgs:
+    """The arguments of ``spec``'s worker; ``readers`` maps each wire to its readers."""
+    return WorkerArgs(
+        instance=names.instance,
+        run=names.run,
+        block=spec.name,
+        type=spec.type,
+        params=spec.params,
+        inputs=[(wire, readers[wire].index(spec.name)) for wire in spec.inputs],
+        output=spec.frame_bytes is not None,
+        supervisor=tuple(Supervisor.me().encode()),
+        liveness_interval=spec.supervision.liveness_interval,
+    )
+
+
+def launch(args: WorkerArgs) -> subprocess.Popen:
+    """Start the worker; its stderr comes back on a pipe for the log and ``last_exit``."""
+    public, secrets = codec.split_secrets(args.params)
+    args = WorkerArgs(**{**vars(args), "params": public, "secrets": bool(secrets)})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelined.workers", args.encode()],
+        stdin=subprocess.PIPE if secrets else subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        close_fds=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    if secrets:
+        try:
+            proc.stdin.write(codec.encode(secrets).encode())
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # it died at once; its exit tells the story
+    return proc

@@ -1,0 +1,236 @@
+"""The supervisor: owns one run of a graph, its wires, heartbeats and block processes.
+
+It creates every wire before any worker starts (a reader never finds its input
+missing), starts blocks sources first, and keeps the wires across a block's restarts,
+so the readers of a restarting block simply wait. Stopping unlinks everything of the
+run. Control commands (daemon/commands/) call the public methods here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import posix_ipc
+
+from pipelined.workers.heartbeat import Heartbeat
+from pipelined.workers.names import RunNames, new_run_token
+from pipelined.workers.wire import Wire
+
+from . import runs
+from .graph import BlockSpec, Graph
+from .launch import worker_args
+from .process import BlockProcess
+from .states import State
+
+log = logging.getLogger("pipelined")
+SPARE_READERS = 2
+"""Reader slots on every wire beyond the graph's readers, for live viewers."""
+TICK = 0.1
+SAMPLE_EVERY = 1.0
+
+
+class Supervisor:
+    """One daemon start: a run token, the graph it runs, and everything it created."""
+
+    def __init__(self, graph: Graph, instance: str, group: int | None = None):
+        self.graph = graph
+        self.names = RunNames(instance, new_run_token())
+        self.group = group
+        self.wires: dict[str, Wire] = {}
+        self.blocks: dict[str, BlockProcess] = {}
+        self.started = time.monotonic()
+        self._ticker: asyncio.Task[None] | None = None
+        self._reloading = asyncio.Lock()
+
+    # -- the run's objects -------------------------------------------------------------
+
+    def open(self) -> None:
+        """Clean up dead runs, then create this run's wires and heartbeats."""
+        runs.remove_dead_runs(self.names.instance, keep=self.names.run)
+        runs.claim(self.names, self.group)
+        try:
+            for name in self.graph.order():
+                self._create(self.graph.blocks[name])
+        except BaseException:
+            self.names.unlink_all()
+            raise
+        log.info(
+            "run %s of instance %s: %d blocks, %d wires",
+            self.names.run,
+            self.names.instance,
+            len(self.blocks),
+            len(self.wires),
+        )
+
+    def _create(self, spec: BlockSpec) -> None:
+        readers = self._readers()
+        if spec.frame_bytes is not None:
+            self.wires[spec.name] = Wire.create(
+                self.names,
+                spec.name,
+                spec.frame_bytes,
+                readers=len(readers[spec.name]) + SPARE_READERS,
+                group=self.group,
+            )
+        beat = Heartbeat.create(self.names, spec.name, self.group)
+        self.blocks[spec.name] = BlockProcess(spec, worker_args(self.names, spec, readers), beat)
+
+    def _readers(self) -> dict[str, list[str]]:
+        return {name: self.graph.readers(name) for name in self.graph.blocks}
+
+    def _drop(self, name: str) -> None:
+        """Forget a block and unlink its wire and heartbeat (it must be stopped)."""
+        proc = self.blocks.pop(name)
+        proc.heartbeat.close()
+        _unlink_beat(self.names, name)
+        wire = self.wires.pop(name, None)
+        if wire is not None:
+            wire.unlink()
+            wire.close()
+
+    # -- running -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Start every block and watch them until cancelled."""
+        self.start_blocks([])
+        self._ticker = asyncio.create_task(self._tick_forever())
+
+    async def _tick_forever(self) -> None:
+        next_sample = 0.0
+        while True:
+            now_ns = time.monotonic_ns()
+            for proc in list(self.blocks.values()):
+                proc.tick(now_ns)
+            if time.monotonic() >= next_sample:
+                next_sample = time.monotonic() + SAMPLE_EVERY
+                for proc in list(self.blocks.values()):
+                    proc.sample()
+            await asyncio.sleep(TICK)
+
+    def select(self, names: list[str]) -> list[BlockProcess]:
+        """The named blocks in graph order (all of them for an empty list)."""
+        unknown = [n for n in names if n not in self.blocks]
+        if unknown:
+            raise KeyError(", ".join(unknown))
+        wanted = set(names) or set(self.blocks)
+        return [self.blocks[n] for n in self.graph.order() if n in wanted]
+
+    def start_blocks(self, names: list[str]) -> list[str]:
+        started = []
+        for proc in self.select(names):
+            if proc.state not in (State.STARTING, State.RUNNING, State.STOPPING):
+                proc.start()
+                started.append(proc.name)
+        return started
+
+    async def stop_blocks(self, names: list[str]) -> list[str]:
+        """Stop the named blocks (readers first) and wait until every one has exited."""
+        procs = list(reversed(self.select(names)))
+        await asyncio.gather(*(proc.stop() for proc in procs))
+        return [p.name for p in procs]
+
+    def restart_blocks(self, names: list[str]) -> list[str]:
+        procs = self.select(names)
+        for proc in procs:
+            proc.restart()
+        return [p.name for p in procs]
+
+    async def reload(self, graph: Graph) -> dict[str, list[str]]:
+        """Run ``graph`` instead, restarting only the blocks whose configuration changed.
+
+        A block whose wire changes size or reader count gets a new wire, and its readers
+        restart with it, since their reader slots belong to the old one.
+        """
+        async with self._reloading:
+            old, new = self.graph, graph
+            removed = [n for n in old.blocks if n not in new.blocks]
+            added = [n for n in new.blocks if n not in old.blocks]
+            changed = {n for n in old.blocks if n in new.blocks and old.blocks[n] != new.blocks[n]}
+            rewired = {
+                n
+                for n in old.blocks
+                if n in new.blocks
+                and (
+                    old.blocks[n].frame_bytes != new.blocks[n].frame_bytes
+                    or old.readers(n) != new.readers(n)
+                )
+            }
+            for wire in rewired:
+                changed |= {r for r in new.readers(wire)} | {wire}
+            changed |= {r for n in removed for r in new.blocks if n in old.blocks[r].inputs}
+            going = [n for n in old.order() if n in changed or n in removed]
+            await self.stop_blocks(going)
+            for name in going:
+                self._drop(name)
+            self.graph = new
+            for name in new.order():
+                if name in added or name in changed:
+                    self._create(new.blocks[name])
+            self.start_blocks([n for n in new.order() if n in added or n in changed])
+            result = {
+                "added": added,
+                "removed": removed,
+                "restarted": sorted(changed - set(added)),
+            }
+            log.info("reloaded %s: %s", new.source, result)
+            return result
+
+    async def close(self) -> None:
+        """Stop every block, then unlink every object of the run."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+        await self.stop_blocks([])
+        for proc in self.blocks.values():
+            proc.heartbeat.close()
+        for wire in self.wires.values():
+            wire.close()
+        removed = self.names.unlink_all()
+        log.info("stopped; removed %d objects of run %s", len(removed), self.names.run)
+
+    # -- reporting ---------------------------------------------------------------------
+
+    def status(self, names: list[str] | None = None) -> dict[str, Any]:
+        procs = self.select(names or [])
+        return {
+            "instance": self.names.instance,
+            "run": self.names.run,
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "graph": str(self.graph.path) if self.graph.path else None,
+            "blocks": [p.status() for p in procs],
+            "wires": self.wire_status(),
+        }
+
+    def wire_status(self) -> list[dict[str, Any]]:
+        out = []
+        for name, wire in self.wires.items():
+            stats = wire.stats()
+            readers = self.graph.readers(name)
+            out.append(
+                {
+                    "name": name,
+                    "writer": name,
+                    "readers": readers,
+                    "frames": stats["frames"],
+                    "dropped": {r: stats["readers"][i]["dropped"] for i, r in enumerate(readers)},
+                    "slot_bytes": wire.layout.slot_bytes,
+                    "slots": wire.layout.slots,
+                }
+            )
+        return out
+
+    def summary(self) -> str:
+        """One line for systemd's STATUS= and the log."""
+        states = [p.state for p in self.blocks.values()]
+        running = sum(s == State.RUNNING for s in states)
+        failed = sum(s == State.FAILED for s in states)
+        return f"{len(states)} blocks: {running} running, {failed} failed"
+
+
+def _unlink_beat(names: RunNames, block: str) -> None:
+    try:
+        posix_ipc.unlink_shared_memory(names.beat(block))
+    except posix_ipc.ExistentialError:
+        pass
