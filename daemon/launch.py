@@ -53,4 +53,5 @@ def launch(args: WorkerArgs) -> subprocess.Popen:
             proc.stdin.close()
         except BrokenPipeError:
             pass  # it died at once; its exit tells the story
+        proc.stdin = None  # closed: the worker reads its secrets to EOF
     return proc

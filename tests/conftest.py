@@ -20,6 +20,9 @@ from pipelined.workers.names import RunNames, all_entries, new_run_token
 TESTS = Path(__file__).parent
 STANDINS = TESTS / "standins.py"
 
+# Workers and daemons the tests start must import the test blocks (userblocks.*) too.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
+
 
 @pytest.fixture(scope="session", autouse=True)
 def no_leaks_after_suite() -> Iterator[None]:
@@ -72,10 +75,3 @@ def procs() -> Iterator[Procs]:
     p = Procs()
     yield p
     p.stop_all()
-
-
-def env_with_repo() -> dict[str, str]:
-    """The environment for a child that must import the tests' helper modules."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
-    return env

@@ -7,6 +7,7 @@ when they are ready and one with their results when they end.
     python standins.py writer INSTANCE RUN BLOCK --frames N --fps F --shape H,W,C [--loan]
     python standins.py half-writer INSTANCE RUN BLOCK --shape H,W,C
     python standins.py reader INSTANCE RUN BLOCK INDEX [--copy] [--sleep S] [--idle S]
+    python standins.py parent INSTANCE RUN TALLY_PATH   (a stand-in supervisor)
 """
 
 from __future__ import annotations
@@ -14,13 +15,19 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import subprocess
 import sys
 import time
 
 import numpy as np
 
+from pipelined.workers.heartbeat import RUNNING, Beat, Heartbeat
+from pipelined.workers.liveness import Supervisor
 from pipelined.workers.names import RunNames
-from pipelined.workers.wire import WireReader, WireWriter
+from pipelined.workers.runtime import WorkerArgs
+from pipelined.workers.wire import Wire, WireReader, WireWriter
+
+BLOCKS = "userblocks.runtime_blocks"
 
 
 def fill_value(seq: int) -> int:
@@ -85,9 +92,53 @@ def reader(names: RunNames, block: str, opts: argparse.Namespace) -> None:
     r.close()
 
 
+def launch_chain(names: RunNames, tally: str) -> dict[str, subprocess.Popen]:
+    """Counter -> Invert -> Tally as three workers of this process, wires and all.
+
+    Uses only the workers' side (wires, heartbeats, WorkerArgs): this is how any
+    supervisor, the real daemon included, has to start blocks.
+    """
+    Wire.create(names, "count", 32 * 32 * 3, readers=1).close()
+    Wire.create(names, "inv", 32 * 32 * 3, readers=1).close()
+    chain = {
+        "count": ("Counter", {"fps": 100.0, "side": 32}, [], True),
+        "inv": ("Invert", {}, [("count", 0)], True),
+        "tally": ("Tally", {"path": tally}, [("inv", 0)], False),
+    }
+    procs = {}
+    for block, (cls, params, inputs, output) in chain.items():
+        Heartbeat.create(names, block).close()
+        args = WorkerArgs(
+            names.instance, names.run, block, f"{BLOCKS}:{cls}", params, inputs, output,
+            supervisor=tuple(Supervisor.me().encode()), liveness_interval=0.2,
+        )  # fmt: skip
+        procs[block] = subprocess.Popen(
+            [sys.executable, "-m", "pipelined.workers", args.encode()], stderr=subprocess.PIPE
+        )
+    return procs
+
+
+def wait_running(names: RunNames, blocks, timeout: float = 60) -> None:
+    beats = [Heartbeat.attach(names, b) for b in blocks]
+    deadline = time.monotonic() + timeout
+    while not all((b.read() or Beat()).state == RUNNING for b in beats):
+        if time.monotonic() > deadline:
+            raise TimeoutError("workers did not report RUNNING")
+        time.sleep(0.05)
+    for b in beats:
+        b.close()
+
+
+def parent(names: RunNames, tally: str) -> None:
+    procs = launch_chain(names, tally)
+    wait_running(names, procs)
+    say(pids=[p.pid for p in procs.values()])
+    signal.pause()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("role", choices=["writer", "half-writer", "reader"])
+    parser.add_argument("role", choices=["writer", "half-writer", "reader", "parent"])
     parser.add_argument("instance")
     parser.add_argument("run")
     parser.add_argument("block")
@@ -101,6 +152,8 @@ def main() -> None:
     parser.add_argument("--idle", type=float, default=3.0)
     opts = parser.parse_args()
     names = RunNames(opts.instance, opts.run)
+    if opts.role == "parent":
+        return parent(names, opts.block)
     role = {"writer": writer, "half-writer": half_writer, "reader": reader}[opts.role]
     role(names, opts.block, opts)
 

@@ -140,8 +140,10 @@ class Worker:
         threading.Thread(target=poll, name="liveness", daemon=True).start()
 
     def _check_supervisor(self) -> None:
-        if not self.supervisor.alive():
-            removed = self.names.unlink_all()
+        if self.supervisor.alive():
+            return
+        removed = self.names.unlink_all()
+        try:  # stderr was a pipe to the supervisor: it may be gone with it
             print(
                 f"pipelined worker {self.args.block}: the supervisor (pid"
                 f" {self.supervisor.pid}) is gone; removed {len(removed)} objects of run"
@@ -149,7 +151,9 @@ class Worker:
                 file=sys.stderr,
                 flush=True,
             )
-            os._exit(EXIT_OK)
+        except OSError:
+            pass
+        os._exit(EXIT_OK)
 
     def stop(self, *_: object) -> None:
         self.stopping = True

@@ -1,0 +1,132 @@
+"""The worker runtime: real workers, their heartbeat, secrets, and a supervisor that dies."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from standins import BLOCKS, launch_chain, wait_running
+
+from pipelined.daemon.launch import launch
+from pipelined.workers.heartbeat import RUNNING, Heartbeat
+from pipelined.workers.liveness import Supervisor, start_time
+from pipelined.workers.names import RunNames
+from pipelined.workers.runtime import EXIT_CONFIG, WorkerArgs
+
+
+def wait_for(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture
+def chain(names, tmp_path):
+    procs = launch_chain(names, str(tmp_path / "tally"))
+    yield procs
+    for p in procs.values():
+        if p.poll() is None:
+            p.kill()
+        p.communicate(timeout=10)
+
+
+def read_tally(path: Path) -> tuple[int, int, int] | None:
+    try:
+        count, value, pid = path.read_text().split()
+    except (FileNotFoundError, ValueError):
+        return None
+    return int(count), int(value), int(pid)
+
+
+def test_frames_flow_through_workers_and_heartbeats_count_them(names, chain, tmp_path):
+    wait_running(names, chain)
+    tally = tmp_path / "tally"
+    _, value, _ = wait_for(lambda: read_tally(tally), 30, "the tally to see frames")
+    beat = Heartbeat.attach(names, "inv")
+    try:
+        first = beat.read()
+        wait_for(lambda: beat.read().frames_out > first.frames_out + 20, 30, "more frames")
+        now = beat.read()
+        assert now.state == RUNNING and now.pid == chain["inv"].pid
+        assert now.frames_in >= now.frames_out > 0
+        assert now.busy_ns > 0
+    finally:
+        beat.close()
+    # Invert really ran: the sink sees 255 - (n % 251) for some frame number n.
+    assert 255 - value in range(251)
+
+
+def test_sigterm_stops_every_worker_cleanly(names, chain):
+    wait_running(names, chain)
+    for p in chain.values():
+        p.send_signal(signal.SIGTERM)
+    for block, p in chain.items():
+        _, err = p.communicate(timeout=30)
+        assert p.returncode == 0, f"{block}: {err.decode()}"
+
+
+def test_workers_clean_up_when_their_supervisor_is_killed(procs, names, tmp_path):
+    parent = procs.standin("parent", names.instance, names.run, str(tmp_path / "tally"))
+    line = parent.stdout.readline()
+    assert line, parent.communicate()[1]
+    pids = json.loads(line)["pids"]
+    assert names.entries()
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(10)
+    killed = time.monotonic()
+    wait_for(lambda: all(start_time(pid) is None for pid in pids), 15, "every worker to exit")
+    wait_for(lambda: not names.entries(), 15, "/dev/shm to empty")
+    assert time.monotonic() - killed < 15
+
+
+def test_secrets_reach_the_worker_but_not_its_command_line(names, tmp_path):
+    Heartbeat.create(names, "probe").close()
+    report = tmp_path / "report"
+    args = WorkerArgs(
+        names.instance, names.run, "probe", f"{BLOCKS}:SecretProbe",
+        {"url": "rtsp://admin:hunter2@cam.local/stream", "password": "s3cret",
+         "report": str(report)},
+        output=False, supervisor=tuple(Supervisor.me().encode()),
+    )  # fmt: skip
+    proc = launch(args)
+    try:
+        text = wait_for(lambda: report.exists() and report.read_text(), 30, "the report")
+        assert text.splitlines() == ["rtsp://admin:hunter2@cam.local/stream", "s3cret"]
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+        assert b"pipelined.workers" in cmdline
+        assert b"hunter2" not in cmdline and b"s3cret" not in cmdline
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
+
+
+def test_configuration_error_exits_78_with_the_reason(names):
+    Heartbeat.create(names, "hw").close()
+    Wire_args = WorkerArgs(
+        names.instance, names.run, "hw", f"{BLOCKS}:NeedsHardware", {}, output=False,
+        supervisor=tuple(Supervisor.me().encode()),
+    )  # fmt: skip
+    proc = launch(Wire_args)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == EXIT_CONFIG
+    assert b"no frobnicator on this box" in err
+
+
+def test_orphan_of_an_old_run_cannot_touch_a_new_run(names):
+    other = RunNames(names.instance, "0ther")
+    mine = [names.beat("a")]
+    Heartbeat.create(names, "a").close()
+    Heartbeat.create(other, "a").close()
+    try:
+        other.unlink_all()
+        assert [f"/{e}" for e in names.entries()] == mine
+    finally:
+        other.unlink_all()

@@ -1,0 +1,198 @@
+"""The supervisor with real daemons and workers: restarts, give-ups, hangs, daemon death."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from daemon_harness import (
+    BLOCKS,
+    RunningDaemon,
+    counter,
+    graph,
+    invert,
+    tally,
+    wait_for,
+    worker_pids,
+)
+
+from pipelined.ctl.protocol import CommandError
+from pipelined.workers.liveness import start_time
+
+FAST = "backoff_initial = 0.05\nrestart_window = 60.0\n"
+
+
+@pytest.fixture
+def chain(tmp_path):
+    """count -> inv -> sink, running."""
+    d = RunningDaemon(
+        graph(
+            counter(), invert("inv", "count"), tally("sink", "inv", tmp_path / "t"), supervisor=FAST
+        )
+    ).start()
+    try:
+        d.wait_all_running()
+        yield d
+    finally:
+        d.close()
+
+
+def pids(d: RunningDaemon) -> dict[str, int]:
+    return {b["name"]: b["pid"] for b in d.status()["blocks"]}
+
+
+def test_killed_worker_comes_back_and_nobody_else_restarts(chain, tmp_path):
+    before = pids(chain)
+    os.kill(before["inv"], signal.SIGKILL)
+    back = wait_for(
+        lambda: (b := chain.block("inv"))["state"] == "RUNNING" and b["pid"] != before["inv"] and b,
+        60,
+        "inv to be RUNNING with a new pid",
+    )
+    assert back["restarts"] == 1
+    assert back["last_exit"]["signal"] == "SIGKILL"
+    after = pids(chain)
+    assert after["count"] == before["count"] and after["sink"] == before["sink"]
+    assert [b["restarts"] for b in chain.status()["blocks"] if b["name"] != "inv"] == [0, 0]
+    # The reader of the restarted block carries on: its tally keeps growing.
+    first = int((tmp_path / "t").read_text().split()[0])
+    wait_for(lambda: int((tmp_path / "t").read_text().split()[0]) > first + 20, 60, "more frames")
+
+
+def test_block_that_always_crashes_ends_failed_and_the_rest_runs(tmp_path):
+    crash = f'[blocks.bad]\ntype = "{BLOCKS}:CrashAtOnce"\nrestart_limit = 3\n'
+    d = RunningDaemon(graph(counter(), crash, supervisor=FAST)).start()
+    try:
+        failed = d.wait_state("bad", "FAILED", timeout=90)
+        assert "restart_limit 3" in failed["reason"]
+        assert failed["restarts"] == 3
+        assert "this block always crashes" in failed["last_exit"]["stderr_tail"]
+        assert d.block("count")["state"] == "RUNNING"
+        assert d.block("count")["restarts"] == 0
+    finally:
+        d.close()
+
+
+def test_configuration_error_fails_at_once_without_restarts(tmp_path):
+    hw = f'[blocks.hw]\ntype = "{BLOCKS}:NeedsHardware"\n'
+    d = RunningDaemon(graph(counter(), hw)).start()
+    try:
+        failed = d.wait_state("hw", "FAILED", timeout=60)
+        assert "no frobnicator on this box" in failed["reason"]
+        assert failed["restarts"] == 0
+        assert failed["last_exit"]["code"] == 78
+    finally:
+        d.close()
+
+
+def test_hung_worker_is_replaced_by_the_watchdog(tmp_path):
+    d = RunningDaemon(
+        graph(
+            counter(extra="watchdog = 1.0"), tally("sink", "count", tmp_path / "t"), supervisor=FAST
+        )
+    ).start()
+    try:
+        d.wait_all_running()
+        hung = d.block("count")["pid"]
+        os.kill(hung, signal.SIGSTOP)
+        back = wait_for(
+            lambda: (b := d.block("count"))["state"] == "RUNNING" and b["pid"] != hung and b,
+            60,
+            "the watchdog to replace the hung worker",
+        )
+        assert back["restarts"] == 1
+        assert "watchdog" in back["last_exit"]["reason"]
+        assert start_time(hung) is None
+    finally:
+        d.close()
+
+
+def test_killed_daemon_leaves_nothing_and_a_new_one_starts_at_once(tmp_path):
+    text = graph(counter(), invert("inv", "count"), tally("sink", "inv", tmp_path / "t"))
+    old = RunningDaemon(text).start()
+    new = RunningDaemon(text, old.instance)
+    try:
+        old.wait_all_running()
+        old_run = old.status()["run"]
+        workers = list(pids(old).values())
+        old.proc.send_signal(signal.SIGKILL)
+        old.proc.wait(10)
+        # At once, while the old workers may still be on their way out.
+        new.start()
+        status = new.wait_all_running()
+        assert status["run"] != old_run
+        wait_for(lambda: all(start_time(p) is None for p in workers), 15, "old workers to exit")
+        wait_for(lambda: new.runs() == {status["run"]}, 15, "only the new run in /dev/shm")
+        new.stop()
+        assert new.runs() == set()
+        assert worker_pids(new.instance) == []
+    finally:
+        new.close()
+        old.close()
+
+
+def test_stop_and_start_commands_and_a_clean_sigterm(chain):
+    with chain.client() as c:
+        assert c.call("stop", blocks=["inv"]) == {"stopped": ["inv"]}
+        states = {b["name"]: b["state"] for b in c.call("status")["blocks"]}
+        assert states == {"count": "RUNNING", "inv": "STOPPED", "sink": "RUNNING"}
+        with pytest.raises(CommandError) as err:
+            c.call("stop", blocks=["nope"])
+        assert err.value.code == "no_such_block"
+        assert c.call("start", blocks=["inv"]) == {"started": ["inv"]}
+    chain.wait_state("inv", "RUNNING")
+    with chain.client() as c:
+        c.call("stop")
+        assert {b["state"] for b in c.call("status")["blocks"]} == {"STOPPED"}
+        assert worker_pids(chain.instance) == []
+    assert chain.stop() == 0
+    assert chain.runs() == set()
+
+
+def test_restart_command_gives_a_new_pid(chain):
+    old = chain.block("inv")["pid"]
+    assert chain.call("restart", blocks=["inv"]) == {"restarted": ["inv"]}
+    wait_for(
+        lambda: (b := chain.block("inv"))["state"] == "RUNNING" and b["pid"] != old, 60, "restart"
+    )
+
+
+def test_status_reports_metrics_and_wires(chain):
+    def counting():
+        s = chain.status()
+        inv = next(b for b in s["blocks"] if b["name"] == "inv")
+        return inv["fps"] > 0 and inv["rss_bytes"] > 0 and s
+
+    status = wait_for(counting, 30, "fps and RSS in status")
+    assert status["instance"] == chain.instance
+    assert status["graph"] == str(chain.graph)
+    inv = next(b for b in status["blocks"] if b["name"] == "inv")
+    assert set(inv) >= {
+        "name", "type", "state", "pid", "restarts", "uptime_s", "fps", "fps_in", "dropped",
+        "cpu_percent", "rss_bytes", "reason", "last_exit",
+    }  # fmt: skip
+    wires = {w["name"]: w for w in status["wires"]}
+    assert wires["count"]["readers"] == ["inv"] and wires["count"]["frames"] > 0
+    assert set(wires["inv"]["dropped"]) == {"sink"}
+
+
+def test_reload_restarts_only_what_changed_and_refuses_a_bad_file(chain, tmp_path):
+    before = pids(chain)
+    text = chain.graph.read_text()
+    chain.graph.write_text(text.replace("fps = 50", "fps = 40"))
+    result = chain.call("reload")
+    assert result["restarted"] == ["count"]
+    chain.wait_all_running()
+    after = pids(chain)
+    assert after["count"] != before["count"]
+    assert after["inv"] == before["inv"] and after["sink"] == before["sink"]
+    chain.graph.write_text(text.replace("fps = 50", "fps = -1"))
+    with pytest.raises(CommandError) as err:
+        chain.call("reload")
+    assert "fps" in err.value.message and "running graph carries on" in err.value.message
+    assert pids(chain) == after
+    os.kill(chain.proc.pid, signal.SIGHUP)  # a bad file by SIGHUP changes nothing either
+    time.sleep(0.5)
+    assert pids(chain) == after

@@ -1,0 +1,118 @@
+"""User blocks for the runtime and supervisor tests, loaded as ``userblocks.runtime_blocks:…``.
+
+They do real work on real frames, small enough that a test graph of them runs on a busy
+two-core machine.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelined.workers.block import Block, ConfigurationError, Param, in_range
+
+
+class Counter(Block):
+    """A source of small frames, each filled with its number modulo 251, paced to fps."""
+
+    params = {
+        "fps": Param(float, default=50.0, check=in_range(0.1, 10_000)),
+        "side": Param(int, default=32, check=in_range(1, 4096)),
+    }
+    min_inputs = max_inputs = 0
+
+    @classmethod
+    def max_output_bytes(cls, params: dict[str, Any], input_bytes: Sequence[int]) -> int:
+        return params["side"] ** 2 * 3
+
+    def setup(self) -> None:
+        self.n = 0
+        self.next_at = time.monotonic()
+
+    def output_like(self, frames):
+        side = self.p["side"]
+        return (side, side, 3), np.dtype(np.uint8)
+
+    def process_into(self, frames, out) -> bool:
+        self.next_at += 1.0 / self.p["fps"]
+        if not self.context.sleep(max(0.0, self.next_at - time.monotonic())):
+            return False
+        self.n += 1
+        out[...] = self.n % 251
+        return True
+
+
+class Invert(Block):
+    """255 - frame: a filter with a result that can be checked."""
+
+    def process(self, frames):
+        return 255 - frames[0]
+
+
+class Tally(Block):
+    """A sink that writes how many frames it took, and the last value, to a file."""
+
+    params = {"path": Param(str, doc="where to write 'count value'")}
+    has_output = False
+    max_inputs = None
+
+    def setup(self) -> None:
+        self.count = 0
+
+    def process(self, frames):
+        self.count += 1
+        if self.count % 10 == 1:
+            tmp = Path(self.p["path"] + ".tmp")
+            tmp.write_text(f"{self.count} {int(frames[0].flat[0])} {os.getpid()}\n")
+            tmp.replace(self.p["path"])
+        return None
+
+
+class CrashAtOnce(Block):
+    """A source that dies in set-up: the supervisor must give up on it."""
+
+    min_inputs = max_inputs = 0
+
+    @classmethod
+    def max_output_bytes(cls, params, input_bytes):
+        return 16
+
+    def setup(self) -> None:
+        raise RuntimeError("this block always crashes")
+
+
+class NeedsHardware(Block):
+    """A source whose configuration cannot run here: FAILED at once, no restarts."""
+
+    min_inputs = max_inputs = 0
+
+    @classmethod
+    def max_output_bytes(cls, params, input_bytes):
+        return 16
+
+    def setup(self) -> None:
+        raise ConfigurationError("no frobnicator on this box; use a Counter instead")
+
+
+class SecretProbe(Block):
+    """Writes the password it was given to a file, so a test can see it arrived."""
+
+    params = {
+        "url": Param(str, doc="a URL with a password"),
+        "password": Param(str, doc="a secret-named parameter"),
+        "report": Param(str, doc="where to write what arrived"),
+    }
+    min_inputs = max_inputs = 0
+    has_output = False
+
+    def setup(self) -> None:
+        Path(self.p["report"]).write_text(f"{self.p['url']}\n{self.p['password']}\n")
+
+    def process(self, frames):
+        self.context.sleep(0.2)
+        return None
