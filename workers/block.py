@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
+
 class ConfigurationError(Exception):
     """This block's configuration can never run here (no display for a screen, say).
 
