@@ -293,7 +293,5 @@ def main(argv: list[str] | None = None) -> int:
     args = WorkerArgs.decode(argv[0])
     if args.secrets:
         args.params = codec.merge_secrets(args.params, codec.decode(sys.stdin.read()))
-    logging.basicConfig(
-        level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr
-    )
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
     return Worker(args).run()
