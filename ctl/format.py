@@ -1,0 +1,305 @@
+"""How pipectl prints the daemon's answers for people: tables, durations, sizes, dot.
+
+Every function takes the JSON the daemon sent (see DESIGN.md, "status --json") and
+tolerates missing fields and nulls, printing "-", so an older or newer daemon still
+gives a readable table. Text that comes from workers (a reason, a stderr tail) has its
+control characters replaced: a block's stderr must not be able to drive the terminal.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import re
+import signal
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+DASH = "-"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+# Fill colours of `graph --dot`, by state: green runs, amber is on its way, red gave up.
+STATE_COLOURS = {
+    "RUNNING": "#a6e3a1",
+    "STARTING": "#f9e2af",
+    "BACKOFF": "#fab387",
+    "STOPPING": "#f9e2af",
+    "STOPPED": "#d9d9d9",
+    "EXITED": "#bfbfbf",
+    "FAILED": "#f38ba8",
+}
+UNKNOWN_COLOUR = "#ffffff"
+
+
+def clean(text: Any) -> str:
+    """One line of printable text: control characters (escapes, newlines) become spaces."""
+    return _CONTROL.sub(" ", str(text))
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def duration(seconds: Any) -> str:
+    """A short duration: 42s, 12m03s, 3h04m, 2d03h."""
+    value = _number(seconds)
+    if value is None or value < 0:
+        return DASH
+    s = int(value)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def size(nbytes: Any) -> str:
+    """Bytes in binary units, three significant digits: 980K, 45.2M, 1.20G."""
+    value = _number(nbytes)
+    if value is None or value < 0:
+        return DASH
+    for unit in ("B", "K", "M", "G", "T"):
+        if value < 1000 or unit == "T":
+            break
+        value /= 1024
+    if unit == "B":
+        return f"{int(value)}B"
+    digits = 2 if value < 10 else 1 if value < 100 else 0
+    return f"{value:.{digits}f}{unit}"
+
+
+def _fixed(value: Any, digits: int = 1, suffix: str = "") -> str:
+    number = _number(value)
+    return DASH if number is None else f"{number:.{digits}f}{suffix}"
+
+
+def _text(value: Any) -> str:
+    return DASH if value is None or value == "" else clean(value)
+
+
+def _when(at: Any, now: float) -> float | None:
+    """Seconds since ``at``: a Unix time, or an ISO 8601 string (naive means UTC)."""
+    stamp = _number(at)
+    if stamp is None and isinstance(at, str):
+        try:
+            parsed = datetime.datetime.fromisoformat(at)
+        except ValueError:
+            return None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=datetime.UTC)
+        stamp = parsed.timestamp()
+    return None if stamp is None else max(0.0, now - stamp)
+
+
+def last_exit(info: Any, now: float | None = None) -> str:
+    """'exit 1, 3m10s ago: <last stderr line>' or 'SIGKILL, ...' or '-'."""
+    if not isinstance(info, dict):
+        return DASH
+    now = time.time() if now is None else now
+    sig, code = info.get("signal"), info.get("code")
+    if sig is not None:
+        if isinstance(sig, int) and not isinstance(sig, bool):
+            try:
+                what = signal.Signals(sig).name
+            except ValueError:
+                what = f"signal {sig}"
+        else:
+            what = clean(sig)
+    elif code is not None:
+        what = f"exit {clean(code)}"
+    else:
+        what = "exited"
+    ago = _when(info.get("at"), now)
+    if ago is not None:
+        what += f", {duration(ago)} ago"
+    tail = info.get("stderr_tail")
+    if isinstance(tail, str):
+        lines = [line.strip() for line in tail.splitlines() if line.strip()]
+        if lines:
+            what += f": {clean(lines[-1])}"
+    return what
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[str]], width: int | None = None) -> str:
+    """Left-aligned columns two spaces apart; the last column is cut to ``width``."""
+    rows = [list(row) for row in rows]
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row[:-1]):
+            widths[i] = max(widths[i], len(cell))
+    lines = []
+    for row in [list(headers), *rows]:
+        line = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:-1]))
+        line = f"{line}  {row[-1]}".rstrip()
+        if width is not None and len(line) > width:
+            line = line[: max(width - 1, 0)] + "…"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+BLOCK_HEADERS = ("BLOCK", "TYPE", "STATE", "PID", "UPTIME", "RESTARTS", "FPS", "CPU", "RSS")
+
+
+def block_rows(blocks: Iterable[Any], now: float | None = None) -> list[list[str]]:
+    rows = []
+    for b in blocks:
+        if not isinstance(b, dict):
+            continue
+        state = _text(b.get("state"))
+        info = b.get("reason") or (last_exit(b.get("last_exit"), now) if state != "RUNNING" else "")
+        rows.append(
+            [
+                _text(b.get("name")),
+                _text(b.get("type")),
+                state,
+                _text(b.get("pid")),
+                duration(b.get("uptime_s")) if b.get("pid") is not None else DASH,
+                _text(b.get("restarts")),
+                _fixed(b.get("fps")),
+                _fixed(b.get("cpu_percent"), 0, "%"),
+                size(b.get("rss_bytes")),
+                clean(info) if info and info != DASH else "",
+            ]
+        )
+    return rows
+
+
+def status(obj: Any, width: int | None = None, now: float | None = None) -> str:
+    """The `pipectl status` page: a header line, the blocks, then the wires."""
+    if not isinstance(obj, dict):
+        return clean(obj)
+    graph = obj.get("graph")
+    head = (
+        f"instance {_text(obj.get('instance'))}  run {_text(obj.get('run'))}"
+        f"  up {duration(obj.get('uptime_s'))}"
+        f"  graph {clean(graph) if graph else '(built-in demo)'}"
+    )
+    parts = [head, ""]
+    blocks = obj.get("blocks") or []
+    parts.append(table([*BLOCK_HEADERS, "INFO"], block_rows(blocks, now), width))
+    wires_list = obj.get("wires")
+    if wires_list:
+        parts += ["", wires(wires_list, width)]
+    return "\n".join(parts)
+
+
+def _dropped(dropped: Any) -> str:
+    if isinstance(dropped, dict):
+        if not dropped:
+            return DASH
+        return " ".join(f"{clean(reader)}:{_text(count)}" for reader, count in dropped.items())
+    return _text(dropped)
+
+
+def wires(wire_list: Any, width: int | None = None) -> str:
+    """The wires table: writer, readers, frames written, frames dropped per reader."""
+    if isinstance(wire_list, dict):  # the `wires` command's {"wires": [...]}
+        wire_list = wire_list.get("wires") or []
+    rows = []
+    for w in wire_list or []:
+        if not isinstance(w, dict):
+            continue
+        readers = w.get("readers") or []
+        rows.append(
+            [
+                _text(w.get("name")),
+                _text(w.get("writer")),
+                ", ".join(clean(r) for r in readers) if readers else DASH,
+                _text(w.get("frames")),
+                _dropped(w.get("dropped")),
+            ]
+        )
+    return table(["WIRE", "WRITER", "READERS", "FRAMES", "DROPPED"], rows, width)
+
+
+def _graph_blocks(result: Any) -> list[dict[str, Any]]:
+    blocks = result.get("blocks") if isinstance(result, dict) else result
+    return [b for b in blocks or [] if isinstance(b, dict) and b.get("name") is not None]
+
+
+def _inputs(block: dict[str, Any]) -> list[str]:
+    inputs = block.get("inputs") or []
+    return [str(i) for i in inputs] if isinstance(inputs, list) else [str(inputs)]
+
+
+def graph(result: Any) -> str:
+    """The running graph as text: each block, its state and what it reads."""
+    rows = [
+        [
+            _text(b["name"]),
+            _text(b.get("type")),
+            _text(b.get("state")),
+            ", ".join(clean(i) for i in _inputs(b)) or DASH,
+        ]
+        for b in _graph_blocks(result)
+    ]
+    return table(["BLOCK", "TYPE", "STATE", "INPUTS"], rows)
+
+
+def _dot_id(text: Any) -> str:
+    escaped = clean(text).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def dot(result: Any, name: str = "pipelined") -> str:
+    """The running graph in Graphviz's language: `pipectl graph --dot | dot -Tsvg`.
+
+    Blocks are boxes filled by state (STATE_COLOURS); an edge runs from the block that
+    writes a wire to each block that reads it.
+    """
+    blocks = _graph_blocks(result)
+    lines = [
+        f"digraph {_dot_id(name)} {{",
+        "  rankdir=LR;",
+        '  node [shape=box, style="rounded,filled", fontname="Helvetica"];',
+    ]
+    for b in blocks:
+        state = str(b.get("state") or "")
+        label = f"{clean(b['name'])}\\n{clean(b.get('type') or '')}\\n{clean(state)}"
+        label = label.replace('"', '\\"')
+        colour = STATE_COLOURS.get(state, UNKNOWN_COLOUR)
+        lines.append(f'  {_dot_id(b["name"])} [label="{label}", fillcolor="{colour}"];')
+    for b in blocks:
+        for source in _inputs(b):
+            lines.append(f"  {_dot_id(source)} -> {_dot_id(b['name'])};")
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def hello(result: Any) -> str:
+    if not isinstance(result, dict):
+        return clean(result)
+    return (
+        f"pipelined {_text(result.get('version'))}, instance {_text(result.get('instance'))},"
+        f" protocol {_text(result.get('protocol'))}"
+    )
+
+
+def action(verb: str, result: Any) -> str:
+    """What start/stop/restart/reload did, from whatever summary the daemon returned.
+
+    The daemon may answer with a list of block names, ``{"blocks": [...]}`` (names or
+    objects with name and state), or an object of lists (``{"restarted": [...], ...}``).
+    """
+    if isinstance(result, dict) and set(result) == {"blocks"}:
+        result = result["blocks"]
+    if isinstance(result, list):
+        items = []
+        for item in result:
+            if isinstance(item, dict):
+                items.append(f"{_text(item.get('name'))} {_text(item.get('state'))}".strip())
+            else:
+                items.append(clean(item))
+        return f"{verb}: {', '.join(items)}" if items else f"{verb}: nothing to do"
+    if isinstance(result, dict):
+        lines = []
+        for key, value in result.items():
+            shown = ", ".join(clean(v) for v in value) if isinstance(value, list) else _text(value)
+            lines.append(f"{clean(key)}: {shown or DASH}")
+        return "\n".join(lines) if lines else f"{verb}: done"
+    return f"{verb}: done" if result is None else f"{verb}: {clean(result)}"
