@@ -135,13 +135,13 @@ def test_killed_daemon_leaves_nothing_and_a_new_one_starts_at_once(tmp_path):
 
 def test_stop_and_start_commands_and_a_clean_sigterm(chain):
     with chain.client() as c:
-        assert c.call("stop", blocks=["inv"]) == {"stopped": ["inv"]}
+        assert c.call("stop", blocks=["inv"]) == {"blocks": [{"name": "inv", "state": "STOPPED"}]}
         states = {b["name"]: b["state"] for b in c.call("status")["blocks"]}
         assert states == {"count": "RUNNING", "inv": "STOPPED", "sink": "RUNNING"}
         with pytest.raises(CommandError) as err:
             c.call("stop", blocks=["nope"])
         assert err.value.code == "no_such_block"
-        assert c.call("start", blocks=["inv"]) == {"started": ["inv"]}
+        assert c.call("start", blocks=["inv"])["blocks"][0]["name"] == "inv"
     chain.wait_state("inv", "RUNNING")
     with chain.client() as c:
         c.call("stop")
@@ -153,7 +153,7 @@ def test_stop_and_start_commands_and_a_clean_sigterm(chain):
 
 def test_restart_command_gives_a_new_pid(chain):
     old = chain.block("inv")["pid"]
-    assert chain.call("restart", blocks=["inv"]) == {"restarted": ["inv"]}
+    assert [b["name"] for b in chain.call("restart", blocks=["inv"])["blocks"]] == ["inv"]
     wait_for(
         lambda: (b := chain.block("inv"))["state"] == "RUNNING" and b["pid"] != old, 60, "restart"
     )

@@ -21,3 +21,8 @@ def blocks_arg(daemon: Daemon, args: dict[str, Any]) -> list[BlockProcess]:
         raise CommandError(
             NO_SUCH_BLOCK, f"no block named {exc.args[0]} in this graph; its blocks are: {known}"
         ) from None
+
+
+def acted_on(procs: list[BlockProcess]) -> dict[str, Any]:
+    """The result of start, stop and restart: each block named, with its state now."""
+    return {"blocks": [{"name": p.name, "state": p.state.value} for p in procs]}

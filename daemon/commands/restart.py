@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipelined.ctl.protocol import BAD_REQUEST, CommandError
 
-from .blocks import blocks_arg
+from .blocks import acted_on, blocks_arg
 
 if TYPE_CHECKING:
     from ..app import Daemon
@@ -16,4 +16,5 @@ async def handle(daemon: Daemon, args: dict[str, Any]) -> dict[str, Any]:
     if not args.get("blocks"):
         raise CommandError(BAD_REQUEST, "restart needs the names of the blocks to restart")
     procs = blocks_arg(daemon, args)
-    return {"restarted": daemon.supervisor.restart_blocks([p.name for p in procs])}
+    daemon.supervisor.restart_blocks([p.name for p in procs])
+    return acted_on(procs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .blocks import blocks_arg
+from .blocks import acted_on, blocks_arg
 
 if TYPE_CHECKING:
     from ..app import Daemon
@@ -12,4 +12,5 @@ if TYPE_CHECKING:
 
 async def handle(daemon: Daemon, args: dict[str, Any]) -> dict[str, Any]:
     procs = blocks_arg(daemon, args)
-    return {"stopped": await daemon.supervisor.stop_blocks([p.name for p in procs])}
+    await daemon.supervisor.stop_blocks([p.name for p in procs])
+    return acted_on(procs)
