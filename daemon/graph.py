@@ -1,0 +1,559 @@
+"""Loading and validating a graph file, before anything starts.
+
+Everything a graph can get wrong is found here, at once, so that a user fixes the file
+in one pass and the daemon never half-starts a graph: every problem is collected and
+names the file, the block and the reason (``graph.toml: block 'red': …``). Loading
+only reads: it creates nothing in /dev/shm (it asks /dev/shm how much space is free).
+
+Decisions where DESIGN.md is silent:
+
+- The common keys of every block are ``type``, ``input``/``inputs``, ``max_frame_bytes``
+  and the ``[supervisor]`` keys; a block type cannot declare a parameter with one of
+  those names.
+- ``max_frame_bytes`` may raise a block's slot above what the block says its frames
+  need, never below: a smaller slot is a frame that cannot fit.
+- A block reads each input once; ``liveness_interval`` must be above 0 (0 would spin).
+- The /dev/shm check counts the whole graph against the space free now, so a reload
+  of a graph that needs more than half of /dev/shm can be refused while the old one runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+import os
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from pipelined.workers import wire
+from pipelined.workers.block import Block, Param
+from pipelined.workers.names import SHM_DIR, check_block
+from pipelined.workers.registry import BlockTypeError, resolve
+
+RESTART_POLICIES = ("always", "on-failure", "never")
+SLOTS = 4
+"""Slots in each wire's ring."""
+MAX_SLOT_BYTES = 512 * 1024 * 1024
+"""The largest frame a wire takes: far above 8K RGB, below a typo's 100 GB."""
+BUILTIN_SOURCE = "<built-in>"
+
+
+def wire_bytes(frame_bytes: int, readers: int = 1) -> int:
+    """Shared memory one wire takes for frames of up to ``frame_bytes``: the wire's own sum."""
+    return wire.wire_bytes(frame_bytes, readers, SLOTS)
+
+
+@dataclass(frozen=True)
+class Supervision:
+    """How the supervisor runs one block: the ``[supervisor]`` keys of DESIGN.md."""
+
+    restart: str = "always"
+    backoff_initial: float = 0.1
+    backoff_max: float = 30.0
+    restart_limit: int = 5
+    restart_window: float = 60.0
+    watchdog: float = 5.0
+    startup_timeout: float = 30.0
+    stop_timeout: float = 5.0
+    liveness_interval: float = 0.5
+
+
+SUPERVISOR_KEYS = tuple(f.name for f in fields(Supervision))
+COMMON_KEYS = ("type", "input", "inputs", "max_frame_bytes", *SUPERVISOR_KEYS)
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One block, validated: what the daemon needs to create its wire and launch it."""
+
+    name: str
+    type: str
+    cls: type[Block]
+    params: dict[str, Any]
+    inputs: tuple[str, ...]
+    supervision: Supervision
+    frame_bytes: int | None
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A validated graph; ``blocks`` keeps the file's order."""
+
+    source: str
+    path: Path | None
+    blocks: dict[str, BlockSpec]
+
+    def readers(self, name: str) -> list[str]:
+        """The blocks that read ``name``'s wire, in graph order."""
+        return [b.name for b in self.blocks.values() if name in b.inputs]
+
+    def order(self) -> list[str]:
+        """Every block after the blocks it reads: the order to start them in."""
+        return _topological({n: b.inputs for n, b in self.blocks.items()})
+
+
+class GraphError(Exception):
+    """A graph that cannot run; ``problems`` holds every reason, each a full sentence."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def load_graph(path: str | Path) -> Graph:
+    """Read and validate a graph file. ``source`` is the path as given, for messages."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise GraphError([f"{path}: cannot read the graph file: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError as exc:
+        raise GraphError([f"{path}: the graph file is not UTF-8 text: {exc}"]) from None
+    return parse_graph(text, str(path), path.absolute())
+
+
+def parse_graph(text: str, source: str, path: Path | None = None) -> Graph:
+    """Validate graph text; ``source`` names it in every problem."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise GraphError([f"{source}: not valid TOML: {exc}"]) from None
+    return _Loader(source).build(data, path)
+
+
+DEFAULT_GRAPH_TOML = """\
+# The five-block demo: a synthetic camera, two filters, a screen and a recorder.
+# It needs no camera; the screen block needs a display and is left out without one.
+
+[blocks.camera]
+type = "camera"
+source = "testsrc"
+size = [640, 480]
+fps = 30
+
+[blocks.red]
+type = "color_filter"
+input = "camera"
+hsv_low = [0, 120, 70]
+hsv_high = [10, 255, 255]
+
+[blocks.edges]
+type = "edge_detector"
+input = "camera"
+
+[blocks.screen]          # needs a display ($DISPLAY)
+type = "screen"
+inputs = ["red", "edges"]
+
+[blocks.recorder]
+type = "recorder"
+inputs = ["red", "edges"]
+"""
+
+
+def default_graph(display: bool | None = None) -> Graph:
+    """The built-in demo; ``display=None`` looks for a display in $DISPLAY."""
+    if display is None:
+        display = bool(os.environ.get("DISPLAY"))
+    data = tomllib.loads(DEFAULT_GRAPH_TOML)
+    if not display:
+        del data["blocks"]["screen"]
+    return _Loader(BUILTIN_SOURCE).build(data, None)
+
+
+def describe(graph: Graph) -> str:
+    """The graph as ``pipelined --check`` prints it: blocks, wires, sizes, settings."""
+    wires = {n: b.frame_bytes for n, b in graph.blocks.items() if b.frame_bytes is not None}
+    total = sum(wire_bytes(f, len(graph.readers(n))) for n, f in wires.items())
+    lines = [
+        f"{graph.source}: {len(graph.blocks)} blocks, {len(wires)} wires,"
+        f" {_size(total)} of shared memory"
+    ]
+    for b in graph.blocks.values():
+        head = f"  {b.name} ({b.type})"
+        if b.inputs:
+            head += " <- " + ", ".join(b.inputs)
+        if b.frame_bytes is not None:
+            readers = ", ".join(graph.readers(b.name)) or "no one"
+            head += f": frames up to {_size(b.frame_bytes)}, read by {readers}"
+        lines.append(head)
+        settings = {**b.params, **_changed(b.supervision)}
+        if settings:
+            lines.append("      " + ", ".join(f"{k} = {_show(v)}" for k, v in settings.items()))
+    return "\n".join(lines)
+
+
+class _Loader:
+    """One validation pass: collects every problem, builds the Graph only if there is none."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.problems: list[str] = []
+        self.miswired: set[str] = set()  # blocks with wrong inputs: not sized, not to pile on
+
+    def say(self, block: str | None, problem: str) -> None:
+        where = f"block {block!r}: " if block is not None else ""
+        self.problems.append(f"{self.source}: {where}{problem}")
+
+    def build(self, data: dict[str, Any], path: Path | None) -> Graph:
+        for key in data:
+            if key not in ("supervisor", "blocks"):
+                self.say(
+                    None, f"unknown top-level key {key!r}{_hint(key, ['supervisor', 'blocks'])}"
+                )
+        defaults = self.supervision(None, data.get("supervisor", {}), Supervision())
+        tables = data.get("blocks")
+        if not isinstance(tables, dict) or not tables:
+            self.say(None, "no blocks: add at least one [blocks.NAME] table")
+            raise GraphError(self.problems)
+        for name, table in tables.items():
+            try:
+                check_block(name)
+            except ValueError as exc:
+                self.say(name, str(exc))
+            if not isinstance(table, dict):
+                self.say(name, f"must be a table ([blocks.{name}]), not {_show(table)}")
+        tables = {n: t for n, t in tables.items() if isinstance(t, dict)}
+
+        classes = {n: c for n, t in tables.items() if (c := self.block_class(n, t))}
+        params = {
+            n: p for n, c in classes.items() if (p := self.params(n, c, tables[n])) is not None
+        }
+        supervision = {n: self.supervision(n, t, defaults) for n, t in tables.items()}
+        inputs = {n: self.inputs(n, t, tables, classes) for n, t in tables.items()}
+        self.cycles(inputs)
+        frames = self.frame_sizes(tables, classes, params, inputs)
+        if self.problems:
+            raise GraphError(self.problems)
+        blocks = {
+            n: BlockSpec(
+                n, t["type"], classes[n], params[n], inputs[n], supervision[n], frames.get(n)
+            )
+            for n, t in tables.items()
+        }
+        return Graph(self.source, path, blocks)
+
+    def block_class(self, name: str, table: dict[str, Any]) -> type[Block] | None:
+        type_name = table.get("type")
+        if type_name is None:
+            self.say(name, 'no type: set type = "camera", say, or "package.module:ClassName"')
+            return None
+        if not isinstance(type_name, str):
+            self.say(name, f"type must be a string, not {_show(type_name)}")
+            return None
+        try:
+            cls = resolve(type_name)
+        except BlockTypeError as exc:
+            self.say(name, str(exc))
+            return None
+        for key in sorted(set(cls.params) & set(COMMON_KEYS)):
+            self.say(name, f"block type {type_name!r} declares parameter {key!r}, a reserved key")
+        return cls
+
+    def params(self, name: str, cls: type[Block], table: dict[str, Any]) -> dict[str, Any] | None:
+        """The block's own parameters, defaults filled in; None if any is wrong."""
+        before = len(self.problems)
+        for key in table:
+            if key not in cls.params and key not in COMMON_KEYS:
+                valid = [*cls.params, *COMMON_KEYS]
+                hint = _hint(key, valid) or f" (it takes: {', '.join(cls.params) or 'none'})"
+                self.say(name, f"unknown parameter {key!r} for type {table['type']!r}{hint}")
+        values = {}
+        for key, param in cls.params.items():
+            if key not in table:
+                if param.required:
+                    self.say(name, f"missing parameter {key!r}{_doc(param.doc)}")
+                values[key] = copy.deepcopy(param.default)
+            elif problem := _param_problem(param, table[key]):
+                self.say(name, f"parameter {key!r} {problem}")
+            else:
+                values[key] = table[key]
+        if len(self.problems) > before:
+            return None
+        try:
+            for problem in cls.validate(values):
+                self.say(name, problem)
+        except Exception as exc:  # user code
+            self.say(name, f"{cls.__name__}.validate failed: {type(exc).__name__}: {exc}")
+        return values if len(self.problems) == before else None
+
+    def supervision(
+        self, block: str | None, table: Mapping[str, Any], base: Supervision
+    ) -> Supervision:
+        """``base`` with the supervisor keys in ``table`` applied; wrong ones reported."""
+        if not isinstance(table, dict):
+            self.say(None, f"[supervisor] must be a table, not {_show(table)}")
+            return base
+        changes = {}
+        for key, value in table.items():
+            if key not in SUPERVISOR_KEYS:
+                if block is None:
+                    self.say(
+                        None, f"[supervisor]: unknown key {key!r}{_hint(key, SUPERVISOR_KEYS)}"
+                    )
+                continue
+            problem = _supervisor_problem(key, value)
+            if problem:
+                self.say(block, f"{key} {problem}" if block else f"[supervisor]: {key} {problem}")
+            else:
+                changes[key] = value if key in ("restart", "restart_limit") else float(value)
+        return replace(base, **changes)
+
+    def inputs(
+        self,
+        name: str,
+        table: dict[str, Any],
+        tables: dict[str, Any],
+        classes: dict[str, type[Block]],
+    ) -> tuple[str, ...]:
+        """The blocks ``name`` reads, as written; reports names, counts and self-reads."""
+        raw = self.input_names(name, table)
+        if raw is None:
+            self.miswired.add(name)
+            return ()
+        before = len(self.problems)
+        for i in sorted({i for i in raw if raw.count(i) > 1}):
+            self.say(name, f"reads {i!r} more than once")
+        for i in dict.fromkeys(raw):
+            if i == name:
+                self.say(name, "reads itself: a block cannot be its own input")
+            elif i not in tables:
+                self.say(name, f"input {i!r} names no block{_hint(i, list(tables))}")
+            elif i in classes and not classes[i].has_output:
+                self.say(name, f"input {i!r} is a {tables[i]['type']!r} block, which has no output")
+        if name in classes:
+            cls = classes[name]
+            low, high = cls.min_inputs, cls.max_inputs
+            if len(raw) < low or (high is not None and len(raw) > high):
+                self.say(name, f"type {table['type']!r} takes {_count(low, high)}, not {len(raw)}")
+        if len(self.problems) > before:
+            self.miswired.add(name)
+        return tuple(raw)
+
+    def input_names(self, name: str, table: dict[str, Any]) -> list[str] | None:
+        """``input = "x"`` or ``inputs = [...]`` as a list; None if written wrong."""
+        if "input" in table and "inputs" in table:
+            self.say(name, "sets both input and inputs: use one of them")
+            return None
+        raw = table.get("inputs", [table["input"]] if "input" in table else [])
+        if not isinstance(raw, list) or not all(isinstance(i, str) for i in raw):
+            key = "inputs" if "inputs" in table else "input"
+            want = "an array of block names" if key == "inputs" else "a block name"
+            self.say(name, f"{key} must be {want}, not {_show(table[key])}")
+            return None
+        return raw
+
+    def cycles(self, inputs: dict[str, tuple[str, ...]]) -> None:
+        """Report each cycle once, on its first block in file order."""
+        order = list(inputs)
+        seen: set[frozenset[str]] = set()
+        state: dict[str, int] = {}  # 1 = on the DFS stack, 2 = done
+        stack: list[str] = []
+
+        def visit(n: str) -> None:
+            state[n] = 1
+            stack.append(n)
+            for i in inputs[n]:
+                if i not in inputs or i == n:
+                    continue  # reported already
+                if state.get(i) == 1:
+                    loop = stack[stack.index(i) :]
+                    if frozenset(loop) not in seen:
+                        seen.add(frozenset(loop))
+                        first = min(loop, key=order.index)
+                        k = loop.index(first)
+                        # reversed: the arrows follow the data, from writer to reader
+                        path = [*loop[k:], *loop[:k], first][::-1]
+                        self.say(first, "is in a cycle: " + " -> ".join(path))
+                elif i not in state:
+                    visit(i)
+            stack.pop()
+            state[n] = 2
+
+        for n in order:
+            if n not in state:
+                visit(n)
+
+    def frame_sizes(
+        self,
+        tables: dict[str, Any],
+        classes: dict[str, type[Block]],
+        params: dict[str, dict[str, Any]],
+        inputs: dict[str, tuple[str, ...]],
+    ) -> dict[str, int]:
+        """Each output's slot size, from its inputs' sizes; checks fit and /dev/shm space."""
+        declared: dict[str, int | None] = {}  # blocks whose max_frame_bytes is fine or unset
+        for name, table in tables.items():
+            value = table.get("max_frame_bytes")
+            if value is not None and not (_is_int(value) and value > 0):
+                self.say(name, f"max_frame_bytes must be an integer > 0, not {_show(value)}")
+            elif value is not None and name in classes and not classes[name].has_output:
+                self.say(name, f"type {table['type']!r} has no output: remove max_frame_bytes")
+            else:
+                declared[name] = value
+        sizes: dict[str, int] = {}
+        for name in _topological(inputs):
+            if name not in params or name not in declared or name in self.miswired:
+                continue
+            if not classes[name].has_output:
+                continue
+            if any(i not in sizes for i in inputs[name]):
+                continue  # an input is wrong, and reported
+            want = declared[name]
+            ins = [sizes[i] for i in inputs[name]]
+            needed = self.output_bytes(name, classes[name], params[name], ins, want is not None)
+            if want is not None and needed is not None and want < needed:
+                self.say(
+                    name,
+                    f"max_frame_bytes = {want} is smaller than its frames:"
+                    f" up to {needed} bytes ({_size(needed)})",
+                )
+                continue
+            size = want or needed
+            if size is None:
+                continue
+            if size > MAX_SLOT_BYTES:
+                self.say(
+                    name,
+                    f"frames of up to {size} bytes ({_size(size)}) are more than a wire takes"
+                    f" ({_size(MAX_SLOT_BYTES)})",
+                )
+                continue
+            sizes[name] = size
+        total = sum(
+            wire_bytes(size, sum(n in ins for ins in inputs.values())) for n, size in sizes.items()
+        )
+        free = _shm_free()
+        if free is not None and total > free:
+            self.say(
+                None,
+                f"the wires need {_size(total)} of shared memory, but {SHM_DIR} has only"
+                f" {_size(free)} free",
+            )
+        return sizes
+
+    def output_bytes(
+        self, name: str, cls: type[Block], params: dict[str, Any], sizes: list[int], declared: bool
+    ) -> int | None:
+        """What the block says its largest frame is; None if it cannot say."""
+        try:
+            size = cls.max_output_bytes(params, sizes)
+        except NotImplementedError:
+            if not declared:
+                self.say(
+                    name,
+                    f"{cls.__name__} does not say how large its frames are: set max_frame_bytes",
+                )
+            return None
+        except Exception as exc:  # user code
+            self.say(name, f"{cls.__name__}.max_output_bytes failed: {type(exc).__name__}: {exc}")
+            return None
+        if not (_is_int(size) and size > 0):
+            self.say(name, f"{cls.__name__}.max_output_bytes returned {size!r}, not a size > 0")
+            return None
+        return size
+
+
+def _param_problem(param: Param, value: Any) -> str | None:
+    try:
+        return param.problem(value)
+    except Exception as exc:  # a user block's check
+        return f"cannot be checked: {type(exc).__name__}: {exc}"
+
+
+def _supervisor_problem(key: str, value: Any) -> str | None:
+    if key == "restart":
+        if value not in RESTART_POLICIES:
+            return f"must be one of {', '.join(RESTART_POLICIES)}, not {_show(value)}"
+    elif key == "restart_limit":
+        if not (_is_int(value) and value >= 0):
+            return f"must be an integer >= 0, not {_show(value)}"
+    elif not (_is_number(value) and math.isfinite(value) and value >= 0):
+        return f"must be a number of seconds >= 0, not {_show(value)}"
+    elif key == "liveness_interval" and value == 0:
+        return "must be more than 0 seconds"
+    return None
+
+
+def _topological(inputs: Mapping[str, Iterable[str]]) -> list[str]:
+    """Blocks after their inputs, else in the given order; blocks in cycles are left out."""
+    done: list[str] = []
+    waiting = {n: {i for i in ins if i in inputs and i != n} for n, ins in inputs.items()}
+    while True:
+        ready = [n for n, ins in waiting.items() if not ins - set(done)]
+        if not ready:
+            return done
+        done.append(ready[0])
+        del waiting[ready[0]]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _hint(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _doc(doc: str) -> str:
+    return f" ({doc})" if doc else ""
+
+
+def _count(low: int, high: int | None) -> str:
+    def n(k: int) -> str:
+        return f"{k} input" + ("" if k == 1 else "s")
+
+    if high == 0:
+        return "no inputs"
+    if high == low:
+        return f"exactly {n(low)}"
+    if high is None:
+        return f"at least {n(low)}"
+    return f"{low} to {high} inputs" if low else f"at most {n(high)}"
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, str):
+        return repr(_redact(value))
+    return repr(value)
+
+
+def _redact(text: str) -> str:
+    """Hide the password of a URL (``rtsp://user:secret@cam``): --check output gets pasted."""
+    return re.sub(r"(://[^/:@\s]*:)[^/@\s]*@", r"\1***@", text)
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} bytes"
+    if n < 1024**2:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n / 1024**2:.1f} MiB"
+
+
+def _changed(s: Supervision) -> dict[str, Any]:
+    default = Supervision()
+    return {k: v for k, v in asdict(s).items() if getattr(default, k) != v}
+
+
+def _shm_free() -> int | None:
+    """Bytes free in /dev/shm; None where it cannot be asked (then the wire will say)."""
+    try:
+        st = os.statvfs(SHM_DIR)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize

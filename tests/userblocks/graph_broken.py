@@ -1,0 +1,3 @@
+"""A user block module that fails while importing, for tests/test_graph.py."""
+
+raise RuntimeError("boom while importing")
