@@ -1,0 +1,457 @@
+"""The camera block on real sources: testsrc, a video file, an MJPEG HTTP server, RTSP.
+
+Servers here are real (a threaded http.server sending multipart JPEG; GStreamer's RTSP
+server when Debian's packages are installed). Only the block's context is a stand-in,
+one that records what the block reports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import socket
+import subprocess
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from pipelined.workers.block import Block
+from pipelined.workers.blocks.camera import Camera
+from pipelined.workers.blocks.sources import parse_source, redact
+from pipelined.workers.blocks.testsrc import TestScene
+
+
+class RecordingContext:
+    """A block context that records waiting() and sleep(); ``sleep_cap`` shortens sleeps."""
+
+    def __init__(self, sleep_cap: float | None = None):
+        self.log = logging.getLogger("test.blocks.camera")
+        self.reasons: list[str | None] = []
+        self.sleeps: list[float] = []
+        self.stopping = False
+        self.sleep_cap = sleep_cap
+
+    def waiting(self, reason: str | None) -> None:
+        self.reasons.append(reason)
+
+    def sleep(self, seconds: float) -> bool:
+        self.sleeps.append(seconds)
+        if self.stopping:
+            return False
+        time.sleep(seconds if self.sleep_cap is None else min(seconds, self.sleep_cap))
+        return not self.stopping
+
+
+def params(cls: type[Block], **overrides: Any) -> dict[str, Any]:
+    """The block's defaults with ``overrides``, as the runtime hands them over."""
+    values = {name: p.default for name, p in cls.params.items()}
+    unknown = set(overrides) - set(values)
+    assert not unknown, unknown
+    return values | overrides
+
+
+def camera(context: RecordingContext | None = None, **overrides: Any) -> Camera:
+    block = Camera("cam", params(Camera, **overrides), context or RecordingContext())
+    block.setup()
+    return block
+
+
+def next_frame(cam: Camera, attempts: int = 50) -> np.ndarray:
+    """The next frame the camera publishes, written in place as the runtime would."""
+    shape, dtype = cam.output_like([])
+    out = np.full(shape, 7, dtype)
+    for _ in range(attempts):
+        if cam.process_into([], out):
+            return out
+    raise AssertionError(f"no frame after {attempts} calls; reasons: {cam.context.reasons}")
+
+
+def red_pixels(frame: np.ndarray) -> np.ndarray:
+    b, g, r = (frame[..., i].astype(int) for i in range(3))
+    return (r > 150) & (g < 90) & (b < 90)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# -- a real MJPEG-over-HTTP camera -----------------------------------------------------------
+
+
+class MjpegServer:
+    """Serves testsrc frames as multipart/x-mixed-replace JPEG, like an IP camera's /video."""
+
+    def __init__(self, port: int = 0, fps: float = 25.0, size: tuple[int, int] = (320, 240)):
+        self.scene = TestScene(*size, fps=fps)
+        self.fps = fps
+        self.stopped = threading.Event()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path != "/video":
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                with contextlib.suppress(OSError):
+                    server.stream(self.wfile)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stream(self, out: Any) -> None:
+        n = 0
+        while not self.stopped.is_set():
+            ok, jpeg = cv2.imencode(".jpg", self.scene.render(n))
+            assert ok
+            part = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg)
+            out.write(part + jpeg.tobytes() + b"\r\n")
+            out.flush()
+            n += 1
+            time.sleep(1 / self.fps)
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def mjpeg_server() -> Iterator[MjpegServer]:
+    server = MjpegServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+# -- load time --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "problem"),
+    [
+        ("ftp://cam/stream", "unknown scheme 'ftp'"),
+        ("rtsp://", "names no host"),
+        ("rtsp:/cam/stream", "expected rtsp://host"),
+        ("rtsp://cam:99999/stream", "malformed URL"),
+        ("http://cam/a b", "spaces"),
+        ("http://admin:hunter2@cam:port/x", "malformed URL"),
+        (-1, "0 or more"),
+        ("", "empty"),
+    ],
+)
+def test_sources_that_can_never_work_are_refused_at_load_naming_the_source(
+    source: Any, problem: str
+) -> None:
+    problems = Camera.validate(params(Camera, source=source))
+    assert len(problems) == 1
+    assert problem in problems[0]
+    assert "hunter2" not in problems[0]
+    if isinstance(source, str) and source.startswith("http://admin"):
+        assert "admin:***@cam" in problems[0]
+
+
+@pytest.mark.parametrize(
+    ("source", "kind"),
+    [
+        ("testsrc", "testsrc"),
+        (0, "device"),
+        ("2", "device"),
+        ("/dev/video0", "device"),
+        ("/dev/v4l/by-id/usb-Logitech_HD_Webcam_C270-video-index0", "device"),
+        ("clip.mp4", "file"),
+        ("/srv/videos/parking lot.mkv", "file"),
+        ("rtsp://user:pass@cam.local:554/Streaming/Channels/101", "url"),
+        ("RTSPS://cam.local/stream", "url"),
+        ("http://127.0.0.1:8080/video", "url"),
+    ],
+)
+def test_sources_that_may_work_are_accepted(source: Any, kind: str) -> None:
+    assert Camera.validate(params(Camera, source=source)) == []
+    assert parse_source(source).kind == kind
+
+
+def test_passwords_are_redacted() -> None:
+    assert redact("rtsp://admin:s3cr:et@cam/x") == "rtsp://admin:***@cam/x"
+    assert redact("rtsp://admin@cam/x") == "rtsp://admin@cam/x"
+    assert redact("http://cam:8080/x") == "http://cam:8080/x"
+    assert parse_source("rtsp://u:pw@cam/x").show() == "rtsp://u:***@cam/x"
+
+
+def test_output_size_comes_from_size() -> None:
+    assert Camera.max_output_bytes(params(Camera, size=[1280, 720]), []) == 1280 * 720 * 3
+
+
+# -- testsrc ----------------------------------------------------------------------------------
+
+
+def test_testsrc_honours_size_and_fps() -> None:
+    cam = camera(RecordingContext(), size=[320, 240], fps=20)
+    shape, dtype = cam.output_like([])
+    assert shape == (240, 320, 3) and dtype == np.uint8
+    out = np.zeros(shape, dtype)
+    frames, start = 0, time.monotonic()
+    while time.monotonic() - start < 2.0:
+        frames += cam.process_into([], out)
+    # 40 frames at 20 fps; generous, never a speed test.
+    assert 28 <= frames <= 46, frames
+    assert cam.delivered_size == (320, 240) and cam.delivered_fps == 20
+
+
+def test_testsrc_moves_and_shows_red_green_and_blue_shapes() -> None:
+    cam = camera(RecordingContext(sleep_cap=0), size=[640, 480])
+    first = next_frame(cam).copy()
+    for _ in range(14):
+        next_frame(cam)
+    later = next_frame(cam)
+    assert np.count_nonzero(first != later) > 1000  # the shapes moved
+
+    for frame in (first, later):
+        ys, xs = np.nonzero(red_pixels(frame))
+        side = 480 // 6
+        assert xs.max() - xs.min() + 1 == side and ys.max() - ys.min() + 1 == side
+        assert len(xs) == side * side  # one solid square, nothing else is red
+    b, g, r = (later[..., i].astype(int) for i in range(3))
+    assert np.count_nonzero((g > 150) & (r < 80) & (b < 80)) > 1000  # green circle
+    assert np.count_nonzero((b > 200) & (r < 80) & (g < 100)) > 1000  # blue triangle
+    assert np.count_nonzero(later[:40].max(axis=2) < 60) > 100  # frame counter text
+
+
+# -- video files ------------------------------------------------------------------------------
+
+
+def make_clip(path: Path, frames: int = 10, size: tuple[int, int] = (160, 120)) -> None:
+    """A clip whose frame i is flat grey 20*i + 10, so a frame tells its own index."""
+    writer = cv2.VideoWriter(
+        str(path), cv2.CAP_OPENCV_MJPEG, cv2.VideoWriter_fourcc(*"MJPG"), 10, size
+    )
+    assert writer.isOpened()
+    for i in range(frames):
+        writer.write(np.full((size[1], size[0], 3), 20 * i + 10, np.uint8))
+    writer.release()
+
+
+def frame_index(frame: np.ndarray) -> int:
+    return round((float(frame.mean()) - 10) / 20)
+
+
+def test_video_file_is_resized_and_loops(tmp_path: Path) -> None:
+    clip = tmp_path / "clip.avi"
+    make_clip(clip)
+    cam = camera(RecordingContext(), source=str(clip), size=[320, 240], fps=200, loop=True)
+    indices = []
+    for _ in range(25):
+        frame = next_frame(cam)
+        assert frame.shape == (240, 320, 3)
+        indices.append(frame_index(frame))
+    assert indices == [*range(10), *range(10), *range(5)]
+    assert cam.delivered_size == (160, 120)
+    assert cam.delivered_fps == pytest.approx(10)
+    cam.close()
+
+
+def test_video_file_without_loop_finishes_and_says_so(tmp_path: Path) -> None:
+    clip = tmp_path / "clip.avi"
+    make_clip(clip, frames=4)
+    context = RecordingContext(sleep_cap=0.001)
+    cam = camera(context, source=str(clip), size=[160, 120], fps=200, loop=False)
+    assert [frame_index(next_frame(cam).copy()) for _ in range(4)] == [0, 1, 2, 3]
+    out = np.empty((120, 160, 3), np.uint8)
+    assert not any(cam.process_into([], out) for _ in range(3))
+    assert "finished" in str(context.reasons[-1]) and "clip.avi" in str(context.reasons[-1])
+
+
+def test_a_file_that_is_not_there_yet_is_waited_for(tmp_path: Path) -> None:
+    clip = tmp_path / "later.avi"
+    context = RecordingContext(sleep_cap=0.001)
+    cam = camera(context, source=str(clip), size=[160, 120], fps=200)
+    out = np.empty((120, 160, 3), np.uint8)
+    assert not cam.process_into([], out)
+    assert context.reasons == [f"waiting for source {clip}: no such file"]
+    make_clip(clip)
+    assert frame_index(next_frame(cam)) == 0
+    assert context.reasons[-1] is None
+
+
+def test_a_device_that_is_not_plugged_in_is_waited_for() -> None:
+    context = RecordingContext(sleep_cap=0.001)
+    path = "/dev/v4l/by-id/usb-No_Such_Camera-video-index0"
+    cam = camera(context, source=path)
+    out = np.empty((480, 640, 3), np.uint8)
+    assert not cam.process_into([], out)
+    assert context.reasons == [f"waiting for source {path}: no such device (not plugged in yet?)"]
+
+
+# -- network streams --------------------------------------------------------------------------
+
+
+def test_http_mjpeg_stream_is_read(mjpeg_server: MjpegServer) -> None:
+    url = f"http://127.0.0.1:{mjpeg_server.port}/video"
+    cam = camera(RecordingContext(), source=url, size=[320, 240], fps=30)
+    try:
+        frames = [next_frame(cam).copy() for _ in range(5)]
+        assert all(np.count_nonzero(red_pixels(f)) > 1000 for f in frames)  # JPEG, roughly
+        assert cam.delivered_size == (320, 240)
+        deadline = time.monotonic() + 5
+        while cam.delivered_fps is None and time.monotonic() < deadline:
+            next_frame(cam)
+        assert cam.delivered_fps is not None and 8 < cam.delivered_fps < 40  # server: 25
+    finally:
+        cam.close()
+
+
+def test_http_stream_that_is_down_is_waited_for_then_read(caplog: Any) -> None:
+    caplog.set_level(logging.DEBUG)
+    port = free_port()
+    url = f"http://viewer:s3cret@127.0.0.1:{port}/video"
+    context = RecordingContext(sleep_cap=0.001)
+    cam = camera(context, source=url, size=[320, 240])
+    out = np.empty((240, 320, 3), np.uint8)
+    for _ in range(5):
+        assert not cam.process_into([], out)
+    shown = f"http://viewer:***@127.0.0.1:{port}/video"
+    assert context.reasons == [f"waiting for source {shown}: connection refused"]
+    backoff = [s for s in context.sleeps if s >= 0.5]
+    assert backoff == [0.5, 1.0, 2.0, 4.0, 8.0]
+
+    server = MjpegServer(port=port)
+    try:
+        frame = next_frame(cam)
+        assert np.count_nonzero(red_pixels(frame)) > 1000
+        assert context.reasons[-1] is None
+    finally:
+        cam.close()
+        server.close()
+    assert "s3cret" not in caplog.text and "s3cret" not in repr(context.reasons)
+
+
+def test_a_stream_that_goes_away_is_waited_for_and_read_again() -> None:
+    server = MjpegServer()
+    port = server.port
+    context = RecordingContext(sleep_cap=0.001)
+    cam = camera(context, source=f"http://127.0.0.1:{port}/video", size=[320, 240])
+    out = np.empty((240, 320, 3), np.uint8)
+    try:
+        next_frame(cam)
+        server.close()  # the camera's server goes down mid-stream
+        for _ in range(50):
+            if not cam.process_into([], out) and len(context.reasons) >= 2:
+                break
+        shown = f"waiting for source http://127.0.0.1:{port}/video"
+        assert context.reasons[:2] == [
+            f"{shown}: the source stopped sending frames",
+            f"{shown}: connection refused",
+        ]
+        server = MjpegServer(port=port)  # and comes back
+        assert np.count_nonzero(red_pixels(next_frame(cam))) > 1000
+        assert context.reasons[-1] is None
+    finally:
+        cam.close()
+        server.close()
+
+
+def test_stop_is_answered_while_waiting_for_a_source() -> None:
+    context = RecordingContext()
+    context.stopping = True
+    cam = camera(context, source=f"rtsp://127.0.0.1:{free_port()}/cam")
+    start = time.monotonic()
+    assert not cam.process_into([], np.empty((480, 640, 3), np.uint8))
+    assert time.monotonic() - start < 1.0
+
+
+# -- RTSP: a real server from Debian's GStreamer packages, when they are installed -----------
+
+RTSP_SERVER = textwrap.dedent(
+    """
+    import sys
+    import gi
+    gi.require_version("Gst", "1.0")
+    gi.require_version("GstRtspServer", "1.0")
+    from gi.repository import GLib, Gst, GstRtspServer
+
+    Gst.init(None)
+    server = GstRtspServer.RTSPServer()
+    server.set_address("127.0.0.1")
+    server.set_service(sys.argv[1])
+    factory = GstRtspServer.RTSPMediaFactory()
+    factory.set_launch(
+        "( videotestsrc is-live=true pattern=smpte"
+        " ! video/x-raw,format=I420,width=320,height=240,framerate=15/1"
+        " ! jpegenc ! rtpjpegpay name=pay0 pt=26 )"
+    )
+    factory.set_shared(True)
+    server.get_mount_points().add_factory("/cam", factory)
+    server.attach(None)
+    print("ready", flush=True)
+    GLib.MainLoop().run()
+    """
+)
+
+
+def _gst_rtsp_python() -> str | None:
+    """Debian's python3 when it has GStreamer's RTSP server bindings, else None."""
+    python = shutil.which("python3", path="/usr/bin")
+    if python is None:
+        return None
+    probe = (
+        "import gi; gi.require_version('GstRtspServer', '1.0');"
+        " from gi.repository import GstRtspServer"
+    )
+    result = subprocess.run([python, "-c", probe], capture_output=True, timeout=30)
+    return python if result.returncode == 0 else None
+
+
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_rtsp_stream_is_read(tmp_path: Path, transport: str) -> None:
+    python = _gst_rtsp_python()
+    if python is None:
+        pytest.skip(
+            "needs Debian's python3-gst-1.0, gir1.2-gst-rtsp-server-1.0,"
+            " gstreamer1.0-plugins-base and -good"
+        )
+    script = tmp_path / "rtsp_server.py"
+    script.write_text(RTSP_SERVER)
+    port = free_port()
+    server = subprocess.Popen(
+        [python, str(script), str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        context = RecordingContext()
+        cam = camera(
+            context,
+            source=f"rtsp://user:pw@127.0.0.1:{port}/cam",
+            size=[640, 480],
+            rtsp_transport=transport,
+        )
+        frame = next_frame(cam)
+        assert frame.shape == (480, 640, 3)
+        assert frame.std() > 20  # colour bars, not a blank frame
+        assert cam.delivered_size == (320, 240)
+        cam.close()
+    finally:
+        server.kill()
+        server.wait(timeout=10)

@@ -1,0 +1,42 @@
+"""Putting several frames side by side in one BGR picture, for the screen and the recorder."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def as_bgr(frame: np.ndarray) -> np.ndarray:
+    """Any frame a block may send (grey, BGR, BGRA; uint8 or not) as 8-bit BGR."""
+    if frame.dtype != np.uint8:
+        frame = cv2.convertScaleAbs(frame, alpha=255.0 if frame.dtype.kind == "f" else 1.0)
+    if frame.ndim == 2 or frame.shape[2] == 1:
+        return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+    if frame.shape[2] == 4:
+        return cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
+    return frame
+
+
+def side_by_side(frames: list[np.ndarray]) -> np.ndarray:
+    """The frames left to right, each scaled to the first frame's height."""
+    height = frames[0].shape[0]
+    row = []
+    for frame in frames:
+        bgr = as_bgr(frame)
+        h, w = bgr.shape[:2]
+        if h != height:
+            width = max(1, round(w * height / h))
+            interpolation = cv2.INTER_AREA if h > height else cv2.INTER_LINEAR
+            bgr = cv2.resize(bgr, (width, height), interpolation=interpolation)
+        row.append(bgr)
+    return row[0] if len(row) == 1 else cv2.hconcat(row)
+
+
+def fit_within(image: np.ndarray, max_width: int, max_height: int) -> np.ndarray:
+    """``image`` scaled down, keeping its shape, so it fits the box; never scaled up."""
+    h, w = image.shape[:2]
+    scale = min(1.0, max_width / w, max_height / h)
+    if scale >= 1.0:
+        return image
+    size = (max(1, int(w * scale)), max(1, int(h * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
