@@ -38,7 +38,9 @@ def ready(proc: subprocess.Popen) -> dict:
 
 
 def result(proc: subprocess.Popen, timeout: float = 60) -> dict:
-    out, err = proc.communicate(timeout=timeout)
+    """The stand-in's last line. Not communicate(): that skips what readline() buffered."""
+    proc.wait(timeout)  # its output is a few KiB: it fits the pipe, so this cannot block
+    out, err = proc.stdout.read(), proc.stderr.read()
     assert proc.returncode == 0, err
     return json.loads(out.strip().splitlines()[-1])
 
