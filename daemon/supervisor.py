@@ -66,8 +66,12 @@ class Supervisor:
         )
 
     def _create(self, spec: BlockSpec) -> None:
+        """Make the block's process, and its wire and heartbeat unless they exist already.
+
+        A block restarted by a reload keeps both, so its readers stay attached.
+        """
         readers = self._readers()
-        if spec.frame_bytes is not None:
+        if spec.frame_bytes is not None and spec.name not in self.wires:
             self.wires[spec.name] = Wire.create(
                 self.names,
                 spec.name,
@@ -75,21 +79,25 @@ class Supervisor:
                 readers=len(readers[spec.name]) + SPARE_READERS,
                 group=self.group,
             )
-        beat = Heartbeat.create(self.names, spec.name, self.group)
+        old = self.blocks.get(spec.name)
+        beat = old.heartbeat if old else Heartbeat.create(self.names, spec.name, self.group)
         self.blocks[spec.name] = BlockProcess(spec, worker_args(self.names, spec, readers), beat)
 
     def _readers(self) -> dict[str, list[str]]:
         return {name: self.graph.readers(name) for name in self.graph.blocks}
 
-    def _drop(self, name: str) -> None:
-        """Forget a block and unlink its wire and heartbeat (it must be stopped)."""
-        proc = self.blocks.pop(name)
-        proc.heartbeat.close()
-        _unlink_beat(self.names, name)
+    def _drop_wire(self, name: str) -> None:
         wire = self.wires.pop(name, None)
         if wire is not None:
             wire.unlink()
             wire.close()
+
+    def _drop(self, name: str) -> None:
+        """Forget a stopped block: unlink its wire and heartbeat."""
+        proc = self.blocks.pop(name)
+        proc.heartbeat.close()
+        _unlink_beat(self.names, name)
+        self._drop_wire(name)
 
     # -- running -----------------------------------------------------------------------
 
@@ -141,40 +149,35 @@ class Supervisor:
     async def reload(self, graph: Graph) -> dict[str, list[str]]:
         """Run ``graph`` instead, restarting only the blocks whose configuration changed.
 
-        A block whose wire changes size or reader count gets a new wire, and its readers
-        restart with it, since their reader slots belong to the old one.
+        A changed block keeps its wire, so its readers carry on. A wire that changes size
+        or readers is made anew, and its readers restart with it, since their reader
+        slots belong to the old one.
         """
         async with self._reloading:
             old, new = self.graph, graph
             removed = [n for n in old.blocks if n not in new.blocks]
             added = [n for n in new.blocks if n not in old.blocks]
-            changed = {n for n in old.blocks if n in new.blocks and old.blocks[n] != new.blocks[n]}
+            kept = [n for n in old.blocks if n in new.blocks]
+            changed = {n for n in kept if old.blocks[n] != new.blocks[n]}
             rewired = {
                 n
-                for n in old.blocks
-                if n in new.blocks
-                and (
-                    old.blocks[n].frame_bytes != new.blocks[n].frame_bytes
-                    or old.readers(n) != new.readers(n)
-                )
+                for n in kept
+                if old.blocks[n].frame_bytes != new.blocks[n].frame_bytes
+                or old.readers(n) != new.readers(n)
             }
             for wire in rewired:
-                changed |= {r for r in new.readers(wire)} | {wire}
-            changed |= {r for n in removed for r in new.blocks if n in old.blocks[r].inputs}
-            going = [n for n in old.order() if n in changed or n in removed]
-            await self.stop_blocks(going)
-            for name in going:
+                changed |= {wire, *new.readers(wire)}
+            await self.stop_blocks([n for n in old.order() if n in changed or n in removed])
+            for name in removed:
                 self._drop(name)
+            for name in rewired:
+                self._drop_wire(name)
             self.graph = new
             for name in new.order():
                 if name in added or name in changed:
                     self._create(new.blocks[name])
             self.start_blocks([n for n in new.order() if n in added or n in changed])
-            result = {
-                "added": added,
-                "removed": removed,
-                "restarted": sorted(changed - set(added)),
-            }
+            result = {"added": added, "removed": removed, "restarted": sorted(changed)}
             log.info("reloaded %s: %s", new.source, result)
             return result
 

@@ -188,6 +188,10 @@ def test_reload_restarts_only_what_changed_and_refuses_a_bad_file(chain, tmp_pat
     after = pids(chain)
     assert after["count"] != before["count"]
     assert after["inv"] == before["inv"] and after["sink"] == before["sink"]
+    # The new camera writes into the same wire: the untouched readers keep getting frames.
+    tally = tmp_path / "t"
+    seen = int(tally.read_text().split()[0])
+    wait_for(lambda: int(tally.read_text().split()[0]) > seen + 20, 60, "frames after reload")
     chain.graph.write_text(text.replace("fps = 50", "fps = -1"))
     with pytest.raises(CommandError) as err:
         chain.call("reload")
