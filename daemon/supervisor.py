@@ -29,6 +29,8 @@ log = logging.getLogger("pipelined")
 SPARE_READERS = 2
 """Reader slots on every wire beyond the graph's readers, for live viewers."""
 TICK = 0.1
+STARTING_TICK = 0.01
+"""While a block starts, its first heartbeat is looked for often: it marks it RUNNING."""
 SAMPLE_EVERY = 1.0
 
 
@@ -116,7 +118,8 @@ class Supervisor:
                 next_sample = time.monotonic() + SAMPLE_EVERY
                 for proc in list(self.blocks.values()):
                     proc.sample()
-            await asyncio.sleep(TICK)
+            starting = any(p.state == State.STARTING for p in self.blocks.values())
+            await asyncio.sleep(STARTING_TICK if starting else TICK)
 
     def select(self, names: list[str]) -> list[BlockProcess]:
         """The named blocks in graph order (all of them for an empty list)."""
