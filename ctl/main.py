@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import format as fmt
+from . import logs
 from .client import Client, DaemonUnreachable
 from .protocol import (
     BLOCK_RE,
@@ -120,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     graph.add_argument("--dot", action="store_true", help="as Graphviz dot, states as colours")
     verb("wires", "each wire: writer, readers, frames and drops")
     verb("hello", "the daemon's version, instance and protocol")
+    logs.add_arguments(verb("logs", logs.HELP))
     return parser
 
 
@@ -237,6 +239,7 @@ VERBS: dict[str, Callable[[argparse.Namespace, Path, TextIO], int]] = {
     "graph": _run_graph,
     "wires": _run_simple(fmt.wires),
     "hello": _run_simple(fmt.hello),
+    "logs": logs.run,
 }
 
 
