@@ -17,6 +17,7 @@ from typing import Any
 from pipelined.ctl.protocol import FAILED, CommandError
 
 from . import commands
+from . import systemd as sd
 from .control import ControlServer
 from .graph import Graph, GraphError, load_graph
 from .supervisor import Supervisor
@@ -40,6 +41,7 @@ class Daemon:
         self.listen_sock = listen_sock
         self.group = group
         self.control: ControlServer | None = None
+        self.notifier = sd.Notifier()
         self._stop = asyncio.Event()
 
     async def serve(self) -> None:
@@ -48,6 +50,8 @@ class Daemon:
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._sighup()))
         self.supervisor.open()
+        sd.follow_workers(self.supervisor)
+        notifying: asyncio.Task[None] | None = None
         try:
             self.control = ControlServer(
                 commands.table(self), instance=self.supervisor.names.instance, group=self.group
@@ -58,9 +62,13 @@ class Daemon:
                 await self.control.start(self.socket_path)
             await self.supervisor.run()
             log.info("ready: %s", self.supervisor.summary())
+            notifying = asyncio.create_task(self.notifier.run(self.supervisor))
             await self._stop.wait()
             log.info("stopping")
+            self.notifier.stopping()
         finally:
+            if notifying is not None:
+                notifying.cancel()
             if self.control is not None:
                 await self.control.close()
             await self.supervisor.close()
@@ -72,13 +80,17 @@ class Daemon:
             raise CommandError(
                 FAILED, "this daemon runs the built-in graph: there is no file to reload"
             )
+        self.notifier.reloading()
         try:
-            graph = await asyncio.to_thread(load_graph, path)
-        except GraphError as exc:
-            raise CommandError(
-                FAILED, f"the graph was not reloaded; the running graph carries on:\n{exc}"
-            ) from None
-        return await self.supervisor.reload(graph)
+            try:
+                graph = await asyncio.to_thread(load_graph, path)
+            except GraphError as exc:
+                raise CommandError(
+                    FAILED, f"the graph was not reloaded; the running graph carries on:\n{exc}"
+                ) from None
+            return await self.supervisor.reload(graph)
+        finally:
+            self.notifier.reloaded(sd.status_line(self.supervisor))
 
     async def _sighup(self) -> None:
         try:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pipelined.ctl.protocol import DEFAULT_INSTANCE, check_instance, socket_path
 
+from . import systemd as sd
 from .app import Daemon
 from .control import ControlSocketError
 from .graph import Graph, GraphError, default_graph, describe, load_graph
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"pipelined: {exc}", file=sys.stderr)
         return 2
+    sd.log_to_journal(instance)  # only when systemd gave us the journal as stderr
     try:
         graph = load_graph(opts.graph) if opts.graph else builtin(opts.state_dir, instance)
     except GraphError as exc:
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         return EX_CONFIG
     path = socket_path(instance, opts.socket)
     announce(graph, path)
-    daemon = Daemon(graph, instance, path)
+    daemon = Daemon(graph, instance, path, listen_sock=sd.listen_socket())
     try:
         asyncio.run(daemon.serve())
     except ControlSocketError as exc:
