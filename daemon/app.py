@@ -12,7 +12,7 @@ import logging
 import signal
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelined.ctl.protocol import FAILED, CommandError
 
@@ -22,11 +22,19 @@ from .control import ControlServer
 from .graph import Graph, GraphError, load_graph
 from .supervisor import Supervisor
 
+if TYPE_CHECKING:
+    from .web import Listener
+    from .web.server import WebServer
+
 log = logging.getLogger("pipelined")
 
 
 class Daemon:
     """What one ``pipelined`` process runs until it is told to stop."""
+
+    http: Listener | None = None
+    """The page's bound socket (``--http``), set by main; None: no page."""
+    web: WebServer | None = None
 
     def __init__(
         self,
@@ -60,6 +68,11 @@ class Daemon:
                 await self.control.start(sock=self.listen_sock)
             elif self.socket_path is not None:
                 await self.control.start(self.socket_path)
+            if self.http is not None:
+                from .web.server import WebServer  # aiohttp and OpenCV: only with a page
+
+                self.web = WebServer(self, self.http)
+                await self.web.start()
             await self.supervisor.run()
             log.info("ready: %s", self.supervisor.summary())
             notifying = asyncio.create_task(self.notifier.run(self.supervisor))
@@ -67,6 +80,8 @@ class Daemon:
             log.info("stopping")
             self.notifier.stopping()
         finally:
+            if self.web is not None:
+                await self.web.close()
             if notifying is not None:
                 notifying.cancel()
             if self.control is not None:

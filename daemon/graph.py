@@ -127,8 +127,9 @@ def parse_graph(text: str, source: str, path: Path | None = None) -> Graph:
 
 
 DEFAULT_GRAPH_TOML = """\
-# The five-block demo: a synthetic camera, two filters, a screen and a recorder.
-# It needs no camera; the screen block needs a display and is left out without one.
+# The demo: a synthetic camera, two filters, a recorder, a preview (MJPEG over HTTP) and
+# a screen: five blocks headless, six with a display. It needs no camera; the screen
+# block needs a display and is left out without one.
 
 [blocks.camera]
 type = "camera"
@@ -153,6 +154,10 @@ inputs = ["red", "edges"]
 [blocks.recorder]
 type = "recorder"
 inputs = ["red", "edges"]
+
+[blocks.preview]         # MJPEG streams and snapshots: http://127.0.0.1:8081/
+type = "preview"
+inputs = ["camera", "red", "edges"]
 """
 
 

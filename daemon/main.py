@@ -1,6 +1,6 @@
 """``pipelined``: run a graph in the foreground (systemd runs it so), or check a graph file.
 
-    pipelined [--graph FILE] [--instance NAME] [--socket PATH]
+    pipelined [--graph FILE] [--instance NAME] [--socket PATH] [--http ADDR:PORT]
     pipelined --check FILE
 
 With no --graph it runs the built-in five-block demo on the synthetic testsrc camera.
@@ -20,6 +20,7 @@ from pathlib import Path
 from pipelined.ctl.protocol import DEFAULT_INSTANCE, check_instance, socket_path
 
 from . import systemd as sd
+from . import web
 from .app import Daemon
 from .control import ControlSocketError
 from .graph import Graph, GraphError, default_graph, describe, load_graph
@@ -45,6 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         " ~/.local/state/pipelined/<instance>)",
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    web.add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -67,8 +69,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pipelined: the graph cannot run:\n{exc}", file=sys.stderr)
         return EX_CONFIG
     path = socket_path(instance, opts.socket)
+    try:
+        http = web.listen_from_args(opts, builtin=not opts.graph)
+    except web.HttpError as exc:
+        print(f"pipelined: {exc}", file=sys.stderr)
+        return exc.exit_code
     announce(graph, path)
+    web.announce(graph, http)
     daemon = Daemon(graph, instance, path, listen_sock=sd.listen_socket())
+    daemon.http = http
     try:
         asyncio.run(daemon.serve())
     except ControlSocketError as exc:

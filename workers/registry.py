@@ -12,6 +12,7 @@ BUILTIN: dict[str, str] = {
     "edge_detector": "pipelined.workers.blocks.edge_detector:EdgeDetector",
     "screen": "pipelined.workers.blocks.screen:Screen",
     "recorder": "pipelined.workers.blocks.recorder:Recorder",
+    "preview": "pipelined.workers.blocks.preview:Preview",
 }
 
 

@@ -1,0 +1,132 @@
+"""Where the page listens, and with which token: ``--http``, ``--http-token-file``, the env.
+
+Decisions (DESIGN.md leaves them to us):
+
+- ``--http ADDR:PORT`` turns the page on; ``--http off`` turns it off. With no
+  ``--http`` it is on at 127.0.0.1:8080 for the built-in demo and off for a graph file,
+  so the packaged daemon (which runs a graph file) serves nothing unless told to.
+- The token comes from ``$PIPELINED_HTTP_TOKEN`` or the first line of
+  ``--http-token-file FILE`` (systemd: ``LoadCredential=http-token:/etc/…`` and
+  ``--http-token-file ${CREDENTIALS_DIRECTORY}/http-token``), never from the command
+  line, which every local user can read in /proc.
+- Beyond loopback the token is required: without one the daemon does not start
+  (exit 78, EX_CONFIG). On loopback a token, if set, is required too.
+- The socket is bound before the graph starts, so a port in use is said at once. For the
+  demo's implicit page a port in use is only a warning: the graph runs without its page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..graph import Graph
+
+DEMO_LISTEN = "127.0.0.1:8080"
+TOKEN_ENV = "PIPELINED_HTTP_TOKEN"
+EX_CONFIG = 78
+
+
+class HttpError(Exception):
+    """The page cannot be served as asked; ``exit_code`` is what the daemon exits with."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass
+class Listener:
+    """A bound socket for the page, and the token its requests must carry ("" for none)."""
+
+    host: str
+    port: int
+    token: str
+    sock: socket.socket
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--http",
+        metavar="ADDR:PORT",
+        help=f"serve the page and /metrics here, or 'off' (default: {DEMO_LISTEN} for the"
+        " built-in demo, off for a graph file); beyond loopback a token is required",
+    )
+    parser.add_argument(
+        "--http-token-file",
+        metavar="FILE",
+        help=f"the page's token, on the first line of FILE (else ${TOKEN_ENV})",
+    )
+
+
+def listen_from_args(opts: argparse.Namespace, builtin: bool) -> Listener | None:
+    """Bind the page's socket as the options say; None when the page is off."""
+    text = opts.http if opts.http is not None else (DEMO_LISTEN if builtin else "off")
+    if text == "off":
+        return None
+    from pipelined.workers.blocks.preview import is_loopback, parse_listen
+
+    try:
+        host, port = parse_listen(text)
+    except ValueError as exc:
+        raise HttpError(f"--http: {exc}", 2) from None
+    token = _token(opts.http_token_file)
+    if not is_loopback(host) and not token:
+        raise HttpError(
+            f"--http {text} is beyond loopback, and the page would be open to the network:"
+            f" set a token in ${TOKEN_ENV} or --http-token-file, or listen on 127.0.0.1",
+            EX_CONFIG,
+        )
+    try:
+        sock = socket.create_server(
+            (host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET
+        )
+    except OSError as exc:
+        message = f"cannot serve the page on {text}: {exc.strerror or exc}"
+        if opts.http is None:  # the demo's default: run the graph anyway
+            print(f"pipelined: {message}; running without it", file=sys.stderr)
+            return None
+        raise HttpError(message, 1) from None
+    return Listener(host, sock.getsockname()[1], token, sock)
+
+
+def _token(path: str | None) -> str:
+    if path is None:
+        return os.environ.get(TOKEN_ENV, "").strip()
+    try:
+        with open(path, encoding="utf-8") as f:
+            token = f.readline().strip()
+    except OSError as exc:
+        raise HttpError(f"--http-token-file {path}: {exc.strerror or exc}", EX_CONFIG) from None
+    if not token:
+        raise HttpError(f"--http-token-file {path} is empty", EX_CONFIG)
+    return token
+
+
+def announce(graph: Graph, listener: Listener | None) -> None:
+    """Print the URLs to open: the page, and each preview block's streams."""
+    from pipelined.workers.blocks.preview import parse_listen, url_host
+
+    if listener is not None:
+        note = " (token required)" if listener.token else ""
+        print(
+            f"pipelined: page {listener.url}{note}, metrics {listener.url}metrics", file=sys.stderr
+        )
+    for spec in graph.blocks.values():
+        if spec.type == "preview":
+            host, port = parse_listen(spec.params["listen"])
+            print(
+                f"pipelined: {spec.name} streams at http://{url_host(host)}:{port}/",
+                file=sys.stderr,
+            )
+    sys.stderr.flush()

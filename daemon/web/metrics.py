@@ -1,0 +1,188 @@
+"""``/metrics``: the supervisor's status in Prometheus' text format, read at scrape time.
+
+Nothing is counted twice: the collector turns the same status object pipectl shows into
+metric families when Prometheus asks, so a scrape costs the daemon one status and one
+``/proc`` read per worker (its CPU seconds), no background work. Counters that come from
+a worker's heartbeat (frames, drops, busy time, CPU seconds) restart at 0 with the worker,
+which Prometheus' ``rate()`` handles as a counter reset.
+
+Processing time is a summary (``_sum``/``_count``), not a histogram: workers publish only
+their total busy time (DESIGN.md's heartbeat), so the mean per frame is
+``rate(…_sum) / rate(…_count)``. For a source the busy time includes waiting for its
+device or its pacing. Buckets would need per-frame timings in the heartbeat.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+import psutil
+from aiohttp import web
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from ..states import State
+
+if TYPE_CHECKING:
+    from ..app import Daemon
+
+
+class DaemonCollector(Collector):
+    """Metric families of one daemon: its blocks, its wires, itself."""
+
+    def __init__(self, daemon: Daemon, version: str, live_viewers: Callable[[], int]):
+        self.daemon = daemon
+        self.version = version
+        self.live_viewers = live_viewers
+        self.started = time.time() - (time.monotonic() - daemon.supervisor.started)
+
+    def collect(self) -> Iterator[Metric]:
+        status = self.daemon.supervisor.status()
+        yield from self._daemon(status)
+        yield from self._blocks(status["blocks"])
+        yield from self._wires(status["wires"])
+
+    def _daemon(self, status: dict) -> Iterator[Metric]:
+        info = InfoMetricFamily("pipelined_daemon", "The daemon's version, instance and run")
+        info.add_metric(
+            [],
+            {
+                "version": self.version,
+                "pipelined_instance": status["instance"],
+                "run": status["run"],
+            },
+        )
+        yield info
+        yield GaugeMetricFamily(
+            "pipelined_daemon_uptime_seconds",
+            "Seconds since the daemon started",
+            value=status["uptime_s"],
+        )
+        yield GaugeMetricFamily(
+            "pipelined_daemon_start_time_seconds",
+            "When the daemon started, Unix time",
+            value=self.started,
+        )
+        yield GaugeMetricFamily(
+            "pipelined_http_live_viewers",
+            "Live wire views open on the page",
+            value=self.live_viewers(),
+        )
+
+    def _blocks(self, blocks: list[dict]) -> Iterator[Metric]:
+        b = ["block"]
+        state = GaugeMetricFamily(
+            "pipelined_block_state",
+            "1 for the block's current state, 0 for the others",
+            labels=["block", "type", "state"],
+        )
+        restarts = CounterMetricFamily(
+            "pipelined_block_restarts", "Restarts after crashes or hangs", labels=b
+        )
+        frames_in = CounterMetricFamily(
+            "pipelined_block_frames_in", "Frames the worker took in", labels=b
+        )
+        frames_out = CounterMetricFamily(
+            "pipelined_block_frames_out", "Frames the worker sent out", labels=b
+        )
+        fps_in = GaugeMetricFamily(
+            "pipelined_block_input_frames_per_second",
+            "Frames in per second, last second",
+            labels=b,
+        )
+        fps_out = GaugeMetricFamily(
+            "pipelined_block_output_frames_per_second",
+            "Frames out per second, last second",
+            labels=b,
+        )
+        dropped = CounterMetricFamily(
+            "pipelined_block_dropped_frames",
+            "Input frames the worker skipped (it fell behind) or threw away (overwritten)",
+            labels=b,
+        )
+        busy = SummaryMetricFamily(
+            "pipelined_block_processing_seconds",
+            "Time in the block's code, over frames processed (sources: frames produced)",
+            labels=b,
+        )
+        cpu = CounterMetricFamily(
+            "pipelined_block_cpu_seconds", "CPU time of the worker process", labels=b
+        )
+        cpu_ratio = GaugeMetricFamily(
+            "pipelined_block_cpu_usage_ratio",
+            "CPU use over the last second; 1 = one core",
+            labels=b,
+        )
+        rss = GaugeMetricFamily(
+            "pipelined_block_resident_memory_bytes", "Resident memory of the worker", labels=b
+        )
+        uptime = GaugeMetricFamily(
+            "pipelined_block_uptime_seconds", "Seconds the worker has been RUNNING", labels=b
+        )
+        for block in blocks:
+            name = [block["name"]]
+            for s in State:
+                state.add_metric(
+                    [block["name"], block["type"], s.value],
+                    1.0 if block["state"] == s.value else 0.0,
+                )
+            restarts.add_metric(name, block["restarts"])
+            frames_in.add_metric(name, block["frames_in"])
+            frames_out.add_metric(name, block["frames_out"])
+            fps_in.add_metric(name, block["fps_in"])
+            fps_out.add_metric(name, block["fps"])
+            dropped.add_metric(name, block["dropped"])
+            count = block["frames_in"] if block["inputs"] else block["frames_out"]
+            busy.add_metric(name, count_value=count, sum_value=block["busy_s"])
+            cpu.add_metric(name, _cpu_seconds(block["pid"]))
+            cpu_ratio.add_metric(name, block["cpu_percent"] / 100.0)
+            rss.add_metric(name, block["rss_bytes"])
+            uptime.add_metric(name, block["uptime_s"])
+        yield from (state, restarts, frames_in, frames_out, fps_in, fps_out, dropped, busy)
+        yield from (cpu, cpu_ratio, rss, uptime)
+
+    def _wires(self, wires: list[dict]) -> Iterator[Metric]:
+        frames = CounterMetricFamily(
+            "pipelined_wire_frames", "Frames written to the wire", labels=["wire"]
+        )
+        dropped = CounterMetricFamily(
+            "pipelined_wire_dropped_frames",
+            "Frames a reader of the wire skipped",
+            labels=["wire", "reader"],
+        )
+        for wire in wires:
+            frames.add_metric([wire["name"]], wire["frames"])
+            for reader, count in wire["dropped"].items():
+                dropped.add_metric([wire["name"], reader], count)
+        yield frames
+        yield dropped
+
+
+def _cpu_seconds(pid: int | None) -> float:
+    if pid is None:
+        return 0.0
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return 0.0
+    return times.user + times.system
+
+
+def add_route(app: web.Application, collector: Collector) -> None:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+
+    async def metrics(request: web.Request) -> web.Response:
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        return web.Response(body=encoder(registry), headers={"Content-Type": content_type})
+
+    app.router.add_get("/metrics", metrics)

@@ -1,0 +1,288 @@
+// The daemon's page: the graph drawn from /api/status once a second, a panel with
+// pipectl's buttons for the selected block, and a live MJPEG view of its wire.
+// No framework and no build step: this file is served as it is.
+"use strict";
+
+const SVG = "http://www.w3.org/2000/svg";
+const BOX = { w: 200, h: 84, gapX: 90, gapY: 28, pad: 20 };
+const POLL_MS = 1000;
+const VIEW = "fps=10&width=960";
+
+const state = { status: null, shape: "", selected: null, viewing: null, busy: false };
+const $ = (id) => document.getElementById(id);
+
+function el(name, attrs = {}, parent = null) {
+  const node = document.createElementNS(SVG, name);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  if (parent) parent.appendChild(node);
+  return node;
+}
+
+// -- layout: a column per depth (a block sits right of everything it reads) ----------
+
+function layout(blocks) {
+  const byName = new Map(blocks.map((b) => [b.name, b]));
+  const depth = new Map();
+  const visit = (name, path) => {
+    if (depth.has(name)) return depth.get(name);
+    if (path.has(name)) return 0;
+    path.add(name);
+    const inputs = (byName.get(name)?.inputs || []).filter((i) => byName.has(i));
+    const d = inputs.length ? 1 + Math.max(...inputs.map((i) => visit(i, path))) : 0;
+    depth.set(name, d);
+    return d;
+  };
+  blocks.forEach((b) => visit(b.name, new Set()));
+  const columns = [];
+  for (const b of blocks) (columns[depth.get(b.name)] ||= []).push(b.name);
+  const rows = Math.max(...columns.map((c) => c.length));
+  const pos = new Map();
+  columns.forEach((names, col) => {
+    const offset = ((rows - names.length) * (BOX.h + BOX.gapY)) / 2;
+    names.forEach((name, row) => {
+      pos.set(name, {
+        x: BOX.pad + col * (BOX.w + BOX.gapX),
+        y: BOX.pad + offset + row * (BOX.h + BOX.gapY),
+      });
+    });
+  });
+  const width = BOX.pad * 2 + columns.length * BOX.w + (columns.length - 1) * BOX.gapX;
+  const height = BOX.pad * 2 + rows * BOX.h + (rows - 1) * BOX.gapY;
+  return { pos, width, height };
+}
+
+function draw(status) {
+  const svg = $("graph");
+  svg.replaceChildren();
+  const { pos, width, height } = layout(status.blocks);
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.style.maxWidth = `${width * 1.25}px`;
+  const wires = el("g", { class: "wires" }, svg);
+  for (const b of status.blocks) {
+    for (const input of b.inputs) {
+      const from = pos.get(input);
+      const to = pos.get(b.name);
+      if (!from || !to) continue;
+      const x1 = from.x + BOX.w, y1 = from.y + BOX.h / 2, x2 = to.x, y2 = to.y + BOX.h / 2;
+      // A wire that skips columns runs straight at its writer's height (between the
+      // blocks of the columns it crosses) and bends only in the last gap.
+      const bend = Math.max(x1, x2 - BOX.gapX);
+      const mid = (bend + x2) / 2;
+      const d = `M${x1},${y1} L${bend},${y1} C${mid},${y1} ${mid},${y2} ${x2},${y2}`;
+      const hit = el("path", { d, class: "wire-hit", "data-wire": input, "data-reader": b.name }, wires);
+      el("title", {}, hit);
+      el("path", { d, class: "wire", "data-wire": input, "marker-end": "url(#arrow)" }, wires);
+      hit.addEventListener("click", () => select(input, true));
+    }
+  }
+  const defs = el("defs", {}, svg);
+  const marker = el("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5,
+    markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" }, defs);
+  el("path", { d: "M0,0 L10,5 L0,10 z", fill: "#56606b" }, marker);
+  for (const b of status.blocks) {
+    const p = pos.get(b.name);
+    const g = el("g", { class: "block", transform: `translate(${p.x},${p.y})`, tabindex: 0,
+      role: "button", "data-name": b.name }, svg);
+    el("rect", { width: BOX.w, height: BOX.h, rx: 8 }, g);
+    el("rect", { class: "bar", width: 6, height: BOX.h - 16, x: 0, y: 8 }, g);
+    el("text", { class: "name", x: 16, y: 24 }, g).textContent = b.name;
+    el("text", { class: "state", x: BOX.w - 12, y: 24, "text-anchor": "end" }, g);
+    el("text", { class: "type", x: 16, y: 44 }, g).textContent = b.type;
+    el("text", { class: "stats", x: 16, y: 68 }, g);
+    el("title", {}, g);
+    g.addEventListener("click", () => select(b.name, true));
+    g.addEventListener("keydown", (e) => {
+      if (e.key === "Enter" || e.key === " ") { e.preventDefault(); select(b.name, true); }
+    });
+  }
+}
+
+// -- live values -----------------------------------------------------------------------
+
+function fmtFps(v) { return v >= 10 ? v.toFixed(0) : v.toFixed(1); }
+function fmtBytes(n) {
+  if (n >= 1 << 30) return `${(n / (1 << 30)).toFixed(1)} GiB`;
+  if (n >= 1 << 20) return `${(n / (1 << 20)).toFixed(0)} MiB`;
+  return `${(n / 1024).toFixed(0)} KiB`;
+}
+function fmtAge(s) {
+  if (s < 60) return `${s.toFixed(0)} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${Math.floor(s % 60)} s`;
+  return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+}
+
+function update(status) {
+  const wireNames = new Set(status.wires.map((w) => w.name));
+  for (const b of status.blocks) {
+    const g = document.querySelector(`.block[data-name="${CSS.escape(b.name)}"]`);
+    if (!g) continue;
+    g.dataset.state = b.state;
+    g.dataset.restarts = String(b.restarts);
+    g.dataset.hasWire = wireNames.has(b.name) ? "1" : "0";
+    g.classList.toggle("selected", state.selected === b.name);
+    const s = g.querySelector(".state");
+    s.textContent = b.state;
+    s.setAttribute("class", `state s-${b.state}`);
+    g.querySelector(".bar").setAttribute("class", `bar s-${b.state}`);
+    const fps = wireNames.has(b.name) ? b.fps : b.fps_in;
+    g.querySelector(".stats").textContent =
+      `${fmtFps(fps)} fps · CPU ${b.cpu_percent.toFixed(0)}% · ↻ ${b.restarts}`;
+    g.querySelector("title").textContent =
+      `${b.name} (${b.type}): ${b.state}${b.reason ? ` — ${b.reason}` : ""}`;
+  }
+  for (const w of status.wires) {
+    for (const hit of document.querySelectorAll(`.wire-hit[data-wire="${CSS.escape(w.name)}"]`)) {
+      const reader = hit.dataset.reader;
+      hit.querySelector("title").textContent =
+        `${w.name} → ${reader}: ${w.frames} frames, ${w.dropped[reader] ?? 0} dropped by ${reader}` +
+        " (click for a live view)";
+    }
+  }
+  for (const path of document.querySelectorAll(".wire")) {
+    path.classList.toggle("viewed", path.dataset.wire === state.viewing);
+  }
+  const up = status.blocks.filter((b) => b.state === "RUNNING").length;
+  $("summary").textContent = `instance ${status.instance} · run ${status.run} · up ` +
+    `${fmtAge(status.uptime_s)} · ${up}/${status.blocks.length} blocks running`;
+  updatePanel(status);
+}
+
+function updatePanel(status) {
+  const b = status.blocks.find((x) => x.name === state.selected);
+  if (!b) { closePanel(); return; }
+  $("sel-name").textContent = `${b.name} · ${b.type}`;
+  const badge = $("sel-state");
+  badge.textContent = b.state;
+  badge.className = `badge s-${b.state}`;
+  const rows = [
+    ["state", b.reason ? `${b.state}: ${b.reason}` : b.state],
+    ["pid", b.pid ?? "—"],
+    ["fps in / out", `${fmtFps(b.fps_in)} / ${fmtFps(b.fps)}`],
+    ["frames in / out", `${b.frames_in} / ${b.frames_out}`],
+    ["dropped", b.dropped],
+    ["CPU", `${b.cpu_percent.toFixed(1)} %`],
+    ["memory", fmtBytes(b.rss_bytes)],
+    ["uptime", fmtAge(b.uptime_s)],
+    ["restarts", b.restarts],
+    ["inputs", b.inputs.join(", ") || "—"],
+  ];
+  if (b.last_exit) {
+    const e = b.last_exit;
+    rows.push(["last exit", `${e.signal ? `killed by ${e.signal}` : `code ${e.code}`} at ${e.at}` +
+      (e.stderr_tail ? `\n${e.stderr_tail.split("\n").slice(-3).join("\n")}` : "")]);
+  }
+  const dl = $("details");
+  dl.replaceChildren();
+  for (const [k, v] of rows) {
+    const dt = document.createElement("dt"); dt.textContent = k; dl.appendChild(dt);
+    const dd = document.createElement("dd"); dd.textContent = String(v); dl.appendChild(dd);
+  }
+  const hasWire = status.wires.some((w) => w.name === b.name);
+  if (hasWire && state.viewing !== b.name) openView(b.name);
+  if (!hasWire && state.viewing) closeView();
+}
+
+// -- selection, live view, buttons ---------------------------------------------------
+
+function select(name, fromUser) {
+  state.selected = name;
+  $("panel").hidden = false;
+  $("message").textContent = "";
+  if (fromUser) history.replaceState(null, "", `#${encodeURIComponent(name)}`);
+  if (state.status) update(state.status);
+}
+
+function closePanel() {
+  state.selected = null;
+  $("panel").hidden = true;
+  closeView();
+  history.replaceState(null, "", location.pathname);
+  document.querySelectorAll(".block.selected").forEach((g) => g.classList.remove("selected"));
+}
+
+function openView(wire) {
+  state.viewing = wire;
+  const img = $("live");
+  img.src = `/live/${encodeURIComponent(wire)}.mjpg?${VIEW}`;
+  $("view").hidden = false;
+  $("view-caption").textContent = `wire ${wire}, live (one of its spare reader slots)`;
+}
+
+function closeView() {
+  state.viewing = null;
+  const img = $("live");
+  img.removeAttribute("src"); // drops the connection: the daemon frees the slot
+  $("view").hidden = true;
+}
+
+$("live").addEventListener("error", () => {
+  if (!state.viewing) return;
+  const wire = state.viewing;
+  $("view-caption").textContent = `no live view of ${wire} now (both viewer slots busy, ` +
+    "or the block is not running); retrying…";
+  setTimeout(() => { if (state.viewing === wire) openView(wire); }, 3000);
+});
+
+async function act(action) {
+  const name = state.selected;
+  if (!name || state.busy) return;
+  state.busy = true;
+  const buttons = document.querySelectorAll(".buttons button");
+  buttons.forEach((b) => { b.disabled = true; });
+  const msg = $("message");
+  msg.className = "";
+  msg.textContent = `${action} ${name}…`;
+  try {
+    const resp = await fetch(`/api/blocks/${encodeURIComponent(name)}/${action}`, {
+      method: "POST",
+      headers: { "X-Pipelined-Request": "1" },
+      cache: "no-store",
+    });
+    const body = await resp.json().catch(() => null);
+    if (resp.ok && body && body.ok) {
+      msg.textContent = `${action}: done`;
+    } else {
+      msg.className = "error";
+      msg.textContent = body?.error?.message || `${action} failed: HTTP ${resp.status}`;
+    }
+  } catch (err) {
+    msg.className = "error";
+    msg.textContent = `${action} failed: ${err}`;
+  } finally {
+    state.busy = false;
+    buttons.forEach((b) => { b.disabled = false; });
+    poll();
+  }
+}
+
+for (const button of document.querySelectorAll(".buttons button")) {
+  button.addEventListener("click", () => act(button.dataset.action));
+}
+$("close").addEventListener("click", closePanel);
+
+// -- polling ---------------------------------------------------------------------------
+
+let timer = null;
+async function poll() {
+  clearTimeout(timer);
+  try {
+    const resp = await fetch("/api/status", { cache: "no-store" });
+    if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
+    const body = await resp.json();
+    const status = body.result;
+    const shape = JSON.stringify(status.blocks.map((b) => [b.name, b.inputs]));
+    if (shape !== state.shape) { draw(status); state.shape = shape; }
+    state.status = status;
+    if (state.selected === null && location.hash.length > 1) {
+      select(decodeURIComponent(location.hash.slice(1)), false);
+    }
+    update(status);
+    document.body.dataset.updated = String(Date.now());
+  } catch (err) {
+    $("summary").textContent = `the daemon does not answer (${err.message}); retrying…`;
+  } finally {
+    timer = setTimeout(poll, POLL_MS);
+  }
+}
+
+poll();

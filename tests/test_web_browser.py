@@ -1,0 +1,206 @@
+"""The page in a real browser: headless Chromium draws the demo live, and shows a restart.
+
+Chromium is driven over the DevTools protocol (a WebSocket, through aiohttp's client):
+navigate, evaluate JavaScript in the page, take a screenshot. It runs with a fresh
+profile in a temporary directory and is killed, with everything it started, at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import cv2
+import numpy as np
+import pytest
+from test_web_support import DEMO_BLOCKS, demo_graph, free_port, start_web_daemon
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1400,900",
+    "--remote-debugging-port=0",
+]
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package")
+
+
+class Browser:
+    """One headless Chromium with a fresh profile, and one page driven over DevTools."""
+
+    def __init__(self) -> None:
+        self.profile = Path(tempfile.mkdtemp(prefix="pd-chromium-"))
+        self.proc = subprocess.Popen(
+            [CHROMIUM, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its helpers in one process group, to end together
+        )
+        self._ids = 0
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+
+    async def connect(self, session: aiohttp.ClientSession) -> None:
+        port_file = self.profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 30
+        while not (port_file.exists() and port_file.read_text().strip()):
+            assert self.proc.poll() is None, "chromium exited at start"
+            assert time.monotonic() < deadline, "chromium did not open DevTools"
+            await asyncio.sleep(0.1)
+        port = int(port_file.read_text().split()[0])
+        async with session.get(f"http://127.0.0.1:{port}/json/list") as resp:
+            targets = await resp.json(content_type=None)
+        page = next(t for t in targets if t["type"] == "page")
+        self.ws = await session.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0)
+
+    async def call(self, method: str, **params: Any) -> dict:
+        self._ids += 1
+        await self.ws.send_json({"id": self._ids, "method": method, "params": params})
+        while True:
+            message = json.loads((await self.ws.receive(timeout=30)).data)
+            if message.get("id") == self._ids:
+                assert "error" not in message, message
+                return message["result"]
+
+    async def js(self, expression: str) -> Any:
+        result = await self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        assert "exceptionDetails" not in result, result
+        return result["result"].get("value")
+
+    async def until(self, expression: str, timeout: float, what: str) -> Any:
+        deadline = time.monotonic() + timeout
+        value = None
+        while time.monotonic() < deadline:
+            value = await self.js(expression)
+            if value:
+                return value
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"the page did not show {what} in {timeout} s (last: {value!r})")
+
+    async def screenshot(self) -> np.ndarray:
+        png = base64.b64decode((await self.call("Page.captureScreenshot"))["data"])
+        return cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # helpers that outlived the browser
+        except ProcessLookupError:
+            pass
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+BLOCKS_JS = """[...document.querySelectorAll('.block')].map(g => [g.dataset.name,
+    g.dataset.state, g.dataset.restarts])"""
+LIVE_JS = """(() => { const img = document.getElementById('live');
+    if (!img || !img.naturalWidth) return null;
+    const r = img.getBoundingClientRect();
+    return [r.left, r.top, r.width, r.height, img.naturalWidth, devicePixelRatio]; })()"""
+
+
+def red_square(picture: np.ndarray) -> tuple[float, float] | None:
+    """Where testsrc's red square is in a screenshot, or None."""
+    b, g, r = (picture[..., i].astype(int) for i in range(3))
+    ys, xs = np.nonzero((r > 200) & (g < 60) & (b < 60))
+    if len(xs) < 200:
+        return None
+    return float(xs.mean()), float(ys.mean())
+
+
+def test_the_page_draws_the_demo_live_and_shows_a_restart(tmp_path):
+    shm_before = set(os.listdir("/dev/shm"))
+    d, url = start_web_daemon(demo_graph(free_port(), tmp_path / "rec"))
+    browser = Browser()
+    try:
+        d.wait_all_running()
+        asyncio.run(scenario(d, url, browser, tmp_path))
+    finally:
+        browser.close()
+        d.close()
+    left = {e for e in set(os.listdir("/dev/shm")) - shm_before if "chromium" in e.lower()}
+    for entry in left:  # Chromium's own segments, if a helper was killed before it cleaned up
+        (Path("/dev/shm") / entry).unlink(missing_ok=True)
+
+
+async def scenario(d, url: str, browser: Browser, tmp_path: Path) -> None:
+    async with aiohttp.ClientSession() as session:
+        await browser.connect(session)
+        await browser.call("Page.enable")
+        await browser.call("Page.navigate", url=f"{url}/#camera")  # camera selected
+        blocks = await browser.until(
+            f"(b => b.length === {len(DEMO_BLOCKS)} && b.every(x => x[1] === 'RUNNING')"
+            f" && b)({BLOCKS_JS})",
+            30,
+            "every demo block RUNNING",
+        )
+        assert [name for name, _, _ in blocks] == DEMO_BLOCKS
+        drawn = await browser.js("document.querySelectorAll('path.wire').length")
+        assert drawn == 7  # camera -> red, edges, preview; red, edges -> recorder, preview
+
+        # The live view of the camera's wire: a frame, and then another one.
+        box = await browser.until(LIVE_JS, 30, "a live frame")
+        assert box[4] == 640
+        shots = []
+        for _ in range(2):
+            picture = await browser.screenshot()
+            left, top, width, height, _, scale = box
+            crop = picture[
+                int(top * scale) : int((top + height) * scale),
+                int(left * scale) : int((left + width) * scale),
+            ]
+            shots.append(crop)
+            await asyncio.sleep(0.7)
+        cv2.imwrite(str(tmp_path / "page.png"), picture)
+        first, second = (red_square(s) for s in shots)
+        assert first is not None, f"no camera frame in the live view ({tmp_path / 'page.png'})"
+        assert second is not None and first != second, "the live view does not move"
+
+        # A worker killed: the page shows its restart.
+        pid = d.block("edges")["pid"]
+        os.kill(pid, signal.SIGKILL)
+        await browser.until(
+            "document.querySelector('.block[data-name=\"edges\"]').dataset.restarts === '1'"
+            " && document.querySelector('.block[data-name=\"edges\"] .stats')"
+            ".textContent.includes('↻ 1')",
+            30,
+            "edges restarted once",
+        )
+        await browser.until(
+            "document.querySelector('.block[data-name=\"edges\"]').dataset.state === 'RUNNING'",
+            30,
+            "edges RUNNING again",
+        )
+        # The panel's buttons go through pipectl's commands: stop the recorder from the page.
+        await browser.js(
+            "document.querySelector('.block[data-name=\"recorder\"]')"
+            ".dispatchEvent(new MouseEvent('click', {bubbles: true}))"
+        )
+        await browser.js("document.querySelector('button[data-action=\"stop\"]').click()")
+        await browser.until(
+            "document.querySelector('.block[data-name=\"recorder\"]').dataset.state === 'STOPPED'",
+            30,
+            "the recorder STOPPED",
+        )
+        assert d.block("recorder")["state"] == "STOPPED"
+        assert await browser.js("document.getElementById('message').textContent") == ("stop: done")

@@ -1,0 +1,179 @@
+"""Helpers for the web, preview and metrics tests (no tests here).
+
+Named ``test_web_*`` only because those are the test files this part of the project owns.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from daemon_harness import RunningDaemon, wait_for
+
+from pipelined.daemon.graph import DEFAULT_GRAPH_TOML
+from pipelined.daemon.supervisor import SPARE_READERS
+from pipelined.workers.names import RunNames
+from pipelined.workers.wire import WireReader
+
+DEMO_BLOCKS = ["camera", "red", "edges", "recorder", "preview"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def demo_graph(preview_port: int, recordings: Path, preview_extra: str = "") -> str:
+    """The built-in demo without its screen (as headless), its preview on ``preview_port``
+    and its recorder in ``recordings``."""
+    head, _, rest = DEFAULT_GRAPH_TOML.partition("[blocks.screen]")
+    text = head + rest[rest.index("[blocks.") :]
+    text = text.replace(
+        'inputs = ["camera", "red", "edges"]\n',
+        f'inputs = ["camera", "red", "edges"]\nlisten = "127.0.0.1:{preview_port}"\n'
+        + preview_extra,
+    ).replace('type = "recorder"\n', f'type = "recorder"\ndirectory = "{recordings}"\n')
+    assert f":{preview_port}" in text and str(recordings) in text
+    return text
+
+
+def start_web_daemon(graph_text: str | None, *extra: str) -> tuple[RunningDaemon, str]:
+    """A daemon with its page on a free loopback port; returns it and the page's URL."""
+    port = free_port()
+    d = RunningDaemon(graph_text, None, "--http", f"127.0.0.1:{port}", *extra).start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: get(url + "/api/status")[0] == 200, 30, "the page to answer")
+    except BaseException:
+        d.close()
+        raise
+    return d, url
+
+
+def get(
+    url: str, headers: dict[str, str] | None = None, method: str = "GET", timeout: float = 10
+) -> tuple[int, dict[str, str], bytes]:
+    """One request on its own connection: status, headers, body. Refused: status 0."""
+    rest = url.split("://", 1)[1]
+    hostport, _, path = rest.partition("/")
+    host, _, port = hostport.rpartition(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        conn.request(method, "/" + path, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read()
+    except ConnectionError:
+        return 0, {}, b""
+    finally:
+        conn.close()
+
+
+def read_mjpeg(url: str, frames: int, timeout: float = 20) -> list[bytes]:
+    """The first ``frames`` JPEGs of a multipart/x-mixed-replace stream."""
+    out: list[bytes] = []
+    status, _, _ = 0, None, None
+    rest = url.split("://", 1)[1]
+    hostport, _, path = rest.partition("/")
+    host, _, port = hostport.rpartition(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        conn.request("GET", "/" + path)
+        resp = conn.getresponse()
+        status = resp.status
+        assert status == 200, f"{url}: HTTP {status}: {resp.read()[:200]!r}"
+        assert resp.getheader("Content-Type", "").startswith("multipart/x-mixed-replace")
+        while len(out) < frames:
+            length = None
+            line = resp.readline()
+            while line not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+                line = resp.readline()
+            if line == b"":
+                break
+            assert length is not None
+            out.append(resp.read(length))
+            resp.readline()
+    finally:
+        conn.close()
+    return out
+
+
+class WireTap:
+    """Copies of a wire's frames, read in a thread through its last spare reader slot.
+
+    The daemon hands out spare slots from the first, so a test that opens at most one
+    live view at a time can read the wire beside it.
+    """
+
+    def __init__(self, d: RunningDaemon, wire: str):
+        status = d.status()
+        names = RunNames(d.instance, status["run"])
+        readers = next(w for w in status["wires"] if w["name"] == wire)["readers"]
+        self.reader = WireReader(names, wire, len(readers) + SPARE_READERS - 1)
+        self.frames: list[tuple[int, np.ndarray]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            frame = self.reader.read_copy(timeout=0.2)
+            if frame is not None:
+                self.frames.append((frame.seq, frame.array))
+
+    @contextmanager
+    def running(self) -> Iterator[WireTap]:
+        self._thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            self._thread.join(5)
+            self.reader.close()
+
+
+def best_match(picture: np.ndarray, frames: list[tuple[int, np.ndarray]]) -> tuple[int, float]:
+    """The wire frame closest to ``picture`` (mean absolute difference), and that difference."""
+    diffs = [
+        (float(np.abs(picture.astype(np.int16) - f.astype(np.int16)).mean()), seq)
+        for seq, f in frames
+        if f.shape == picture.shape
+    ]
+    assert diffs, "no wire frame of the picture's shape"
+    diff, seq = min(diffs)
+    return seq, diff
+
+
+def assert_matches_the_wire(pictures: list[np.ndarray], tap: WireTap) -> None:
+    """Most pictures equal a frame the wire carried (up to JPEG's error), none by chance.
+
+    A picture the tap missed (a busy box can delay its thread past the ring's 4 slots)
+    finds only a neighbour, so half of them must match exactly, not all.
+    """
+    exact = 0
+    for picture in pictures:
+        seq, diff = best_match(picture, tap.frames)
+        if diff < 1.0:
+            exact += 1
+            # The scene moves: frames a few steps away from the match differ far more.
+            others = [(s, f) for s, f in tap.frames if abs(s - seq) >= 3]
+            assert best_match(picture, others)[1] > diff + 1.0
+    assert exact * 2 >= len(pictures), (
+        f"only {exact} of {len(pictures)} pictures equal a wire frame"
+        f" (the tap saw {len(tap.frames)} frames, dropped {tap.reader.dropped})"
+    )
+
+
+def camera_fps(d: RunningDaemon, seconds: float = 2.0) -> float:
+    """The camera's frame rate over ``seconds``, from its frames_out counter."""
+    first = d.block("camera")["frames_out"]
+    start = time.monotonic()
+    time.sleep(seconds)
+    return (d.block("camera")["frames_out"] - first) / (time.monotonic() - start)

@@ -1,0 +1,735 @@
+"""The preview block: each input as an MJPEG stream and as a JPEG snapshot, over HTTP.
+
+    http://127.0.0.1:8081/                                  every input, on one page
+    http://127.0.0.1:8081/stream/camera.mjpg?fps=5&quality=60&width=320
+    http://127.0.0.1:8081/snapshot/camera.jpg?quality=90
+    http://127.0.0.1:8081/stats                             viewers and encodes, as JSON
+
+An input is named by its block (``camera``) or its position (``0``). ``fps``, ``quality``
+and ``width`` default to the block's parameters; a request may ask fewer frames than the
+block's ``fps``, never more, and a smaller width, never a larger one.
+
+Why it never slows the graph. The worker's thread (the runtime calling ``process``)
+only hands a copy of the newest frame of a *watched* input to the HTTP server, at most
+``fps`` times a second; with no viewer it does nothing. The server runs on its own
+thread and event loop, and encodes each handed frame once per (input, quality, width),
+however many viewers share it. Every viewer is sent the newest JPEG, never a queue: a
+slow browser skips frames, and one that takes nothing for ``client_timeout`` seconds is
+dropped. The wire never waits for the preview (it never waits for anyone), so at worst
+the preview itself drops frames, which its reader counts.
+
+Who may connect: bound to a loopback address, anyone on this box, provided the request's
+``Host`` is a loopback name (so a web page cannot reach it by DNS rebinding); bound
+beyond loopback, only requests with the ``token`` (``Authorization: Bearer …`` or
+``?token=…``), and the graph is refused without one. The token is secret-named, so it
+travels to the worker on stdin, never on its command line.
+
+A port in use (say, a preview of an older run still closing) is not a crash: the block
+says it waits for the port and tries again every few seconds.
+
+The HTTP helpers in the first part of this module (listen addresses, access checks,
+JPEG encoding, multipart writing) serve the daemon's page too: the daemon may import
+from workers, and workers may not import from the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import errno
+import hmac
+import html
+import ipaddress
+import logging
+import math
+import socket
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from ..block import Block, Param, in_range
+from .compose import as_bgr
+from .errors import ConfigurationError
+
+# -- HTTP helpers, shared with the daemon's page --------------------------------------------
+
+BOUNDARY = "frame"
+MJPEG_TYPE = f"multipart/x-mixed-replace; boundary={BOUNDARY}"
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+HEAD_TIMEOUT = 10.0
+"""Seconds a connection may take to send a request, and stay idle between requests."""
+SHUTDOWN_TIMEOUT = 1.0
+"""Seconds open streams get to end when a server closes, before they are cancelled."""
+FRAME_WAIT = 1.0  # seconds a stream waits for a frame before it checks its client is there
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``ADDR:PORT`` (``[::1]:8081`` for IPv6) as (host, port); ValueError says what is wrong."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"{text!r} is not ADDR:PORT (say 127.0.0.1:8081)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"{text!r}: write an IPv6 address in brackets, [::1]:8081")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{text!r}: the port must be a number from 0 to 65535")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this box can reach (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def local_host_header(request: web.BaseRequest) -> bool:
+    """Does the request name this box by a loopback name? (DNS rebinding sends another.)
+
+    The header itself: aiohttp's ``request.host`` would ask DNS for our own name (blocking
+    the event loop) when a request has no Host.
+    """
+    host = request.headers.get("Host", "")
+    if host.startswith("["):
+        name = host[1 : host.find("]")] if "]" in host else host
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return is_loopback(name)
+
+
+def given_token(request: web.BaseRequest) -> str | None:
+    """The token a request carries: ``Authorization: Bearer …`` or ``?token=…``."""
+    auth = request.headers.get("Authorization", "")
+    scheme, _, value = auth.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.query.get("token")
+
+
+def same_secret(given: str | None, secret: str) -> bool:
+    """Compare in constant time (a timing attack must not guess the token byte by byte)."""
+    if not given or not secret:
+        return False
+    return hmac.compare_digest(given.encode(), secret.encode())
+
+
+def security_headers(response: web.StreamResponse) -> None:
+    """What every response says: no sniffing, no framing, no referrer, only our own files."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    response.headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self';"
+        " frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    )
+
+
+async def secure_response(request: web.Request, response: web.StreamResponse) -> None:
+    """An ``on_response_prepare`` hook: the headers above on every response, errors too."""
+    security_headers(response)
+
+
+def encode_jpeg(frame: np.ndarray, quality: int, width: int = 0) -> bytes:
+    """``frame`` (any wire frame: grey, BGR, BGRA; any dtype) as JPEG, scaled down to ``width``."""
+    if frame.ndim == 3 and frame.shape[2] not in (1, 3, 4):
+        frame = frame[:, :, :3] if frame.shape[2] > 3 else frame[:, :, 0]
+    if frame.ndim not in (2, 3):
+        raise ValueError(f"a {frame.ndim}-dimensional frame is not a picture")
+    picture = as_bgr(frame)
+    h, w = picture.shape[:2]
+    if 0 < width < w:
+        size = (width, max(1, round(h * width / w)))
+        picture = cv2.resize(picture, size, interpolation=cv2.INTER_AREA)
+    ok, buffer = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError("OpenCV could not encode the frame as JPEG")
+    return buffer.tobytes()
+
+
+def mjpeg_part(jpeg: bytes) -> bytes:
+    head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
+    return head.encode() + jpeg + b"\r\n"
+
+
+@dataclass(frozen=True)
+class View:
+    """What one request asks for: frames a second, JPEG quality, width (0: as it comes)."""
+
+    fps: float
+    quality: int
+    width: int
+
+    @classmethod
+    def from_query(cls, query: Any, default: View) -> View:
+        """The query's ``fps``/``quality``/``width``, each within ``default``'s limits."""
+        try:
+            fps = float(query.get("fps", default.fps))
+            quality = int(query.get("quality", default.quality))
+            width = int(query.get("width", default.width))
+        except ValueError:
+            raise web.HTTPBadRequest(text="fps, quality and width must be numbers\n") from None
+        if not (math.isfinite(fps) and fps > 0) or not 1 <= quality <= 100 or width < 0:
+            raise web.HTTPBadRequest(
+                text="fps must be > 0, quality 1 to 100, width 0 (as is) or more\n"
+            )
+        if default.width and (width == 0 or width > default.width):
+            width = default.width
+        return cls(min(fps, default.fps), quality, width)
+
+
+class Pacer:
+    """When the next frame is due at ``period`` seconds apart, with no burst after a pause."""
+
+    def __init__(self, period: float):
+        self.period = period
+        self.next = 0.0
+
+    def wait_time(self, now: float) -> float:
+        """Seconds until the next frame is due (0 or less: now); a quarter period of slack."""
+        return self.next - 0.25 * self.period - now
+
+    def advance(self, now: float) -> None:
+        on_time = now - self.next <= self.period
+        self.next = (self.next if on_time else now) + self.period
+
+
+async def send_mjpeg(
+    request: web.Request,
+    response: web.StreamResponse,
+    next_jpeg: Callable[[int], Awaitable[tuple[bytes, int] | None]],
+    fps: float,
+    client_timeout: float,
+) -> None:
+    """Send ``next_jpeg(after_seq)``'s frames at up to ``fps`` until the client goes.
+
+    ``next_jpeg`` waits (a little) for a frame newer than the one sent, so the client
+    always gets the newest; one that has not taken a frame in ``client_timeout`` s is
+    dropped. Returns quietly when the client has gone or is dropped.
+    """
+    loop = asyncio.get_running_loop()
+    pacer = Pacer(1.0 / fps)
+    seq = 0
+    try:
+        while request.transport is not None and not request.transport.is_closing():
+            delay = pacer.wait_time(loop.time())
+            if delay > 0:
+                await asyncio.sleep(delay)
+            got = await next_jpeg(seq)
+            if got is None:
+                continue  # no new frame yet; look whether the client is still there
+            jpeg, seq = got
+            pacer.advance(loop.time())
+            await asyncio.wait_for(response.write(mjpeg_part(jpeg)), client_timeout)
+    except (ConnectionError, TimeoutError):
+        pass  # gone, or stalled past client_timeout: drop it
+
+
+def mjpeg_response() -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": MJPEG_TYPE, **NO_STORE})
+    response.force_close()  # a stream ends with its connection
+    return response
+
+
+class Streams:
+    """A server's open streams, to end them at once when it closes.
+
+    aiohttp would wait for them (they never end by themselves), then cancel them.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    @contextlib.contextmanager
+    def opened(self) -> Iterator[None]:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            yield
+        finally:
+            self._tasks.discard(task)
+
+    async def end_all(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class _QuietParserErrors(logging.Filter):
+    """aiohttp logs a traceback for every malformed request; one debug line is enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            logging.getLogger("pipelined.http").debug("bad request refused: %s", exc)
+            return False
+        return True
+
+
+_QUIET = _QuietParserErrors()
+
+
+async def start_server(
+    app: web.Application, *, sock: socket.socket | None = None, host: str = "", port: int = 0
+) -> web.AppRunner:
+    """Serve ``app`` on ``sock`` (or host:port) with the limits every pipelined server has.
+
+    aiohttp parses requests and refuses malformed ones, over-long lines and too many
+    headers (400). ``keepalive_timeout`` also closes a connection that sends no
+    complete request within HEAD_TIMEOUT (a slowloris). Streams never end by themselves,
+    so closing gives them SHUTDOWN_TIMEOUT, not aiohttp's minute. The access log is off:
+    URLs may carry a token.
+    """
+    logging.getLogger("aiohttp.server").addFilter(_QUIET)
+    runner = web.AppRunner(
+        app, access_log=None, keepalive_timeout=HEAD_TIMEOUT, shutdown_timeout=SHUTDOWN_TIMEOUT
+    )
+    await runner.setup()
+    site: web.BaseSite
+    if sock is not None:
+        site = web.SockSite(runner, sock)
+    else:
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner
+
+
+# -- the block's server: feeds, shared encodes, viewers ----------------------------------
+
+MAX_VIEWERS = 64
+MAX_ENCODINGS = 8
+SNAPSHOT_TIMEOUT = 5.0
+BIND_RETRY = 3.0  # seconds between attempts while the port is in use
+
+
+class _Changes:
+    """A value's version number and a way to wait for a newer one (one event loop)."""
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self._event = asyncio.Event()
+
+    def bump(self) -> None:
+        self.seq += 1
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+    async def newer_than(self, seq: int, timeout: float) -> bool:
+        if self.seq > seq:
+            return True
+        event = self._event
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            pass
+        return self.seq > seq
+
+
+class Feed:
+    """One input: the newest frame the worker's thread handed over, while anyone watches."""
+
+    def __init__(self, name: str, loop: asyncio.AbstractEventLoop):
+        self.name = name
+        self.frame: np.ndarray | None = None
+        self.changes = _Changes()
+        self.handed = 0
+        self._loop = loop
+        self._rates: list[float] = []
+        self._pacer = Pacer(math.inf)
+
+    # the worker's thread
+
+    def offer(self, frame: np.ndarray) -> bool:
+        """Hand over a copy of ``frame`` if someone watches and one is due; never blocks."""
+        pacer = self._pacer
+        if pacer.period == math.inf:
+            return False
+        now = time.monotonic()
+        if pacer.wait_time(now) > 0:
+            return False
+        pacer.advance(now)
+        self._loop.call_soon_threadsafe(self._put, frame.copy())
+        return True
+
+    # the server's loop
+
+    def _put(self, frame: np.ndarray) -> None:
+        self.frame = frame
+        self.handed += 1
+        self.changes.bump()
+
+    def watch(self, fps: float) -> None:
+        self._rates.append(fps)
+        self._repace()
+
+    def unwatch(self, fps: float) -> None:
+        self._rates.remove(fps)
+        self._repace()
+
+    def _repace(self) -> None:
+        period = 1.0 / max(self._rates) if self._rates else math.inf
+        if period != self._pacer.period:
+            self._pacer = Pacer(period)  # one object: the worker's thread sees old or new
+        if not self._rates:
+            self.frame = None
+
+
+class Encoding:
+    """One (input, quality, width): each handed frame encoded once, for all its viewers."""
+
+    def __init__(self, feed: Feed, quality: int, width: int, pool: concurrent.futures.Executor):
+        self.feed = feed
+        self.quality = quality
+        self.width = width
+        self.jpeg: bytes | None = None
+        self.changes = _Changes()
+        self.viewers = 0
+        self.errors = 0
+        self._pool = pool
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        seen = 0
+        while True:
+            if not await self.feed.changes.newer_than(seen, FRAME_WAIT):
+                continue
+            seen = self.feed.changes.seq
+            frame = self.feed.frame
+            if frame is None:
+                continue
+            try:
+                jpeg = await loop.run_in_executor(
+                    self._pool, encode_jpeg, frame, self.quality, self.width
+                )
+            except ValueError as exc:
+                self.errors += 1
+                if self.errors == 1:
+                    logging.getLogger("pipelined.preview").warning(
+                        "input %s cannot be shown: %s", self.feed.name, exc
+                    )
+                continue
+            self.jpeg = jpeg
+            self.changes.bump()
+
+    async def next_after(self, seq: int, timeout: float = FRAME_WAIT) -> tuple[bytes, int] | None:
+        if await self.changes.newer_than(seq, timeout) and self.jpeg is not None:
+            return self.jpeg, self.changes.seq
+        return None
+
+    def stop(self) -> None:
+        self._task.cancel()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "input": self.feed.name,
+            "quality": self.quality,
+            "width": self.width,
+            "viewers": self.viewers,
+            "encoded": self.changes.seq,
+        }
+
+
+class PreviewServer:
+    """The HTTP side of the block: routes, and who watches what. Runs on one event loop."""
+
+    def __init__(self, block: str, params: dict[str, Any], names: list[str]):
+        self.block = block
+        self.host, self.port = parse_listen(params["listen"])
+        self.token: str = params["token"]
+        self.default = View(float(params["fps"]), int(params["quality"]), int(params["width"]))
+        self.client_timeout = float(params["client_timeout"])
+        self.loop = asyncio.get_running_loop()
+        self.feeds = [Feed(name, self.loop) for name in names]
+        self.encodings: dict[tuple[int, int, int], Encoding] = {}
+        self.streams = Streams()
+        self.pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="jpeg")
+        self.app = web.Application(middlewares=[self._guard])
+        self.app.on_response_prepare.append(secure_response)
+        self.app.router.add_get("/", self.index)
+        self.app.router.add_get("/stream/{input}.mjpg", self.stream)
+        self.app.router.add_get("/snapshot/{input}.jpg", self.snapshot)
+        self.app.router.add_get("/stats", self.stats)
+        self.runner: web.AppRunner | None = None
+
+    async def bind(self) -> None:
+        self.runner = await start_server(self.app, host=self.host, port=self.port)
+
+    async def close(self) -> None:
+        await self.streams.end_all()
+        for encoding in self.encodings.values():
+            encoding.stop()
+        if self.runner is not None:
+            await self.runner.cleanup()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if is_loopback(self.host) and not local_host_header(request):
+            raise web.HTTPForbidden(text="this server answers to loopback names only\n")
+        if self.token and not same_secret(given_token(request), self.token):
+            raise web.HTTPUnauthorized(
+                text="a token is needed: Authorization: Bearer TOKEN, or ?token=TOKEN\n",
+                headers={"WWW-Authenticate": 'Bearer realm="pipelined preview"'},
+            )
+        return await handler(request)
+
+    def _feed(self, request: web.Request) -> tuple[int, Feed]:
+        name = request.match_info["input"]
+        for i, feed in enumerate(self.feeds):
+            if name in (feed.name, str(i)):
+                return i, feed
+        known = ", ".join(f.name for f in self.feeds)
+        raise web.HTTPNotFound(text=f"no input {name!r}; this preview shows: {known}\n")
+
+    def _subscribe(self, index: int, view: View) -> Encoding:
+        key = (index, view.quality, view.width)
+        encoding = self.encodings.get(key)
+        if encoding is None:
+            if len(self.encodings) >= MAX_ENCODINGS:
+                raise web.HTTPServiceUnavailable(
+                    text=f"{MAX_ENCODINGS} different quality/width pairs are being encoded"
+                    " already: ask for one of those\n"
+                )
+            encoding = self.encodings[key] = Encoding(
+                self.feeds[index], view.quality, view.width, self.pool
+            )
+        encoding.viewers += 1
+        encoding.feed.watch(view.fps)
+        return encoding
+
+    def _unsubscribe(self, index: int, view: View, encoding: Encoding) -> None:
+        encoding.viewers -= 1
+        encoding.feed.unwatch(view.fps)
+        if encoding.viewers == 0:
+            encoding.stop()
+            del self.encodings[(index, view.quality, view.width)]
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        index, _ = self._feed(request)
+        view = View.from_query(request.query, self.default)
+        if len(self.streams) >= MAX_VIEWERS:
+            raise web.HTTPServiceUnavailable(text=f"{MAX_VIEWERS} viewers already\n")
+        encoding = self._subscribe(index, view)
+        response = mjpeg_response()
+        try:
+            with self.streams.opened():
+                await response.prepare(request)
+                await send_mjpeg(
+                    request, response, encoding.next_after, view.fps, self.client_timeout
+                )
+        except ConnectionError:
+            pass
+        finally:
+            self._unsubscribe(index, view, encoding)
+        return response
+
+    async def snapshot(self, request: web.Request) -> web.Response:
+        index, feed = self._feed(request)
+        view = View.from_query(request.query, self.default)
+        view = View(self.default.fps, view.quality, view.width)  # the newest frame, soon
+        encoding = self._subscribe(index, view)
+        try:
+            got = await encoding.next_after(0, SNAPSHOT_TIMEOUT)
+        finally:
+            self._unsubscribe(index, view, encoding)
+        if got is None:
+            raise web.HTTPServiceUnavailable(
+                text=f"no frame from {feed.name!r} within {SNAPSHOT_TIMEOUT:g} s\n"
+            )
+        return web.Response(body=got[0], content_type="image/jpeg", headers=NO_STORE)
+
+    async def stats(self, request: web.Request) -> web.Response:
+        body = {
+            "block": self.block,
+            "viewers": len(self.streams),
+            "inputs": [{"name": f.name, "handed": f.handed} for f in self.feeds],
+            "encodings": [e.stats() for e in self.encodings.values()],
+        }
+        return web.json_response(body, headers=NO_STORE)
+
+    async def index(self, request: web.Request) -> web.Response:
+        token = request.query.get("token")
+        suffix = f"?token={html.escape(token, quote=True)}" if token else ""
+        items = "".join(
+            f'<figure><img alt="{html.escape(f.name)}"'
+            f' src="stream/{html.escape(f.name)}.mjpg{suffix}" width="480">'
+            f'<figcaption>{html.escape(f.name)} &middot; <a href="snapshot/'
+            f'{html.escape(f.name)}.jpg{suffix}">snapshot</a></figcaption></figure>'
+            for f in self.feeds
+        )
+        page = (
+            f"<!doctype html><meta charset=utf-8><title>{html.escape(self.block)}</title>"
+            f"<h1>{html.escape(self.block)}</h1>{items}"
+        )
+        return web.Response(text=page, content_type="text/html", headers=NO_STORE)
+
+
+# -- the block ---------------------------------------------------------------------------
+
+
+def _listen(value: Any) -> str | None:
+    try:
+        parse_listen(value)
+    except ValueError as exc:
+        return f"must be ADDR:PORT: {exc}"
+    return None
+
+
+class Preview(Block):
+    """A sink: serves every input as MJPEG and JPEG snapshots (see the module docstring)."""
+
+    min_inputs = 1
+    max_inputs = None
+    has_output = False
+    params = {
+        "listen": Param(
+            str,
+            default="127.0.0.1:8081",
+            check=_listen,
+            doc="ADDR:PORT to serve on; beyond loopback a token is required",
+        ),
+        "fps": Param(
+            float,
+            default=15.0,
+            check=in_range(0.1, 60),
+            doc="most frames a second a viewer gets; ?fps= may ask fewer",
+        ),
+        "quality": Param(
+            int, default=75, check=in_range(1, 100), doc="JPEG quality unless ?quality= says"
+        ),
+        "width": Param(
+            int,
+            default=0,
+            check=in_range(0, 16384),
+            doc="largest width sent (frames are scaled down); 0 = as they come",
+        ),
+        "token": Param(str, default="", doc="required of every request when set"),
+        "client_timeout": Param(
+            float,
+            default=10.0,
+            check=in_range(0.5, 600),
+            doc="seconds a viewer may take no data before it is dropped",
+        ),
+    }
+
+    @classmethod
+    def validate(cls, params: dict[str, Any]) -> list[str]:
+        host, _ = parse_listen(params["listen"])
+        if not is_loopback(host) and not params["token"]:
+            return [
+                f"listen = {params['listen']!r} is beyond loopback: set a token, which every"
+                " request must then carry (or listen on 127.0.0.1)"
+            ]
+        return []
+
+    def setup(self) -> None:
+        self._server: PreviewServer | None = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="preview-http", daemon=True
+        )
+        self._thread.start()
+        names = _input_names(self.context)
+        self._server = self._call(self._make_server(names or []))
+        self._bound = False
+        self._retry_at = 0.0
+        self._try_bind()
+
+    async def _make_server(self, names: list[str]) -> PreviewServer:
+        return PreviewServer(self.name, self.p, names)
+
+    def _call(self, coro: Any, timeout: float = 10.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def _try_bind(self) -> None:
+        """Bind the port; a port in use is waited for, any other failure is for good."""
+        try:
+            self._call(self._server.bind())
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise ConfigurationError(
+                    f"preview {self.name!r} cannot listen on {self.p['listen']}: {exc.strerror}"
+                ) from None
+            self._retry_at = time.monotonic() + BIND_RETRY
+            self.context.waiting(
+                f"listen {self.p['listen']}: the address is in use; trying again every"
+                f" {BIND_RETRY:g} s"
+            )
+            return
+        self._bound = True
+        host, port = self._server.host, self._server.port
+        self.context.log.info("serving on http://%s:%d/", url_host(host), port)
+        self.context.waiting(None)
+
+    def process(self, frames: list[np.ndarray]) -> None:
+        server = self._server
+        if not self._bound:
+            if time.monotonic() >= self._retry_at:
+                self._try_bind()
+            return None
+        if len(server.feeds) < len(frames):  # input names unknown: name them by position
+            self._call(self._add_feeds(len(frames)))
+        for feed, frame in zip(server.feeds, frames, strict=False):
+            feed.offer(frame)
+        return None
+
+    async def _add_feeds(self, count: int) -> None:
+        server = self._server
+        server.feeds += [Feed(str(i), self._loop) for i in range(len(server.feeds), count)]
+
+    def close(self) -> None:
+        loop = getattr(self, "_loop", None)
+        if loop is None:
+            return
+        if self._server is not None:
+            try:
+                self._call(self._server.close(), timeout=5.0)
+            except Exception as exc:  # closing must not hide why the worker stops
+                self.context.log.warning("closing the HTTP server: %s", exc)
+        loop.call_soon_threadsafe(loop.stop)
+        self._thread.join(5.0)
+        self._loop = None
+
+
+def _input_names(context: Any) -> list[str] | None:
+    """The blocks this one reads, for URLs by name.
+
+    The block API does not tell a block its inputs' names; the runtime may some day offer
+    them as ``context.inputs``. Until then they are read from the worker's arguments.
+    """
+    names = getattr(context, "inputs", None)
+    if names:
+        return [str(n) for n in names]
+    try:
+        from ..runtime import WorkerArgs
+
+        return [wire for wire, _ in WorkerArgs.decode(sys.argv[-1]).inputs]
+    except Exception:
+        return None  # not in a worker (a test, a notebook): inputs go by position
