@@ -349,6 +349,33 @@ def test_socket_activation_starts_the_daemon_on_first_pipectl(guest: Sandbox) ->
     assert guest.run("pgrep", "-u", "pipelined", check=False).stdout == ""
 
 
+def test_named_instance_runs_its_own_graph_socket_and_state(guest: Guest) -> None:
+    """pipelined@cam2 runs /etc/pipelined/cam2.toml, answers `pipectl --instance cam2`,
+    records into /var/lib/pipelined/cam2, reloads, and stops clean."""
+    guest.run("cp", "/etc/pipelined/graph.toml", "/etc/pipelined/cam2.toml")
+    guest.run("systemctl", "start", "pipelined@cam2", timeout=120)
+    answer = json.loads(
+        guest.run("pipectl", "--instance", "cam2", "status", "--json", user="alice").stdout
+    )
+    assert answer["instance"] == "cam2" and answer["graph"] == "/etc/pipelined/cam2.toml"
+    assert [b["state"] for b in answer["blocks"]] == ["RUNNING"] * len(BLOCKS)
+    wait(
+        lambda: (
+            guest.run(
+                "test", "-s", "/var/lib/pipelined/cam2/recordings/latest.jpg", check=False
+            ).returncode
+            == 0
+        ),
+        15,
+        "the recorder's latest.jpg in the instance's state directory",
+    )
+    guest.run("systemctl", "reload", "pipelined@cam2")
+    assert all(f"pipelined.cam2.{answer['run']}." in name for name in shm(guest))
+    guest.run("systemctl", "stop", "pipelined@cam2")
+    assert shm(guest) == [] and guest.run("pgrep", "-u", "pipelined", check=False).stdout == ""
+    guest.run("rm", "/etc/pipelined/cam2.toml")  # the admin's file: a purge would keep it
+
+
 def test_upgrade_restarts_the_running_daemon_and_purge_removes_everything(
     guest: Sandbox, debs: tuple[Path, Path]
 ) -> None:
