@@ -162,7 +162,8 @@ class Notifier:
             if period is not None and now >= next_ping:
                 self.watchdog()
                 next_ping = now + period
-            await asyncio.sleep(min(TICK, period) if period else TICK)
+            due = next_ping - time.monotonic() if period is not None else TICK
+            await asyncio.sleep(max(0.0, min(TICK, due)))
 
 
 # -- the journal ---------------------------------------------------------------------

@@ -116,7 +116,8 @@ def test_ready_status_watchdog_reload_stopping(
     time.sleep(2.2)
     pings = [t for t, m in notify.messages if "WATCHDOG" in m]
     gaps = [b - a for a, b in itertools.pairwise(pings)]
-    assert len(pings) >= 4 and all(0.3 < g < 0.8 for g in gaps[1:]), gaps  # WATCHDOG_USEC/2
+    # Every WATCHDOG_USEC/2, so each ping lands well before systemd's limit (1 s here).
+    assert len(pings) >= 4 and all(0.35 < g < 0.9 for g in gaps[1:]), gaps
     assert notify.wait_for("STATUS", after=ready + 1)  # kept current (fps) after READY
 
     graph = daemon.graph.read_text().replace("hsv_low = [0, 120, 70]", "hsv_low = [0, 90, 50]")

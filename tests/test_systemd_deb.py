@@ -69,7 +69,7 @@ def debs() -> Iterator[tuple[Path, Path]]:
                 [str(BUILD_DEB), str(out)], env=env, capture_output=True, text=True, timeout=900
             )
             if build.returncode != 0:
-                pytest.fail(f"packaging/build-deb failed:\n{build.stdout[-3000:]}{build.stderr}")
+                pytest.fail(f"packaging/build-deb failed:\n{(build.stdout + build.stderr)[-4000:]}")
             (deb,) = out.glob("pipelined_*.deb")
         yield deb, _newer_version(deb, out)
     finally:
