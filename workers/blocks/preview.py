@@ -27,6 +27,12 @@ travels to the worker on stdin, never on its command line.
 A port in use (say, a preview of an older run still closing) is not a crash: the block
 says it waits for the port and tries again every few seconds.
 
+One limit of the block API: the runtime hands ``process`` its first input as a
+zero-copy view and checks that the writer did not overwrite it only after ``process``
+returns. The copy handed to the server is made at once (well under a millisecond), but
+if the writer lapped its 4-slot ring meanwhile, a torn picture could be shown once. It is
+never passed on to another block.
+
 The HTTP helpers in the first part of this module (listen addresses, access checks,
 JPEG encoding, multipart writing) serve the daemon's page too: the daemon may import
 from workers, and workers may not import from the daemon.
