@@ -58,7 +58,6 @@ class Daemon:
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._sighup()))
         self.supervisor.open()
-        sd.follow_workers(self.supervisor)
         notifying: asyncio.Task[None] | None = None
         try:
             self.control = ControlServer(

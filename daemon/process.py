@@ -68,13 +68,19 @@ class BlockProcess:
         return self.spec.name
 
     @property
+    def _log_extra(self) -> dict[str, Any]:
+        """Fields for the journal: which block, and which worker process."""
+        return {"block": self.name, "worker_pid": self.proc.pid if self.proc else None}
+
+    @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None and self.state in ALIVE else None
 
     def _move(self, new: State, reason: str | None = None) -> None:
         check_move(self.state, new)
         if new != self.state:
-            log.info("%s: %s -> %s%s", self.name, self.state, new, f" ({reason})" if reason else "")
+            why = f" ({reason})" if reason else ""
+            log.info("%s: %s -> %s%s", self.name, self.state, new, why, extra=self._log_extra)
         self.state = new
         self.reason = reason
 
@@ -105,7 +111,13 @@ class BlockProcess:
         self._stderr_fd = self.proc.stderr.fileno()
         os.set_blocking(self._stderr_fd, False)
         loop.add_reader(self._stderr_fd, self._read_stderr)
-        log.info("%s: started %s as pid %d", self.name, self.spec.type, self.proc.pid)
+        log.info(
+            "%s: started %s as pid %d",
+            self.name,
+            self.spec.type,
+            self.proc.pid,
+            extra=self._log_extra,
+        )
 
     # -- stop -------------------------------------------------------------------------
 
@@ -144,7 +156,7 @@ class BlockProcess:
     def kill(self, reason: str) -> None:
         """Kill a hung worker; its exit is handled as a crash, with this reason."""
         self._kill_reason = reason
-        log.warning("%s: %s; killing pid %s", self.name, reason, self.pid)
+        log.warning("%s: %s; killing pid %s", self.name, reason, self.pid, extra=self._log_extra)
         self._signal(signal.SIGKILL)
 
     def _signal(self, sig: int) -> None:
@@ -174,7 +186,11 @@ class BlockProcess:
         self.fps = self.fps_in = self.cpu_percent = 0.0
         self.rss_bytes = 0
         how = f"signal {self.last_exit['signal']}" if code < 0 else f"code {code}"
-        log.info("%s: pid %d exited with %s after %.1f s", self.name, self.proc.pid, how, ran)
+        log.info(
+            "%s: pid %d exited with %s after %.1f s",
+            *(self.name, self.proc.pid, how, ran),
+            extra=self._log_extra,
+        )
         if self.state == State.STOPPING:
             self._move(State.STOPPED)
             if self._stopped is not None and not self._stopped.done():
@@ -315,7 +331,7 @@ class BlockProcess:
             line = raw.decode("utf-8", "replace").rstrip()
             if line:
                 self._tail.append(line)
-                log.info("%s: %s", self.name, line, extra={"block": self.name})
+                log.info("%s: %s", self.name, line, extra=self._log_extra)
 
     def _close_fds(self) -> None:
         loop = asyncio.get_running_loop()

@@ -170,7 +170,9 @@ class Supervisor:
             }
             for wire in rewired:
                 changed |= {wire, *new.readers(wire)}
-            await self.stop_blocks([n for n in old.order() if n in changed or n in removed])
+            going = [n for n in old.order() if n in changed or n in removed]
+            if going:  # an empty list would mean every block
+                await self.stop_blocks(going)
             for name in removed:
                 self._drop(name)
             for name in rewired:
@@ -179,7 +181,9 @@ class Supervisor:
             for name in new.order():
                 if name in added or name in changed:
                     self._create(new.blocks[name])
-            self.start_blocks([n for n in new.order() if n in added or n in changed])
+            coming = [n for n in new.order() if n in added or n in changed]
+            if coming:
+                self.start_blocks(coming)
             result = {"added": added, "removed": removed, "restarted": sorted(changed)}
             log.info("reloaded %s: %s", new.source, result)
             return result

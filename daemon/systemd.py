@@ -180,24 +180,6 @@ def stderr_is_journal(environ: Mapping[str, str] | None = None) -> bool:
     return (st.st_dev, st.st_ino) == (dev, ino)
 
 
-def block_of(record: logging.LogRecord) -> str | None:
-    """The block a record is about: its ``block`` extra, else the supervisor's
-    ``"%s: …"`` lines of ``pipelined.block``, whose first argument is the block."""
-    block = getattr(record, "block", None)
-    if isinstance(block, str):
-        return block
-    if (
-        record.name == "pipelined.block"
-        and isinstance(record.msg, str)
-        and record.msg.startswith("%s: ")
-        and isinstance(record.args, tuple)
-        and record.args
-        and isinstance(record.args[0], str)
-    ):
-        return record.args[0]
-    return None
-
-
 class BlockJournalHandler(journal.JournalHandler):
     """systemd-python's JournalHandler, sending only valid fields plus pipelined's own.
 
@@ -208,16 +190,15 @@ class BlockJournalHandler(journal.JournalHandler):
 
     def __init__(self, instance: str, level: int = logging.NOTSET) -> None:
         super().__init__(level, SYSLOG_IDENTIFIER="pipelined", PIPELINED_INSTANCE=instance)
-        self.pid_of: Callable[[str], int | None] = lambda name: None
 
     def fields(self, record: logging.LogRecord) -> dict[str, Any]:
         fields: dict[str, Any] = dict(self._extra)
         fields["PRIORITY"] = str(self.map_priority(record.levelno))
         fields["LOGGER"] = record.name
-        block = block_of(record)
-        if block is not None:
+        block = getattr(record, "block", None)  # daemon/process.py sets it on every record
+        if isinstance(block, str):
             fields["PIPELINED_BLOCK"] = block
-            pid = getattr(record, "worker_pid", None) or self.pid_of(block)
+            pid = getattr(record, "worker_pid", None)
             if pid:
                 fields["PIPELINED_PID"] = str(pid)
         return fields
@@ -244,21 +225,6 @@ def log_to_journal(instance: str, environ: Mapping[str, str] | None = None) -> b
         root.removeHandler(handler)
     root.addHandler(BlockJournalHandler(instance))
     return True
-
-
-def follow_workers(supervisor: Supervisor) -> None:
-    """Let journal entries about a block carry its worker's pid (PIPELINED_PID=)."""
-
-    def pid_of(name: str) -> int | None:
-        proc = supervisor.blocks.get(name)
-        return proc.proc.pid if proc is not None and proc.proc is not None else None
-
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, BlockJournalHandler):
-            handler.pid_of = pid_of
-
-
-# -- socket activation -----------------------------------------------------------------
 
 
 def listen_socket() -> socket.socket | None:

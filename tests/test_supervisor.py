@@ -180,6 +180,8 @@ def test_status_reports_metrics_and_wires(chain):
 
 def test_reload_restarts_only_what_changed_and_refuses_a_bad_file(chain, tmp_path):
     before = pids(chain)
+    assert chain.call("reload") == {"added": [], "removed": [], "restarted": []}
+    assert pids(chain) == before  # an unchanged file restarts nothing
     text = chain.graph.read_text()
     chain.graph.write_text(text.replace("fps = 50", "fps = 40"))
     result = chain.call("reload")

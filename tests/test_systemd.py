@@ -184,14 +184,13 @@ def _record(name: str, msg: str, *args: object, **extra: object) -> logging.LogR
 
 
 def test_journal_entries_carry_block_instance_and_worker_pid() -> None:
-    """Only valid journal fields go out, with PIPELINED_BLOCK from the record's extra (or
-    the supervisor's "%s: …" lines) and PIPELINED_PID from the running worker."""
+    """Only valid journal fields go out, with PIPELINED_BLOCK and PIPELINED_PID from the
+    record's extras (daemon/process.py sets them on every line about a block)."""
     sent: list[tuple[str, dict[str, object]]] = []
     handler = sd.BlockJournalHandler("main")
     handler.send = lambda message, **fields: sent.append((message, fields))  # type: ignore[method-assign]
-    handler.pid_of = {"red": 4242}.get
-    handler.emit(_record("pipelined.block", "%s: %s", "red", "hello", block="red"))
-    handler.emit(_record("pipelined.block", "%s: started %s as pid %d", "edges", "x", 7))
+    handler.emit(_record("pipelined.block", "%s: %s", "red", "hello", block="red", worker_pid=4242))
+    handler.emit(_record("pipelined.block", "%s: %s", "edges", "x", block="edges", worker_pid=None))
     handler.emit(_record("pipelined", "run %s of instance %s", "abc", "main"))
 
     (m1, f1), (_, f2), (_, f3) = sent
