@@ -23,7 +23,6 @@ import copy
 import difflib
 import math
 import os
-import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
@@ -32,6 +31,7 @@ from typing import Any
 
 from pipelined.workers import wire
 from pipelined.workers.block import Block, Param
+from pipelined.workers.codec import split_secrets
 from pipelined.workers.names import SHM_DIR, check_block
 from pipelined.workers.registry import BlockTypeError, resolve
 
@@ -187,7 +187,7 @@ def describe(graph: Graph) -> str:
             readers = ", ".join(graph.readers(b.name)) or "no one"
             head += f": frames up to {_size(b.frame_bytes)}, read by {readers}"
         lines.append(head)
-        settings = {**b.params, **_changed(b.supervision)}
+        settings, _ = split_secrets({**b.params, **_changed(b.supervision)})  # output gets pasted
         if settings:
             lines.append("      " + ", ".join(f"{k} = {_show(v)}" for k, v in settings.items()))
     return "\n".join(lines)
@@ -532,14 +532,7 @@ def _show(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, dict):
         return "a table"
-    if isinstance(value, str):
-        return repr(_redact(value))
     return repr(value)
-
-
-def _redact(text: str) -> str:
-    """Hide the password of a URL (``rtsp://user:secret@cam``): --check output gets pasted."""
-    return re.sub(r"(://[^/:@\s]*:)[^/@\s]*@", r"\1***@", text)
 
 
 def _size(n: int) -> str:

@@ -334,7 +334,7 @@ def test_example_file_is_the_built_in_demo() -> None:
     built_in = default_graph(display=True)
     assert built_in.source == BUILTIN_SOURCE and built_in.path is None
     assert example.blocks == built_in.blocks
-    assert list(example.blocks) == ["camera", "red", "edges", "screen", "recorder"]
+    assert list(example.blocks) == ["camera", "red", "edges", "screen", "recorder", "preview"]
     assert example.blocks["camera"].frame_bytes == 640 * 480 * 3
     assert example.blocks["camera"].params["fps"] == 30
     assert example.blocks["red"].inputs == ("camera",)
@@ -343,7 +343,7 @@ def test_example_file_is_the_built_in_demo() -> None:
 
 def test_built_in_demo_without_a_display(monkeypatch: pytest.MonkeyPatch) -> None:
     headless = default_graph(display=False)
-    assert list(headless.blocks) == ["camera", "red", "edges", "recorder"]
+    assert list(headless.blocks) == ["camera", "red", "edges", "recorder", "preview"]
     monkeypatch.delenv("DISPLAY", raising=False)
     assert default_graph() == headless
     monkeypatch.setenv("DISPLAY", ":0")
@@ -352,10 +352,22 @@ def test_built_in_demo_without_a_display(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_describe() -> None:
     text = describe(default_graph(display=True))
-    assert text.startswith("<built-in>: 5 blocks, 3 wires")
-    assert "red (color_filter) <- camera: frames up to 900.0 KiB, read by screen, recorder" in text
+    assert text.startswith("<built-in>: 6 blocks, 3 wires")
+    red = "red (color_filter) <- camera: frames up to 900.0 KiB, read by screen, recorder, preview"
+    assert red in text
     assert "recorder (recorder) <- red, edges" in text
     assert "fps = 30" in text
     g = dataclasses.replace(default_graph(display=False), source="x.toml")
-    assert describe(g).startswith("x.toml: 4 blocks")
-    assert graph_mod._redact("rtsp://bob:s3cret@cam/x") == "rtsp://bob:***@cam/x"
+    assert describe(g).startswith("x.toml: 5 blocks")
+
+
+def test_describe_hides_secrets(tmp_path: Path) -> None:
+    """--check output gets pasted into tickets: no camera password, no preview token."""
+    path = tmp_path / "g.toml"
+    path.write_text(
+        '[blocks.camera]\ntype = "camera"\nsource = "rtsp://bob:s3cret@cam/x"\n'
+        '[blocks.preview]\ntype = "preview"\ninput = "camera"\ntoken = "t0ken"\n'
+    )
+    text = describe(load_graph(path))
+    assert "s3cret" not in text and "t0ken" not in text
+    assert "rtsp://bob:***@cam/x" in text
