@@ -303,6 +303,7 @@ class BlockProcess:
             "frames_in": beat.frames_in if beat else 0,
             "dropped": beat.dropped if beat else 0,
             "busy_s": round(beat.busy_ns / 1e9, 3) if beat else 0.0,
+            "busy_hist": list(beat.busy_hist) if beat else [],
             "cpu_percent": round(self.cpu_percent, 1),
             "rss_bytes": self.rss_bytes,
             "reason": self.reason,

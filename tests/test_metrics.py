@@ -115,16 +115,17 @@ def test_metrics_parse_name_everything_and_move(daemon):
         ("pipelined_daemon_uptime_seconds", {}),
     ):
         assert value(second, name, **labels) > value(first, name, **labels), name
-    moved = value(second, "pipelined_wire_frames_total", wire="camera") - value(
-        first, "pipelined_wire_frames_total", wire="camera"
+    # Rates and times are the benchmark's business; here they only have to be real.
+    assert value(second, "pipelined_block_output_frames_per_second", block="camera") > 0
+    count = value(second, "pipelined_block_processing_seconds_count", block="red")
+    buckets = sorted(
+        (float(dict(labels)["le"]), v)
+        for (name, labels), v in second.items()
+        if name == "pipelined_block_processing_seconds_bucket" and ("block", "red") in labels
     )
-    assert 25 < moved / 1.5 < 40  # about the camera's 30 fps
-    fps = value(second, "pipelined_block_output_frames_per_second", block="camera")
-    assert 20 < fps < 40
-    per_frame = value(second, "pipelined_block_processing_seconds_sum", block="red") / value(
-        second, "pipelined_block_processing_seconds_count", block="red"
-    )
-    assert 0 < per_frame < 0.03  # a colour filter on 320x240: well under a frame's time
+    assert len(buckets) == 13 and buckets[-1] == (float("inf"), count)
+    assert [v for _, v in buckets] == sorted(v for _, v in buckets)  # cumulative
+    assert value(second, "pipelined_block_processing_seconds_sum", block="red") > 0
 
 
 def test_a_restart_is_counted(daemon):

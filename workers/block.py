@@ -124,6 +124,8 @@ class Context(Protocol):
     """What the runtime offers a block while it runs."""
 
     log: logging.Logger
+    inputs: list[str]
+    """The blocks this one reads, in the order of its frames."""
 
     @property
     def stopping(self) -> bool:
@@ -201,6 +203,7 @@ class _Detached:
 
     name: str
     reason: str | None = None
+    inputs: list[str] = field(default_factory=list)
     log: logging.Logger = field(init=False)
 
     def __post_init__(self) -> None:

@@ -19,10 +19,14 @@ from .names import RunNames
 
 SIZE = 4096
 MAGIC = int.from_bytes(b"PLDBEAT\0", "little")
-VERSION = 1
+VERSION = 2
+BUCKETS_S = tuple(0.0005 * 2**i for i in range(12))
+"""Upper bounds of the processing-time histogram, 0.5 ms to 1 s; one more bucket is +Inf."""
 _MAGIC, _VERSION, _SEQ = 0, 8, 16
 _FIELDS = 24  # then: beat_ns, pid, state, frames_in, frames_out, dropped, busy_ns, reason_len
-_REASON = _FIELDS + 8 * 8
+_NFIELDS = 8
+_HIST = _FIELDS + 8 * _NFIELDS  # then one count per bucket, +Inf last
+_REASON = _HIST + 8 * (len(BUCKETS_S) + 1)
 MAX_REASON = SIZE - _REASON
 
 STARTING, RUNNING, WAITING = 0, 1, 2
@@ -41,6 +45,16 @@ class Beat:
     dropped: int = 0
     busy_ns: int = 0
     reason: str | None = None
+    busy_hist: tuple[int, ...] = ()
+    """Calls of the block's code by duration: counts per BUCKETS_S bucket, then +Inf."""
+
+
+def bucket(seconds: float) -> int:
+    """The histogram bucket of one processing time."""
+    for i, bound in enumerate(BUCKETS_S):
+        if seconds <= bound:
+            return i
+    return len(BUCKETS_S)
 
 
 class Heartbeat:
@@ -103,6 +117,8 @@ class Heartbeat:
         )
         for i, value in enumerate(values):
             _atomics.store_relaxed(mm, _FIELDS + 8 * i, value)
+        for i, count in enumerate(beat.busy_hist[: len(BUCKETS_S) + 1]):
+            _atomics.store_relaxed(mm, _HIST + 8 * i, count)
         mm[_REASON : _REASON + len(reason)] = reason
         self._seq += 1
         _atomics.store_release(mm, _SEQ, self._seq)
@@ -116,13 +132,16 @@ class Heartbeat:
                 continue
             if seq == 0:
                 return None
-            values = [_atomics.load_relaxed(mm, _FIELDS + 8 * i) for i in range(8)]
+            values = [_atomics.load_relaxed(mm, _FIELDS + 8 * i) for i in range(_NFIELDS)]
+            hist = tuple(
+                _atomics.load_relaxed(mm, _HIST + 8 * i) for i in range(len(BUCKETS_S) + 1)
+            )
             length = values[7]
             raw = bytes(mm[_REASON : _REASON + min(length, MAX_REASON)])
             _atomics.fence_acquire()
             if _atomics.load_relaxed(mm, _SEQ) == seq:
                 reason = None if length == 2**64 - 1 else raw.decode("utf-8", "replace")
-                return Beat(*values[:7], reason=reason)
+                return Beat(*values[:7], reason=reason, busy_hist=hist)
         return None  # the worker is mid-write every time we look: try again later
 
     def close(self) -> None:

@@ -25,7 +25,7 @@ import numpy as np
 
 from . import codec
 from .block import Block, ConfigurationError
-from .heartbeat import RUNNING, STARTING, WAITING, Beat, Heartbeat
+from .heartbeat import BUCKETS_S, RUNNING, STARTING, WAITING, Beat, Heartbeat, bucket
 from .liveness import Supervisor, ask_for_death_signal
 from .names import RunNames
 from .registry import resolve
@@ -85,6 +85,7 @@ class _Context:
     def __init__(self, worker: Worker):
         self._worker = worker
         self.log = logging.getLogger(f"pipelined.block.{worker.args.block}")
+        self.inputs = [wire for wire, _ in worker.args.inputs]
 
     @property
     def stopping(self) -> bool:
@@ -115,6 +116,7 @@ class Worker:
         self.state = STARTING
         self.reason: str | None = None
         self.frames_in = self.frames_out = self.stale = self.busy_ns = 0
+        self.busy_hist = [0] * (len(BUCKETS_S) + 1)
         self.readers: list[WireReader] = []
         self.writer: WireWriter | None = None
         self.heartbeat: Heartbeat | None = None
@@ -179,6 +181,7 @@ class Worker:
                 dropped=dropped,
                 busy_ns=self.busy_ns,
                 reason=self.reason,
+                busy_hist=tuple(self.busy_hist),
             )
         )
 
@@ -223,7 +226,9 @@ class Worker:
         timestamp = frames[0].timestamp_ns if frames else None
         arrays = [f.array for f in frames]
         published = self.produce(arrays, frames, timestamp)
-        self.busy_ns += time.perf_counter_ns() - start
+        busy = time.perf_counter_ns() - start
+        self.busy_ns += busy
+        self.busy_hist[bucket(busy / 1e9)] += 1
         self.frames_out += published
 
     def next_inputs(self) -> list[Frame] | None:

@@ -6,14 +6,14 @@ metric families when Prometheus asks, so a scrape costs the daemon one status an
 a worker's heartbeat (frames, drops, busy time, CPU seconds) restart at 0 with the worker,
 which Prometheus' ``rate()`` handles as a counter reset.
 
-Processing time is a summary (``_sum``/``_count``), not a histogram: workers publish only
-their total busy time (DESIGN.md's heartbeat), so the mean per frame is
-``rate(…_sum) / rate(…_count)``. For a source the busy time includes waiting for its
-device or its pacing. Buckets would need per-frame timings in the heartbeat.
+Processing time is a histogram whose buckets the workers count themselves, per call of
+the block's code, in their heartbeat (workers/heartbeat.py, BUCKETS_S). For a source a
+call includes waiting for its device or its pacing.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -23,12 +23,14 @@ from aiohttp import web
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     InfoMetricFamily,
     Metric,
-    SummaryMetricFamily,
 )
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
+
+from pipelined.workers.heartbeat import BUCKETS_S
 
 from ..states import State
 
@@ -109,9 +111,9 @@ class DaemonCollector(Collector):
             "Input frames the worker skipped (it fell behind) or threw away (overwritten)",
             labels=b,
         )
-        busy = SummaryMetricFamily(
+        busy = HistogramMetricFamily(
             "pipelined_block_processing_seconds",
-            "Time in the block's code, over frames processed (sources: frames produced)",
+            "Time in the block's code per call (a source's includes waiting for its frame)",
             labels=b,
         )
         cpu = CounterMetricFamily(
@@ -141,8 +143,7 @@ class DaemonCollector(Collector):
             fps_in.add_metric(name, block["fps_in"])
             fps_out.add_metric(name, block["fps"])
             dropped.add_metric(name, block["dropped"])
-            count = block["frames_in"] if block["inputs"] else block["frames_out"]
-            busy.add_metric(name, count_value=count, sum_value=block["busy_s"])
+            busy.add_metric(name, _buckets(block["busy_hist"]), sum_value=block["busy_s"])
             cpu.add_metric(name, _cpu_seconds(block["pid"]))
             cpu_ratio.add_metric(name, block["cpu_percent"] / 100.0)
             rss.add_metric(name, block["rss_bytes"])
@@ -186,3 +187,10 @@ def add_route(app: web.Application, collector: Collector) -> None:
         return web.Response(body=encoder(registry), headers={"Content-Type": content_type})
 
     app.router.add_get("/metrics", metrics)
+
+
+def _buckets(counts: list[int]) -> list[tuple[str, float]]:
+    """The heartbeat's per-bucket counts as Prometheus's cumulative ``le`` buckets."""
+    bounds = [f"{b:g}" for b in BUCKETS_S] + ["+Inf"]
+    counts = counts or [0] * len(bounds)
+    return list(zip(bounds, itertools.accumulate(counts), strict=True))

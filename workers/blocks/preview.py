@@ -50,7 +50,6 @@ import ipaddress
 import logging
 import math
 import socket
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -725,17 +724,5 @@ class Preview(Block):
 
 
 def _input_names(context: Any) -> list[str] | None:
-    """The blocks this one reads, for URLs by name.
-
-    The block API does not tell a block its inputs' names; the runtime may some day offer
-    them as ``context.inputs``. Until then they are read from the worker's arguments.
-    """
-    names = getattr(context, "inputs", None)
-    if names:
-        return [str(n) for n in names]
-    try:
-        from ..runtime import WorkerArgs
-
-        return [wire for wire, _ in WorkerArgs.decode(sys.argv[-1]).inputs]
-    except Exception:
-        return None  # not in a worker (a test, a notebook): inputs go by position
+    """The blocks this one reads, for URLs by name; None outside a worker (by position)."""
+    return [str(n) for n in context.inputs] or None
