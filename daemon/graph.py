@@ -198,6 +198,7 @@ class _Loader:
 
     def __init__(self, source: str):
         self.source = source
+        self.beside: Path | None = None  # the graph file's folder: user modules may live there
         self.problems: list[str] = []
         self.miswired: set[str] = set()  # blocks with wrong inputs: not sized, not to pile on
 
@@ -206,6 +207,7 @@ class _Loader:
         self.problems.append(f"{self.source}: {where}{problem}")
 
     def build(self, data: dict[str, Any], path: Path | None) -> Graph:
+        self.beside = path.parent if path is not None else None
         for key in data:
             if key not in ("supervisor", "blocks"):
                 self.say(
@@ -252,7 +254,7 @@ class _Loader:
             self.say(name, f"type must be a string, not {_show(type_name)}")
             return None
         try:
-            cls = resolve(type_name)
+            cls = resolve(type_name, self.beside)
         except BlockTypeError as exc:
             self.say(name, str(exc))
             return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from pipelined.workers import codec
 from pipelined.workers.liveness import Supervisor
@@ -20,8 +21,13 @@ from pipelined.workers.runtime import WorkerArgs
 from .graph import BlockSpec
 
 
-def worker_args(names: RunNames, spec: BlockSpec, readers: dict[str, list[str]]) -> WorkerArgs:
-    """The arguments of ``spec``'s worker; ``readers`` maps each wire to its readers."""
+def worker_args(
+    names: RunNames, spec: BlockSpec, readers: dict[str, list[str]], beside: Path | None
+) -> WorkerArgs:
+    """The arguments of ``spec``'s worker; ``readers`` maps each wire to its readers.
+
+    ``beside`` is the graph file's folder, where a user's block module may live.
+    """
     return WorkerArgs(
         instance=names.instance,
         run=names.run,
@@ -32,6 +38,7 @@ def worker_args(names: RunNames, spec: BlockSpec, readers: dict[str, list[str]])
         output=spec.frame_bytes is not None,
         supervisor=tuple(Supervisor.me().encode()),
         liveness_interval=spec.supervision.liveness_interval,
+        beside=str(beside) if beside is not None else None,
     )
 
 

@@ -83,7 +83,9 @@ class Supervisor:
             )
         old = self.blocks.get(spec.name)
         beat = old.heartbeat if old else Heartbeat.create(self.names, spec.name, self.group)
-        self.blocks[spec.name] = BlockProcess(spec, worker_args(self.names, spec, readers), beat)
+        beside = self.graph.path.parent if self.graph.path else None
+        args = worker_args(self.names, spec, readers, beside)
+        self.blocks[spec.name] = BlockProcess(spec, args, beat)
 
     def _readers(self) -> dict[str, list[str]]:
         return {name: self.graph.readers(name) for name in self.graph.blocks}

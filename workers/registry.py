@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import sys
+from pathlib import Path
 
 from .block import Block
 
@@ -20,9 +22,15 @@ class BlockTypeError(LookupError):
     """A block type that names no built-in and no importable user class."""
 
 
-def resolve(type_name: str) -> type[Block]:
-    """The class behind a graph file's ``type = "…"``."""
+def resolve(type_name: str, beside: Path | None = None) -> type[Block]:
+    """The class behind a graph file's ``type = "…"``.
+
+    ``beside`` is the graph file's folder: a user's module kept next to the graph file is
+    found there, as a user would expect, as well as anywhere on the import path.
+    """
     target = BUILTIN.get(type_name, type_name)
+    if beside is not None and type_name not in BUILTIN and str(beside) not in sys.path:
+        sys.path.insert(0, str(beside))
     if ":" not in target:
         known = ", ".join(sorted(BUILTIN))
         raise BlockTypeError(

@@ -19,6 +19,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -52,6 +53,7 @@ class WorkerArgs:
     supervisor: tuple[int, int] = (0, 0)  # pid, start time
     liveness_interval: float = 0.5
     secrets: bool = False
+    beside: str | None = None  # the graph file's folder, where a user module may live
 
     def encode(self) -> str:
         return codec.encode(
@@ -66,6 +68,7 @@ class WorkerArgs:
                 "supervisor": list(self.supervisor),
                 "liveness_interval": self.liveness_interval,
                 "secrets": self.secrets,
+                "beside": self.beside,
             }
         )
 
@@ -209,7 +212,7 @@ class Worker:
         args = self.args
         self.heartbeat = Heartbeat.attach(self.names, args.block)
         self.beat(force=True)
-        cls = resolve(args.type)
+        cls = resolve(args.type, Path(args.beside) if args.beside else None)
         self.block = cls(args.block, args.params, _Context(self))
         self.block.setup()
         if args.output:
