@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from daemon_harness import wait_for
 from standins import BLOCKS, launch_chain, wait_running
 
 from pipelined.daemon.launch import launch
@@ -15,16 +16,6 @@ from pipelined.workers.heartbeat import RUNNING, Heartbeat
 from pipelined.workers.liveness import Supervisor, start_time
 from pipelined.workers.names import RunNames
 from pipelined.workers.runtime import EXIT_CONFIG, WorkerArgs
-
-
-def wait_for(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture
@@ -110,11 +101,11 @@ def test_secrets_reach_the_worker_but_not_its_command_line(names, tmp_path):
 
 def test_configuration_error_exits_78_with_the_reason(names):
     Heartbeat.create(names, "hw").close()
-    Wire_args = WorkerArgs(
+    args = WorkerArgs(
         names.instance, names.run, "hw", f"{BLOCKS}:NeedsHardware", {}, output=False,
         supervisor=tuple(Supervisor.me().encode()),
     )  # fmt: skip
-    proc = launch(Wire_args)
+    proc = launch(args)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == EXIT_CONFIG
     assert b"no frobnicator on this box" in err
