@@ -57,7 +57,9 @@ class RunningDaemon:
         if self.graph.exists():
             args += ["--graph", str(self.graph)]
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(args + self.extra, stdout=log, stderr=log)
+            self.proc = subprocess.Popen(  # in its folder: relative paths land there
+                args + self.extra, stdout=log, stderr=log, cwd=self.dir
+            )
         return self
 
     def client(self, timeout: float = 10.0) -> Client:
