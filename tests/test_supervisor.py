@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -202,3 +204,64 @@ def test_reload_restarts_only_what_changed_and_refuses_a_bad_file(chain, tmp_pat
     os.kill(chain.proc.pid, signal.SIGHUP)  # a bad file by SIGHUP changes nothing either
     time.sleep(0.5)
     assert pids(chain) == after
+
+
+def test_stop_during_backoff_is_never_undone_by_the_restart(tmp_path):
+    slow = "backoff_initial = 2.0\nbackoff_max = 2.0\n"
+    d = RunningDaemon(graph(counter(), tally("sink", "count", tmp_path / "t"), supervisor=slow))
+    d.start()
+    try:
+        d.wait_all_running()
+        os.kill(d.block("count")["pid"], signal.SIGKILL)
+        d.wait_state("count", "BACKOFF", timeout=30)
+        d.call("stop", blocks=["count"])
+        time.sleep(3.0)  # past the backoff: the cancelled restart must not fire
+        count = d.block("count")
+        assert count["state"] == "STOPPED" and count["pid"] is None
+        assert d.block("sink")["state"] == "RUNNING"  # its reader just waits
+    finally:
+        d.close()
+
+
+def test_dead_runs_of_the_instance_are_removed_at_start_and_logged(tmp_path):
+    from pipelined.daemon import runs
+    from pipelined.workers.heartbeat import Heartbeat
+    from pipelined.workers.names import RunNames
+    from pipelined.workers.wire import Wire
+
+    d = RunningDaemon(graph(counter()))
+    dead = RunNames(d.instance, "deadbeef")
+    Wire.create(dead, "count", 64, readers=1).close()
+    Heartbeat.create(dead, "count").close()
+    exited = subprocess.run(  # a daemon that claimed its run and died without cleaning up
+        [sys.executable, "-c", "import sys; from pipelined.daemon import runs;"
+         " from pipelined.workers.names import RunNames;"
+         f" runs.claim(RunNames({d.instance!r}, 'deadbeef'))"],
+        check=True,
+    )  # fmt: skip
+    assert exited.returncode == 0 and not runs.owner_alive(dead)
+    try:
+        d.start()
+        status = d.wait_all_running()
+        assert d.runs() == {status["run"]}
+        assert "removed 4 objects of dead run deadbeef" in d.log_text()
+    finally:
+        d.close()
+        dead.unlink_all()
+
+
+def test_two_instances_run_side_by_side_without_touching_each_other(tmp_path):
+    a = RunningDaemon(graph(counter(), tally("sink", "count", tmp_path / "a"))).start()
+    b = RunningDaemon(graph(counter(), tally("sink", "count", tmp_path / "b"))).start()
+    try:
+        a.wait_all_running()
+        b.wait_all_running()
+        b_pids = pids(b)
+        os.kill(a.block("count")["pid"], signal.SIGKILL)
+        assert a.stop() == 0
+        assert a.runs() == set()
+        assert pids(b) == b_pids and len(b.runs()) == 1
+        assert {x["state"] for x in b.status()["blocks"]} == {"RUNNING"}
+    finally:
+        a.close()
+        b.close()
