@@ -73,7 +73,7 @@ class Daemon:
                 self.web = WebServer(self, self.http)
                 await self.web.start()
             await self.supervisor.run()
-            log.info("ready: %s", self.supervisor.summary())
+            log.info("started %d blocks", len(self.supervisor.blocks))
             notifying = asyncio.create_task(self.notifier.run(self.supervisor))
             await self._stop.wait()
             log.info("stopping")

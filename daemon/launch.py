@@ -52,6 +52,9 @@ def launch(args: WorkerArgs) -> subprocess.Popen:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         close_fds=True,
+        # Its own session: a Ctrl-C or a terminal hang-up reaches the daemon only, which
+        # stops the blocks in order, instead of every block at once behind its back.
+        start_new_session=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     if secrets:

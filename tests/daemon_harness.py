@@ -58,7 +58,7 @@ class RunningDaemon:
             args += ["--graph", str(self.graph)]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(  # in its folder: relative paths land there
-                args + self.extra, stdout=log, stderr=log, cwd=self.dir
+                args + self.extra, stdout=log, stderr=log, cwd=self.dir, start_new_session=True
             )
         return self
 

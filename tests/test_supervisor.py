@@ -265,3 +265,21 @@ def test_two_instances_run_side_by_side_without_touching_each_other(tmp_path):
     finally:
         a.close()
         b.close()
+
+
+def test_ctrl_c_in_a_terminal_stops_the_graph_in_order(tmp_path):
+    """SIGINT to the whole foreground process group, as a terminal sends it."""
+    d = RunningDaemon(
+        graph(counter(), invert("inv", "count"), tally("sink", "inv", tmp_path / "t"))
+    )
+    d.start()
+    try:
+        d.wait_all_running()
+        workers = list(pids(d).values())
+        os.killpg(d.proc.pid, signal.SIGINT)
+        assert d.proc.wait(60) == 0
+        assert "BACKOFF" not in d.log_text()  # no block was restarted on the way out
+        assert all(start_time(p) is None for p in workers)
+        assert d.runs() == set()
+    finally:
+        d.close()
