@@ -46,6 +46,7 @@ import errno
 import math
 import mmap
 import os
+import struct
 import time
 from dataclasses import dataclass
 
@@ -69,6 +70,9 @@ _HEAD, _WRITER_PID = LINE, LINE + 8
 _READER_TABLE = 2 * LINE
 _R_PID, _R_FRAMES, _R_DROPPED = 0, 8, 16
 _S_SEQ, _S_TIME, _S_NBYTES, _S_NDIM, _S_SHAPE, _S_DTYPE = 0, 8, 16, 24, 32, 48  # shape: 4 x u32
+_DESCRIPTION = struct.Struct("=QQ4I8s")  # nbytes, ndim, shape, dtype: the slot's bytes 16..56
+_DESC_START, _DESC_END = _S_NBYTES, _S_NBYTES + _DESCRIPTION.size
+_VIEW_CACHE = 64  # frame descriptions a reader remembers the array view of
 
 
 class WireError(Exception):
@@ -324,6 +328,7 @@ class WireWriter:
         self._bells = [posix_ipc.Semaphore(names.doorbell(block, i)) for i in range(layout.readers)]
         self._next = _atomics.load_acquire(self._m.mm, _HEAD) + 1
         self._loaned: int | None = None
+        self._described: list[tuple[tuple, np.ndarray] | None] = [None] * layout.slots
         _atomics.store_relaxed(self._m.mm, _WRITER_PID, os.getpid())
 
     @property
@@ -336,25 +341,36 @@ class WireWriter:
         return self._next - 1
 
     def borrow(self, shape: tuple[int, ...], dtype: np.dtype | str = np.uint8) -> np.ndarray:
-        """The next slot as an array to fill in place; ``publish()`` sends it."""
+        """The next slot as an array to fill in place; ``publish()`` sends it.
+
+        Each slot remembers the frame description last written into it, so a stream of
+        same-sized frames costs two atomic stores here and no new numpy object.
+        """
         dtype = np.dtype(dtype)
-        shape = tuple(int(d) for d in shape)
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        self._check_fits(shape, dtype, nbytes)
+        key = (tuple(map(int, shape)), dtype)
         m, f = self._m, self._next
         index = f % m.layout.slots
         slot = m.layout.slot(index)
+        cached = self._described[index]
+        if cached is None or cached[0] != key:
+            description, view = self._describe(key, index)
         _atomics.store_relaxed(m.mm, slot + _S_SEQ, 2 * f - 1)
         _atomics.fence_release()
-        meta = np.ndarray(8, np.uint64, buffer=m.mm, offset=slot)
-        meta[_S_NBYTES // 8] = nbytes
-        meta[_S_NDIM // 8] = len(shape)
-        dims = np.ndarray(MAX_DIMS, np.uint32, buffer=m.mm, offset=slot + _S_SHAPE)
-        dims[:] = 0
-        dims[: len(shape)] = shape
-        m.mm[slot + _S_DTYPE : slot + _S_DTYPE + 8] = dtype.str.encode().ljust(8, b"\0")
+        if cached is None or cached[0] != key:
+            m.mm[slot + _DESC_START : slot + _DESC_END] = description
+            cached = self._described[index] = (key, view)
         self._loaned = f
-        return np.ndarray(shape, dtype, buffer=m.mm, offset=m.layout.slot_data(index))
+        return cached[1]
+
+    def _describe(self, key: tuple[tuple[int, ...], np.dtype], index: int):
+        """The slot header bytes and the array view for frames of this shape and dtype."""
+        shape, dtype = key
+        nbytes = math.prod(shape) * dtype.itemsize
+        self._check_fits(shape, dtype, nbytes)
+        dims = (*shape, *(0,) * (MAX_DIMS - len(shape)))
+        description = _DESCRIPTION.pack(nbytes, len(shape), *dims, dtype.str.encode())
+        view = np.ndarray(shape, dtype, buffer=self._m.mm, offset=self._m.layout.slot_data(index))
+        return description, view
 
     def publish(self, timestamp_ns: int | None = None) -> int:
         """Make the borrowed slot the newest frame and ring the readers; returns its seq."""
@@ -383,7 +399,7 @@ class WireWriter:
     def _check_fits(self, shape: tuple[int, ...], dtype: np.dtype, nbytes: int) -> None:
         if len(shape) > MAX_DIMS:
             raise WireError(f"{self._m.label}: frames have at most {MAX_DIMS} dimensions")
-        if len(dtype.str) > 8 or dtype.hasobject:
+        if len(dtype.str) > 8 or dtype.hasobject or any(d < 0 for d in shape):
             raise WireError(f"{self._m.label}: dtype {dtype} cannot travel on a wire")
         if nbytes > self.capacity:
             raise FrameTooLarge(
@@ -396,6 +412,7 @@ class WireWriter:
         for bell in self._bells:
             bell.close()
         self._bells = []
+        self._described = []
         self._m.close()
 
 
@@ -413,6 +430,7 @@ class WireReader:
         self._bell = posix_ipc.Semaphore(names.doorbell(block, reader))
         self._row = layout.reader(reader)
         self._last = 0
+        self._views: dict[tuple[int, bytes], np.ndarray | None] = {}
         self.frames = 0
         self.dropped = 0
         _atomics.store_relaxed(self._m.mm, self._row + _R_PID, os.getpid())
@@ -465,24 +483,37 @@ class WireReader:
             self._count(head)
             if copy:
                 return Frame(array, head, ts)
-            array.flags.writeable = False
             return Frame(array, head, ts, m.mm, slot + _S_SEQ)
 
     def _view(self, slot: int, data: int) -> np.ndarray | None:
-        """The slot's pixels as an array, or None if its header makes no sense (torn)."""
+        """The slot's pixels as an array, or None if its header makes no sense (torn).
+
+        Views are remembered by the header's bytes: a stream of same-sized frames
+        costs one 40-byte read here, not a new numpy array per frame.
+        """
         mm = self._m.mm
-        nbytes = _atomics.load_relaxed(mm, slot + _S_NBYTES)
-        ndim = _atomics.load_relaxed(mm, slot + _S_NDIM)
-        dims = np.ndarray(MAX_DIMS, np.uint32, buffer=mm, offset=slot + _S_SHAPE)
-        shape = tuple(int(d) for d in dims[: min(ndim, MAX_DIMS)])
-        raw = bytes(mm[slot + _S_DTYPE : slot + _S_DTYPE + 8]).rstrip(b"\0")
+        key = (data, mm[slot + _DESC_START : slot + _DESC_END])
+        view = self._views.get(key, False)
+        if view is not False:
+            return view
+        view = self._parse(key[1], data)
+        if len(self._views) >= _VIEW_CACHE:
+            self._views.clear()
+        self._views[key] = view
+        return view
+
+    def _parse(self, description: bytes, data: int) -> np.ndarray | None:
+        nbytes, ndim, *dims, raw = _DESCRIPTION.unpack(description)
+        shape = tuple(dims[: min(ndim, MAX_DIMS)])
         try:
-            dtype = np.dtype(raw.decode("ascii"))
+            dtype = np.dtype(raw.rstrip(b"\0").decode("ascii"))
             if nbytes > self._m.layout.slot_bytes or math.prod(shape) * dtype.itemsize != nbytes:
                 return None
-            return np.ndarray(shape, dtype, buffer=mm, offset=data)
+            view = np.ndarray(shape, dtype, buffer=self._m.mm, offset=data)
         except (TypeError, ValueError, UnicodeDecodeError):
             return None
+        view.flags.writeable = False  # shared with the other readers: look, don't touch
+        return view
 
     def _count(self, head: int) -> None:
         if self._last:
@@ -495,6 +526,7 @@ class WireReader:
 
     def close(self) -> None:
         if self._bell is not None:
+            self._views.clear()
             _atomics.store_relaxed(self._m.mm, self._row + _R_PID, 0)
             self._bell.close()
             self._bell = None
