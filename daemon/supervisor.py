@@ -131,25 +131,18 @@ class Supervisor:
         wanted = set(names) or set(self.blocks)
         return [self.blocks[n] for n in self.graph.order() if n in wanted]
 
-    def start_blocks(self, names: list[str]) -> list[str]:
-        started = []
+    def start_blocks(self, names: list[str]) -> None:
+        """Start the named blocks, sources first; a block already up is left alone."""
         for proc in self.select(names):
-            if proc.state not in (State.STARTING, State.RUNNING, State.STOPPING):
-                proc.start()
-                started.append(proc.name)
-        return started
+            proc.start()
 
-    async def stop_blocks(self, names: list[str]) -> list[str]:
+    async def stop_blocks(self, names: list[str]) -> None:
         """Stop the named blocks (readers first) and wait until every one has exited."""
-        procs = list(reversed(self.select(names)))
-        await asyncio.gather(*(proc.stop() for proc in procs))
-        return [p.name for p in procs]
+        await asyncio.gather(*(proc.stop() for proc in reversed(self.select(names))))
 
-    def restart_blocks(self, names: list[str]) -> list[str]:
-        procs = self.select(names)
-        for proc in procs:
+    def restart_blocks(self, names: list[str]) -> None:
+        for proc in self.select(names):
             proc.restart()
-        return [p.name for p in procs]
 
     async def reload(self, graph: Graph) -> dict[str, list[str]]:
         """Run ``graph`` instead, restarting only the blocks whose configuration changed.
