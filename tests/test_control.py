@@ -839,7 +839,9 @@ def test_status_table(server: ServerThread, capsys: pytest.CaptureFixture[str]) 
     camera = next(line for line in lines if line.startswith("camera "))
     expected = ["camera", "camera", "RUNNING", "4101", "1h02m", "0", "30.0", "12%", "45.2M"]
     assert camera.split()[:9] == expected
-    assert re.search(r"BACKOFF .* 3 .* exit 1, [0-9hms]+ ago: ValueError: threshold out of range", out)
+    assert re.search(
+        r"BACKOFF .* 3 .* exit 1, [0-9hms]+ ago: ValueError: threshold out of range", out
+    )
     assert "no display: DISPLAY is not set" in out
     assert "\x1b" not in out  # a worker's stderr cannot drive the terminal
     assert re.search(r"^camera\s+camera\s+red, edges\s+111750\s+red:0 edges:17$", out, re.M)

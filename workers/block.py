@@ -136,6 +136,14 @@ class Context(Protocol):
         """Say that the block waits for its source (shown in status); None when it has it."""
         ...
 
+    def intact(self) -> bool:
+        """False if the first input frame was overwritten while the block worked on it.
+
+        The runtime checks this itself after ``process``; a block that hands a copy of
+        the frame elsewhere (a server, a file) asks first.
+        """
+        ...
+
     def sleep(self, seconds: float) -> bool:
         """Sleep while keeping the heartbeat going; False if the block is asked to stop."""
         ...
@@ -215,6 +223,9 @@ class _Detached:
 
     def waiting(self, reason: str | None) -> None:
         self.reason = reason
+
+    def intact(self) -> bool:
+        return True
 
     def sleep(self, seconds: float) -> bool:
         import time

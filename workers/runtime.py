@@ -97,6 +97,10 @@ class _Context:
     def waiting(self, reason: str | None) -> None:
         self._worker.set_waiting(reason)
 
+    def intact(self) -> bool:
+        held = self._worker.held_first
+        return held is None or held.intact()
+
     def sleep(self, seconds: float) -> bool:
         end = time.monotonic() + seconds
         while not self._worker.stopping:
@@ -270,6 +274,11 @@ class Worker:
             return 0
         writer.write(np.ascontiguousarray(result), ts)
         return 1
+
+    @property
+    def held_first(self) -> Frame | None:
+        """The first input's frame the block is working on (a zero-copy view)."""
+        return self._held[0] if self._held else None
 
     def _inputs_intact(self, frames: list[Frame]) -> bool:
         """False if the writer overwrote the zero-copy input while the block worked."""

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from pipelined.workers.blocks.preview import (
+from pipelined.workers.mjpeg import (
     NO_STORE,
     Streams,
     View,

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from pipelined.workers.blocks.preview import (
+from pipelined.workers.mjpeg import (
     given_token,
     is_loopback,
     local_host_header,
