@@ -410,7 +410,7 @@ def restart(bench: Bench, kills: int) -> list[Row]:
             "  daemon's share: first beat -> RUNNING",
             "s",
             noticed,
-            note="heartbeats are read every TICK = 0.1 s",
+            note="heartbeats are read every 10 ms while a block starts",
         ),
     ]
 
