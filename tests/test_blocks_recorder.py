@@ -18,6 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from video import play
 
 from pipelined.workers.blocks.recorder import SNAPSHOT, Recorder
 from pipelined.workers.blocks.testsrc import TestScene
@@ -66,21 +67,6 @@ def noise_frames(count: int, size: tuple[int, int] = (160, 120)) -> list[list[np
 
 def videos(directory: Path, name: str = "rec") -> list[Path]:
     return sorted(directory.glob(f"{name}-*.avi"))
-
-
-def play(path: Path) -> tuple[int, tuple[int, ...], list[np.ndarray]]:
-    """Frame count in the header, and every frame that decodes."""
-    cap = cv2.VideoCapture(str(path))
-    assert cap.isOpened(), path
-    declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
-    return declared, frames[0].shape if frames else (), frames
 
 
 # -- files ------------------------------------------------------------------------------------

@@ -4,25 +4,13 @@ from __future__ import annotations
 
 import glob
 
-import cv2
 import numpy as np
 from daemon_harness import RunningDaemon, wait_for
+from video import play
 
 
 def recordings(d: RunningDaemon) -> list[str]:
     return sorted(glob.glob(str(d.dir / "state" / "recordings" / "*.avi")))
-
-
-def read_all(path: str) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(path)
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
-    return frames
 
 
 def test_demo_graph_records_filtered_and_edge_images():
@@ -39,7 +27,7 @@ def test_demo_graph_records_filtered_and_edge_images():
         assert "recorder records to" in d.log_text()
         videos = recordings(d)
         assert videos, "no recording was written"
-        frames = read_all(videos[-1])
+        _, _, frames = play(videos[-1])
     finally:
         d.close()
     assert len(frames) >= 10
