@@ -151,7 +151,9 @@ def block_rows(blocks: Iterable[Any], now: float | None = None) -> list[list[str
         if not isinstance(b, dict):
             continue
         state = _text(b.get("state"))
-        info = b.get("reason") or (last_exit(b.get("last_exit"), now) if state != "RUNNING" else "")
+        info = b.get("reason") or (
+            last_exit(b.get("last_exit"), now) if state != "RUNNING" else b.get("detail") or ""
+        )
         rows.append(
             [
                 _text(b.get("name")),

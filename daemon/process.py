@@ -307,6 +307,7 @@ class BlockProcess:
             "cpu_percent": round(self.cpu_percent, 1),
             "rss_bytes": self.rss_bytes,
             "reason": self.reason,
+            "detail": beat.detail if beat and self.state in ALIVE else None,
             "last_exit": self.last_exit,
             "inputs": list(self.spec.inputs),
         }

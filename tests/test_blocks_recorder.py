@@ -30,10 +30,14 @@ class RecordingContext:
     def __init__(self) -> None:
         self.log = logging.getLogger("test.blocks.recorder")
         self.reasons: list[str | None] = []
+        self.details: list[str | None] = []
         self.stopping = False
 
     def waiting(self, reason: str | None) -> None:
         self.reasons.append(reason)
+
+    def detail(self, text: str | None) -> None:
+        self.details.append(text)
 
     def sleep(self, seconds: float) -> bool:
         time.sleep(seconds)

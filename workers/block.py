@@ -136,6 +136,10 @@ class Context(Protocol):
         """Say that the block waits for its source (shown in status); None when it has it."""
         ...
 
+    def detail(self, text: str | None) -> None:
+        """A line on how the block runs, shown in status (a camera's delivered size, fps)."""
+        ...
+
     def intact(self) -> bool:
         """False if the first input frame was overwritten while the block worked on it.
 
@@ -212,6 +216,7 @@ class _Detached:
     name: str
     reason: str | None = None
     inputs: list[str] = field(default_factory=list)
+    details: list[str | None] = field(default_factory=list)
     log: logging.Logger = field(init=False)
 
     def __post_init__(self) -> None:
@@ -223,6 +228,9 @@ class _Detached:
 
     def waiting(self, reason: str | None) -> None:
         self.reason = reason
+
+    def detail(self, text: str | None) -> None:
+        self.details.append(text)
 
     def intact(self) -> bool:
         return True

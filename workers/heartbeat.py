@@ -19,15 +19,18 @@ from .names import RunNames
 
 SIZE = 4096
 MAGIC = int.from_bytes(b"PLDBEAT\0", "little")
-VERSION = 2
+VERSION = 3
 BUCKETS_S = tuple(0.0005 * 2**i for i in range(12))
 """Upper bounds of the processing-time histogram, 0.5 ms to 1 s; one more bucket is +Inf."""
 _MAGIC, _VERSION, _SEQ = 0, 8, 16
-_FIELDS = 24  # then: beat_ns, pid, state, frames_in, frames_out, dropped, busy_ns, reason_len
-_NFIELDS = 8
+_FIELDS = 24  # beat_ns, pid, state, frames_in, frames_out, dropped, busy_ns, then 2 lengths
+_NFIELDS = 9
 _HIST = _FIELDS + 8 * _NFIELDS  # then one count per bucket, +Inf last
 _REASON = _HIST + 8 * (len(BUCKETS_S) + 1)
-MAX_REASON = SIZE - _REASON
+MAX_REASON = 2048
+_DETAIL = _REASON + MAX_REASON
+MAX_DETAIL = SIZE - _DETAIL
+_NONE = 2**64 - 1  # the length of a text that is not set
 
 STARTING, RUNNING, WAITING = 0, 1, 2
 """What the worker says of itself: setting up, working, or waiting for its source."""
@@ -46,6 +49,8 @@ class Beat:
     busy_ns: int = 0
     reason: str | None = None
     busy_hist: tuple[int, ...] = ()
+    detail: str | None = None
+    """How the block runs, in its own words (a camera: the size and fps it gets)."""
     """Calls of the block's code by duration: counts per BUCKETS_S bucket, then +Inf."""
 
 
@@ -105,6 +110,7 @@ class Heartbeat:
         _atomics.store_relaxed(mm, _SEQ, self._seq)
         _atomics.fence_release()
         reason = (beat.reason or "").encode("utf-8", "replace")[:MAX_REASON]
+        detail = (beat.detail or "").encode("utf-8", "replace")[:MAX_DETAIL]
         values = (
             beat.beat_ns or time.monotonic_ns(),
             beat.pid or os.getpid(),
@@ -113,13 +119,15 @@ class Heartbeat:
             beat.frames_out,
             beat.dropped,
             beat.busy_ns,
-            len(reason) if beat.reason is not None else 2**64 - 1,
+            len(reason) if beat.reason is not None else _NONE,
+            len(detail) if beat.detail is not None else _NONE,
         )
         for i, value in enumerate(values):
             _atomics.store_relaxed(mm, _FIELDS + 8 * i, value)
         for i, count in enumerate(beat.busy_hist[: len(BUCKETS_S) + 1]):
             _atomics.store_relaxed(mm, _HIST + 8 * i, count)
         mm[_REASON : _REASON + len(reason)] = reason
+        mm[_DETAIL : _DETAIL + len(detail)] = detail
         self._seq += 1
         _atomics.store_release(mm, _SEQ, self._seq)
 
@@ -136,13 +144,17 @@ class Heartbeat:
             hist = tuple(
                 _atomics.load_relaxed(mm, _HIST + 8 * i) for i in range(len(BUCKETS_S) + 1)
             )
-            length = values[7]
-            raw = bytes(mm[_REASON : _REASON + min(length, MAX_REASON)])
+            reason = self._text(_REASON, values[7], MAX_REASON)
+            detail = self._text(_DETAIL, values[8], MAX_DETAIL)
             _atomics.fence_acquire()
             if _atomics.load_relaxed(mm, _SEQ) == seq:
-                reason = None if length == 2**64 - 1 else raw.decode("utf-8", "replace")
-                return Beat(*values[:7], reason=reason, busy_hist=hist)
+                return Beat(*values[:7], reason=reason, busy_hist=hist, detail=detail)
         return None  # the worker is mid-write every time we look: try again later
+
+    def _text(self, offset: int, length: int, limit: int) -> str | None:
+        if length == _NONE:
+            return None
+        return bytes(self._mm[offset : offset + min(length, limit)]).decode("utf-8", "replace")
 
     def close(self) -> None:
         self._mm.close()

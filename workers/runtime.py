@@ -97,6 +97,10 @@ class _Context:
     def waiting(self, reason: str | None) -> None:
         self._worker.set_waiting(reason)
 
+    def detail(self, text: str | None) -> None:
+        self._worker.detail = text
+        self._worker.beat(force=True)
+
     def intact(self) -> bool:
         held = self._worker.held_first
         return held is None or held.intact()
@@ -122,6 +126,7 @@ class Worker:
         self.stopping = False
         self.state = STARTING
         self.reason: str | None = None
+        self.detail: str | None = None
         self.frames_in = self.frames_out = self.stale = self.busy_ns = 0
         self.busy_hist = [0] * (len(BUCKETS_S) + 1)
         self.readers: list[WireReader] = []
@@ -189,6 +194,7 @@ class Worker:
                 busy_ns=self.busy_ns,
                 reason=self.reason,
                 busy_hist=tuple(self.busy_hist),
+                detail=self.detail,
             )
         )
 

@@ -162,7 +162,7 @@ class Camera(Block):
         if self.source.kind == "testsrc":
             self._scene = TestScene(*self.size, fps=self.fps)
             self.delivered_size, self.delivered_fps = self.size, self.fps
-            self.context.log.info("testsrc: %dx%d at %g fps", *self.size, self.fps)
+            self._report_delivery()
         else:
             _prepare_opencv(self.p["timeout"])
 
@@ -278,8 +278,12 @@ class Camera(Block):
         size = self.delivered_size or (0, 0)
         fps = self.delivered_fps or 0.0
         resize = "" if size == self.size else ", resizing"
+        self.context.detail(
+            f"{size[0]}x{size[1]} at {fps:.3g} fps (asked {self.size[0]}x{self.size[1]}"
+            f" at {self.fps:g}{resize})"
+        )
         self.context.log.info(
-            "source %s delivers %dx%d at %.3g fps (asked %dx%d at %g fps%s)",
+            "%s delivers %dx%d at %.3g fps (asked %dx%d at %g fps%s)",
             self.source.show(),
             *size,
             fps,

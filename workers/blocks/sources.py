@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
+from ..codec import redact
+
 SCHEMES = ("rtsp", "rtsps", "http", "https")
 DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443}
 _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
-_PASSWORD_RE = re.compile(r"(?<=//)([^/@\s:]*):[^@\s]*@")
 
 Kind = Literal["testsrc", "device", "file", "url"]
 
@@ -41,11 +42,6 @@ class Source:
 
     def show(self) -> str:
         return redact(str(self.target))
-
-
-def redact(text: str) -> str:
-    """``rtsp://user:pass@cam/`` -> ``rtsp://user:***@cam/``: safe to log."""
-    return _PASSWORD_RE.sub(r"\1:***@", text)
 
 
 def parse_source(value: str | int) -> Source:
