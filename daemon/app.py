@@ -32,10 +32,6 @@ log = logging.getLogger("pipelined")
 class Daemon:
     """What one ``pipelined`` process runs until it is told to stop."""
 
-    http: Listener | None = None
-    """The page's bound socket (``--http``), set by main; None: no page."""
-    web: WebServer | None = None
-
     def __init__(
         self,
         graph: Graph,
@@ -43,11 +39,14 @@ class Daemon:
         socket_path: Path | None,
         listen_sock: socket.socket | None = None,
         group: int | None = None,
+        http: Listener | None = None,
     ):
         self.supervisor = Supervisor(graph, instance, group)
         self.socket_path = socket_path
         self.listen_sock = listen_sock
         self.group = group
+        self.http = http  # the page's bound socket (--http); None: no page
+        self.web: WebServer | None = None
         self.control: ControlServer | None = None
         self.notifier = sd.Notifier()
         self._stop = asyncio.Event()

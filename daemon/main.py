@@ -76,8 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     announce(graph, path)
     web.announce(graph, http)
-    daemon = Daemon(graph, instance, path, listen_sock=sd.listen_socket())
-    daemon.http = http
+    daemon = Daemon(graph, instance, path, listen_sock=sd.listen_socket(), http=http)
     try:
         asyncio.run(daemon.serve())
     except ControlSocketError as exc:
