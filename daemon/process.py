@@ -20,6 +20,7 @@ from typing import Any
 
 import psutil
 
+from pipelined.workers.codec import CodecError
 from pipelined.workers.heartbeat import STARTING, Beat, Heartbeat
 from pipelined.workers.runtime import EXIT_CONFIG, WorkerArgs
 
@@ -96,7 +97,13 @@ class BlockProcess:
 
     def _launch(self) -> None:
         loop = asyncio.get_running_loop()
-        self.proc = launch(self.args)
+        try:
+            self.proc = launch(self.args)
+        except (OSError, CodecError) as exc:  # arguments too long, no memory, no fds left
+            self.proc = None
+            self._move(State.FAILED, f"cannot launch the worker: {exc}")
+            log.error("%s: cannot launch the worker: %s", self.name, exc, extra=self._log_extra)
+            return
         self._launched = time.monotonic()
         self._running_since = None
         self._beat = None

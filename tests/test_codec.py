@@ -447,3 +447,12 @@ def test_secrets_round_trip_and_never_reach_the_command_line(config: dict) -> No
     assert same(merge_secrets(public, secrets), config)
     assert same(merge_secrets(decode(encode(public)), decode(encode(secrets))), config)
     assert same(config, original)  # split_secrets left its input alone
+
+
+def test_redact_takes_linear_time_on_long_text() -> None:
+    """A long parameter is not rescanned from every position (that took a minute for
+    200 KB); at a megabyte, quadratic time would run past the suite's timeout."""
+    text = "x" * 1_000_000 + " rtsp://admin:hunter2@cam/stream"
+    assert redact(text).endswith(" rtsp://admin:***@cam/stream")
+    public, secrets = split_secrets({"label": text})
+    assert "hunter2" not in public["label"] and secrets

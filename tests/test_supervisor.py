@@ -283,3 +283,16 @@ def test_ctrl_c_in_a_terminal_stops_the_graph_in_order(tmp_path):
         assert d.runs() == set()
     finally:
         d.close()
+
+
+def test_a_worker_that_cannot_be_launched_fails_with_the_reason(tmp_path):
+    huge = "x" * 200_000  # past the kernel's 128 KiB for one argument
+    big = f'[blocks.big]\ntype = "{BLOCKS}:Labelled"\nlabel = "{huge}"\n'
+    d = RunningDaemon(graph(counter(), big)).start()
+    try:
+        failed = d.wait_state("big", "FAILED", timeout=60)
+        assert "cannot launch the worker" in failed["reason"]
+        assert "131,071" in failed["reason"]  # the codec says what the limit is
+        assert d.block("count")["state"] == "RUNNING"
+    finally:
+        d.close()
