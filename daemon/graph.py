@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from pipelined.workers import wire
+from pipelined.workers import codec, wire
 from pipelined.workers.block import Block, Param
 from pipelined.workers.codec import split_secrets
 from pipelined.workers.names import SHM_DIR, check_block
@@ -41,6 +41,8 @@ SLOTS = 4
 MAX_SLOT_BYTES = 512 * 1024 * 1024
 """The largest frame a wire takes: far above 8K RGB, below a typo's 100 GB."""
 BUILTIN_SOURCE = "<built-in>"
+ARGS_MARGIN = 4096
+"""Room in a worker's one-argument command line for what the daemon adds to the params."""
 
 
 def wire_bytes(frame_bytes: int, readers: int = 1) -> int:
@@ -202,6 +204,22 @@ class _Loader:
         self.problems: list[str] = []
         self.miswired: set[str] = set()  # blocks with wrong inputs: not sized, not to pile on
 
+    def fits_command_line(self, name: str, params: dict[str, Any]) -> None:
+        """A worker gets its parameters as one argument: refuse now what exec would."""
+        public, _ = split_secrets(params)
+        try:
+            size = len(codec.encode(public))
+        except codec.CodecError as exc:
+            self.say(name, f"its parameters cannot be passed to the worker: {exc}")
+            return
+        if size > codec.MAX_ARG_BYTES - ARGS_MARGIN:
+            self.say(
+                name,
+                f"its parameters take {size:,} bytes encoded; a worker's command line holds"
+                f" {codec.MAX_ARG_BYTES - ARGS_MARGIN:,} for them. Move large data to a file"
+                " and pass its path.",
+            )
+
     def say(self, block: str | None, problem: str) -> None:
         where = f"block {block!r}: " if block is not None else ""
         self.problems.append(f"{self.source}: {where}{problem}")
@@ -235,6 +253,8 @@ class _Loader:
         inputs = {n: self.inputs(n, t, tables, classes) for n, t in tables.items()}
         self.cycles(inputs)
         frames = self.frame_sizes(tables, classes, params, inputs)
+        for name, values in params.items():
+            self.fits_command_line(name, values)
         if self.problems:
             raise GraphError(self.problems)
         blocks = {

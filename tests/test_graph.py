@@ -371,3 +371,13 @@ def test_describe_hides_secrets(tmp_path: Path) -> None:
     text = describe(load_graph(path))
     assert "s3cret" not in text and "t0ken" not in text
     assert "rtsp://bob:***@cam/x" in text
+
+
+def test_parameters_too_large_for_a_command_line(tmp_path: Path) -> None:
+    path = tmp_path / "big.toml"
+    path.write_text(f'[blocks.cam]\ntype = "camera"\nsource = "{"x" * 140_000}.mp4"\n')
+    with pytest.raises(GraphError) as err:
+        load_graph(path)
+    (problem,) = err.value.problems
+    assert problem.startswith(f"{path}: block 'cam': its parameters ")
+    assert "config['source']" in problem and "to a file" in problem.lower()
