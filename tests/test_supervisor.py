@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -285,14 +286,23 @@ def test_ctrl_c_in_a_terminal_stops_the_graph_in_order(tmp_path):
         d.close()
 
 
-def test_a_worker_that_cannot_be_launched_fails_with_the_reason(tmp_path):
-    huge = "x" * 200_000  # past the kernel's 128 KiB for one argument
-    big = f'[blocks.big]\ntype = "{BLOCKS}:Labelled"\nlabel = "{huge}"\n'
-    d = RunningDaemon(graph(counter(), big)).start()
-    try:
-        failed = d.wait_state("big", "FAILED", timeout=60)
-        assert "cannot launch the worker" in failed["reason"]
-        assert "131,071" in failed["reason"]  # the codec says what the limit is
-        d.wait_state("count", "RUNNING")  # the rest of the graph runs on
-    finally:
-        d.close()
+def test_a_worker_that_cannot_be_launched_fails_with_the_reason(names):
+    """Graph loading refuses parameters too long for a command line; should a launch
+    fail anyway (no memory, no file descriptors), the block ends FAILED, not STARTING."""
+    from pipelined.daemon.graph import parse_graph
+    from pipelined.daemon.launch import worker_args
+    from pipelined.daemon.process import BlockProcess
+    from pipelined.workers.heartbeat import Heartbeat
+
+    spec = parse_graph(counter(), "t.toml").blocks["count"]
+    args = worker_args(names, spec, {"count": []}, None)
+    args.params = {**args.params, "label": "x" * 200_000}  # past the kernel's 128 KiB
+    block = BlockProcess(spec, args, Heartbeat.create(names, "count"))
+
+    async def start() -> None:
+        block.start()
+
+    asyncio.run(start())
+    assert block.state == "FAILED" and block.pid is None
+    assert "cannot launch the worker" in block.reason and "131,071" in block.reason
+    block.heartbeat.close()

@@ -116,9 +116,3 @@ class SecretProbe(Block):
     def process(self, frames):
         self.context.sleep(0.2)
         return None
-
-
-class Labelled(Counter):
-    """A Counter with a label: a test gives it one too long for a command line."""
-
-    params = {**Counter.params, "label": Param(str, default="", doc="any text")}
