@@ -67,25 +67,15 @@ def writer(ctx: Ctx, handles: dict) -> Iterator[Send]:
 def reader(ctx: Ctx, index: int, handles: dict) -> Iterator[Recv]:
     r = WireReader(RunNames("bench", ctx.run), ctx.label, index)
 
-    if TRANSPORTS[ctx.transport].read == "view":
+    read = r.read if TRANSPORTS[ctx.transport].read == "view" else r.read_copy
 
-        def recv(timeout: float) -> Got | None:
-            frame = r.read(timeout)
-            if frame is None:
-                return None
-            t_recv = time.monotonic_ns()
-            ts, ok = touch(frame.array)
-            return ts, t_recv, ok and frame.intact()
-
-    else:
-
-        def recv(timeout: float) -> Got | None:
-            frame = r.read_copy(timeout)
-            if frame is None:
-                return None
-            t_recv = time.monotonic_ns()
-            ts, ok = touch(frame.array)
-            return ts, t_recv, ok
+    def recv(timeout: float) -> Got | None:
+        frame = read(timeout)
+        if frame is None:
+            return None
+        t_recv = time.monotonic_ns()
+        ts, ok = touch(frame.array)
+        return ts, t_recv, ok and frame.intact()  # a copy is always intact
 
     try:
         yield recv
