@@ -5,8 +5,8 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "pipelined.workers._atomics",
-            sources=["workers/_atomics.c"],
+            "pipelined.workers.ipc._atomics",
+            sources=["workers/ipc/_atomics.c"],
             extra_compile_args=["-O2", "-std=c11"],
         )
     ]

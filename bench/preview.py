@@ -43,7 +43,7 @@ import psutil
 
 from pipelined.ctl.client import Client
 from pipelined.daemon.graph import DEFAULT_GRAPH_TOML
-from pipelined.workers.names import RunNames, runs_of
+from pipelined.workers.ipc.names import RunNames, runs_of
 
 VIEWERS = (0, 1, 20)
 BOUNDARY = b"--frame\r\n"

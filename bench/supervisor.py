@@ -23,7 +23,7 @@ and real sockets:
 - 20 blocks: a Counter and 19 Invert/Tally readers; daemon launch to its first answer
   and to every block RUNNING, then SIGKILL of the daemon to clean, as above.
 - supervisord (if ``pip install supervisor``): one program importing what the invert
-  worker imports (pipelined.workers.runtime, userblocks.runtime_blocks), autorestart,
+  worker imports (pipelined.workers.runtime.worker, userblocks.runtime_blocks), autorestart,
   ``startsecs=0``: with startsecs=1 RUNNING would mean "alive for 1 s" and the number
   would be 1 s plus noise. startsecs=0 makes supervisord call it RUNNING at fork, before
   any import, so the like-for-like number is "replacement's imports done" (the program
@@ -62,8 +62,8 @@ from typing import Any
 import psutil
 
 from pipelined.ctl.client import Client, DaemonUnreachable
-from pipelined.workers.heartbeat import STARTING, Heartbeat
-from pipelined.workers.names import RunNames, new_run_token, runs_of
+from pipelined.workers.ipc.heartbeat import STARTING, Heartbeat
+from pipelined.workers.ipc.names import RunNames, new_run_token, runs_of
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -81,7 +81,7 @@ RESTART_SUPERVISION = (
 )
 SD_PROGRAM = """\
 import os, sys, time
-import pipelined.workers.runtime, userblocks.runtime_blocks  # what the invert worker imports
+import pipelined.workers.runtime.worker, userblocks.runtime_blocks  # what the invert worker imports
 path = sys.argv[1]
 with open(path + ".tmp", "w") as f:
     f.write(str(os.getpid()))

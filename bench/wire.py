@@ -44,7 +44,7 @@ from _transports import ALL, MEMCPY, TRANSPORTS, load
 from _transports.child import MARK, StdioChannel, run, spawn_main
 from _transports.common import READERS, Ctx, Schedule, sleep_until, source_frame
 
-from pipelined.workers.names import RunNames, new_run_token
+from pipelined.workers.ipc.names import RunNames, new_run_token
 
 DEFAULT_SIZES = ["640x480", "1280x720", "1920x1080"]
 STARTUP_TIMEOUT = 60.0  # s for every process of a transport to say ready

@@ -29,10 +29,11 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from pipelined.workers import codec, wire
+from pipelined.workers import codec
 from pipelined.workers.block import Block, Param
 from pipelined.workers.codec import split_secrets
-from pipelined.workers.names import SHM_DIR, check_block
+from pipelined.workers.ipc import wire
+from pipelined.workers.ipc.names import SHM_DIR, check_block
 from pipelined.workers.registry import BlockTypeError, resolve
 
 RESTART_POLICIES = ("always", "on-failure", "never")

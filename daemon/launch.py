@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 from pipelined.workers import codec
-from pipelined.workers.liveness import Supervisor
-from pipelined.workers.names import RunNames
-from pipelined.workers.runtime import WorkerArgs
+from pipelined.workers.ipc.liveness import Supervisor
+from pipelined.workers.ipc.names import RunNames
+from pipelined.workers.runtime.worker import WorkerArgs
 
 from .graph import BlockSpec
 

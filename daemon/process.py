@@ -21,8 +21,8 @@ from typing import Any
 import psutil
 
 from pipelined.workers.codec import CodecError
-from pipelined.workers.heartbeat import STARTING, Beat, Heartbeat
-from pipelined.workers.runtime import EXIT_CONFIG, WorkerArgs
+from pipelined.workers.ipc.heartbeat import STARTING, Beat, Heartbeat
+from pipelined.workers.runtime.worker import EXIT_CONFIG, WorkerArgs
 
 from .graph import BlockSpec
 from .launch import launch

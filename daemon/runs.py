@@ -14,8 +14,8 @@ import struct
 
 import posix_ipc
 
-from pipelined.workers.liveness import Supervisor, start_time
-from pipelined.workers.names import RunNames, runs_of
+from pipelined.workers.ipc.liveness import Supervisor, start_time
+from pipelined.workers.ipc.names import RunNames, runs_of
 
 log = logging.getLogger("pipelined.runs")
 _RECORD = struct.Struct("<QQ")  # pid, start time

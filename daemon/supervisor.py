@@ -15,9 +15,9 @@ from typing import Any
 
 import posix_ipc
 
-from pipelined.workers.heartbeat import Heartbeat
-from pipelined.workers.names import RunNames, new_run_token
-from pipelined.workers.wire import Wire
+from pipelined.workers.ipc.heartbeat import Heartbeat
+from pipelined.workers.ipc.names import RunNames, new_run_token
+from pipelined.workers.ipc.wire import Wire
 
 from . import runs
 from .graph import BlockSpec, Graph

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelined.workers.names import RunNames, all_entries, new_run_token
+from pipelined.workers.ipc.names import RunNames, all_entries, new_run_token
 
 TESTS = Path(__file__).parent
 STANDINS = TESTS / "standins.py"

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pipelined.ctl.client import Client, DaemonUnreachable
-from pipelined.workers.names import RunNames, runs_of
+from pipelined.workers.ipc.names import RunNames, runs_of
 
 T = TypeVar("T")
 BLOCKS = "userblocks.runtime_blocks"

@@ -21,11 +21,11 @@ import time
 
 import numpy as np
 
-from pipelined.workers.heartbeat import RUNNING, Beat, Heartbeat
-from pipelined.workers.liveness import Supervisor
-from pipelined.workers.names import RunNames
-from pipelined.workers.runtime import WorkerArgs
-from pipelined.workers.wire import Wire, WireReader, WireWriter
+from pipelined.workers.ipc.heartbeat import RUNNING, Beat, Heartbeat
+from pipelined.workers.ipc.liveness import Supervisor
+from pipelined.workers.ipc.names import RunNames
+from pipelined.workers.ipc.wire import Wire, WireReader, WireWriter
+from pipelined.workers.runtime.worker import WorkerArgs
 
 BLOCKS = "userblocks.runtime_blocks"
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from pipelined.workers import block as block_api
-from pipelined.workers.blocks.errors import ConfigurationError
+from pipelined.workers.block import ConfigurationError
 from pipelined.workers.blocks.screen import Screen
 
 TITLE = "pipelined screen test"

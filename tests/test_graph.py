@@ -21,9 +21,9 @@ from pipelined.daemon.graph import (
     parse_graph,
     wire_bytes,
 )
-from pipelined.workers import wire
 from pipelined.workers.block import Block
-from pipelined.workers.names import all_entries
+from pipelined.workers.ipc import wire
+from pipelined.workers.ipc.names import all_entries
 
 TESTS = Path(__file__).parent
 EXAMPLE = TESTS.parent / "examples" / "five-blocks.toml"

@@ -22,7 +22,7 @@ from test_web_support import (
 )
 
 from pipelined.daemon.graph import GraphError, parse_graph
-from pipelined.workers.mjpeg import (
+from pipelined.workers.http.mjpeg import (
     Pacer,
     View,
     encode_jpeg,

@@ -12,10 +12,10 @@ from daemon_harness import wait_for
 from standins import BLOCKS, launch_chain, wait_running
 
 from pipelined.daemon.launch import launch
-from pipelined.workers.heartbeat import RUNNING, Heartbeat
-from pipelined.workers.liveness import Supervisor, start_time
-from pipelined.workers.names import RunNames
-from pipelined.workers.runtime import EXIT_CONFIG, WorkerArgs
+from pipelined.workers.ipc.heartbeat import RUNNING, Heartbeat
+from pipelined.workers.ipc.liveness import Supervisor, start_time
+from pipelined.workers.ipc.names import RunNames
+from pipelined.workers.runtime.worker import EXIT_CONFIG, WorkerArgs
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from daemon_harness import (
 )
 
 from pipelined.ctl.protocol import CommandError
-from pipelined.workers.liveness import start_time
+from pipelined.workers.ipc.liveness import start_time
 
 FAST = "backoff_initial = 0.05\nrestart_window = 60.0\n"
 
@@ -226,9 +226,9 @@ def test_stop_during_backoff_is_never_undone_by_the_restart(tmp_path):
 
 def test_dead_runs_of_the_instance_are_removed_at_start_and_logged(tmp_path):
     from pipelined.daemon import runs
-    from pipelined.workers.heartbeat import Heartbeat
-    from pipelined.workers.names import RunNames
-    from pipelined.workers.wire import Wire
+    from pipelined.workers.ipc.heartbeat import Heartbeat
+    from pipelined.workers.ipc.names import RunNames
+    from pipelined.workers.ipc.wire import Wire
 
     d = RunningDaemon(graph(counter()))
     dead = RunNames(d.instance, "deadbeef")
@@ -236,7 +236,7 @@ def test_dead_runs_of_the_instance_are_removed_at_start_and_logged(tmp_path):
     Heartbeat.create(dead, "count").close()
     exited = subprocess.run(  # a daemon that claimed its run and died without cleaning up
         [sys.executable, "-c", "import sys; from pipelined.daemon import runs;"
-         " from pipelined.workers.names import RunNames;"
+         " from pipelined.workers.ipc.names import RunNames;"
          f" runs.claim(RunNames({d.instance!r}, 'deadbeef'))"],
         check=True,
     )  # fmt: skip
@@ -292,7 +292,7 @@ def test_a_worker_that_cannot_be_launched_fails_with_the_reason(names):
     from pipelined.daemon.graph import parse_graph
     from pipelined.daemon.launch import worker_args
     from pipelined.daemon.process import BlockProcess
-    from pipelined.workers.heartbeat import Heartbeat
+    from pipelined.workers.ipc.heartbeat import Heartbeat
 
     spec = parse_graph(counter(), "t.toml").blocks["count"]
     args = worker_args(names, spec, {"count": []}, None)

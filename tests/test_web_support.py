@@ -18,8 +18,8 @@ from daemon_harness import RunningDaemon, wait_for
 
 from pipelined.daemon.graph import DEFAULT_GRAPH_TOML
 from pipelined.daemon.supervisor import SPARE_READERS
-from pipelined.workers.names import RunNames
-from pipelined.workers.wire import WireReader
+from pipelined.workers.ipc.names import RunNames
+from pipelined.workers.ipc.wire import WireReader
 
 DEMO_BLOCKS = ["camera", "red", "edges", "recorder", "preview"]
 

@@ -16,9 +16,9 @@ import numpy as np
 import posix_ipc
 import pytest
 
-from pipelined.workers import _atomics
-from pipelined.workers.names import SHM_DIR, RunNames
-from pipelined.workers.wire import (
+from pipelined.workers.ipc import _atomics
+from pipelined.workers.ipc.names import SHM_DIR, RunNames
+from pipelined.workers.ipc.wire import (
     FrameTooLarge,
     Wire,
     WireError,
@@ -343,8 +343,8 @@ def test_group_members_share_a_group_wire(names):
 def test_full_dev_shm_is_an_error_at_creation_not_a_sigbus_later():
     code = textwrap.dedent("""
         import os
-        from pipelined.workers.names import RunNames
-        from pipelined.workers.wire import Wire, WireError
+        from pipelined.workers.ipc.names import RunNames
+        from pipelined.workers.ipc.wire import Wire, WireError
         names = RunNames("test", "tiny")
         try:
             Wire.create(names, "cam", 4 * 1024 * 1024, readers=2)

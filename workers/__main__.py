@@ -2,6 +2,6 @@
 
 import sys
 
-from .runtime import main
+from .runtime.worker import main
 
 sys.exit(main())

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 import iceoryx2 as iox
 import numpy as np
 
-from pipelined.workers.names import RunNames
+from pipelined.workers.ipc.names import RunNames
 
 from . import TRANSPORTS
 from .common import READERS, Ctx, Got, Recv, Send, complete, fill, source_frame, touch

@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from pipelined.workers.names import RunNames, new_run_token
-from pipelined.workers.wire import Wire, WireReader, WireWriter
+from pipelined.workers.ipc.names import RunNames, new_run_token
+from pipelined.workers.ipc.wire import Wire, WireReader, WireWriter
 
 from .common import READERS, Ctx, complete, fill, touch
 

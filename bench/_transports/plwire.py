@@ -13,8 +13,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from pipelined.workers.names import RunNames
-from pipelined.workers.wire import Wire, WireReader, WireWriter
+from pipelined.workers.ipc.names import RunNames
+from pipelined.workers.ipc.wire import Wire, WireReader, WireWriter
 
 from . import TRANSPORTS
 from .common import READERS, Ctx, Got, Recv, Send, complete, fill, source_frame, touch

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 import numpy as np
 import posix_ipc
 
-from pipelined.workers.names import RunNames
+from pipelined.workers.ipc.names import RunNames
 
 from .common import Ctx, Got, Recv, Send, complete, fill, source_frame, touch
 

@@ -74,7 +74,7 @@ def listen_from_args(opts: argparse.Namespace, builtin: bool) -> Listener | None
     text = opts.http if opts.http is not None else (DEMO_LISTEN if builtin else "off")
     if text == "off":
         return None
-    from pipelined.workers.mjpeg import is_loopback, parse_listen
+    from pipelined.workers.http.mjpeg import is_loopback, parse_listen
 
     try:
         host, port = parse_listen(text)
@@ -115,7 +115,7 @@ def _token(path: str | None) -> str:
 
 def announce(graph: Graph, listener: Listener | None) -> None:
     """Print the URLs to open: the page, and each preview block's streams."""
-    from pipelined.workers.mjpeg import parse_listen, url_host
+    from pipelined.workers.http.mjpeg import parse_listen, url_host
 
     if listener is not None:
         note = " (token required)" if listener.token else ""

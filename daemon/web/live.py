@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from pipelined.workers.mjpeg import (
+from pipelined.workers.http.mjpeg import (
     NO_STORE,
     Streams,
     View,
@@ -27,7 +27,7 @@ from pipelined.workers.mjpeg import (
     mjpeg_response,
     send_mjpeg,
 )
-from pipelined.workers.wire import Wire, WireError, WireReader
+from pipelined.workers.ipc.wire import Wire, WireError, WireReader
 
 from ..supervisor import SPARE_READERS
 

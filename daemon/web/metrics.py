@@ -7,7 +7,7 @@ a worker's heartbeat (frames, drops, busy time, CPU seconds) restart at 0 with t
 which Prometheus' ``rate()`` handles as a counter reset.
 
 Processing time is a histogram whose buckets the workers count themselves, per call of
-the block's code, in their heartbeat (workers/heartbeat.py, BUCKETS_S). For a source a
+the block's code, in their heartbeat (workers/ipc/heartbeat.py, BUCKETS_S). For a source a
 call includes waiting for its device or its pacing.
 """
 
@@ -30,7 +30,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from pipelined.workers.heartbeat import BUCKETS_S
+from pipelined.workers.ipc.heartbeat import BUCKETS_S
 
 from ..states import State
 

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from pipelined.workers.mjpeg import (
+from pipelined.workers.http.mjpeg import (
     given_token,
     is_loopback,
     local_host_header,

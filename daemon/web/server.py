@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from pipelined.workers.mjpeg import NO_STORE, secure_response, start_server
+from pipelined.workers.http.mjpeg import NO_STORE, secure_response, start_server
 
 from . import api, metrics
 from .listen import Listener

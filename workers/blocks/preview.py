@@ -31,7 +31,7 @@ The first input arrives as a zero-copy view into the wire; the block copies the 
 it hands to the server and then asks ``context.intact()``, so a frame the writer
 overwrote meanwhile is dropped, never shown torn.
 
-The HTTP and MJPEG helpers it shares with the daemon's live views are in workers/mjpeg.py.
+The HTTP and MJPEG helpers it shares with the daemon's live views are in workers/http/.
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
-from ..block import Block, Param, in_range
-from ..mjpeg import (
+from ..block import Block, ConfigurationError, Param, in_range
+from ..http.mjpeg import (
     FRAME_WAIT,
     NO_STORE,
     Pacer,
@@ -68,7 +68,6 @@ from ..mjpeg import (
     start_server,
     url_host,
 )
-from .errors import ConfigurationError
 
 MAX_VIEWERS = 64
 MAX_ENCODINGS = 8

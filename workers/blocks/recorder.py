@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from ..block import Block, Param, in_range
-from .compose import side_by_side
+from ..picture import side_by_side
 
 SNAPSHOT = "latest.jpg"
 CLEANUP_EVERY = 60.0  # seconds between age checks while one file is being written

@@ -16,9 +16,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..block import Block, Param
-from .compose import fit_within, side_by_side
-from .errors import ConfigurationError
+from ..block import Block, ConfigurationError, Param
+from ..picture import fit_within, side_by_side
 
 INSTEAD = (
     "To see the frames on a headless box, use a recorder block and open its latest.jpg,"

@@ -24,13 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from . import codec
-from .block import Block, ConfigurationError
-from .heartbeat import BUCKETS_S, RUNNING, STARTING, WAITING, Beat, Heartbeat, bucket
-from .liveness import Supervisor, ask_for_death_signal
-from .names import RunNames
-from .registry import resolve
-from .wire import Frame, WireReader, WireWriter
+from .. import codec
+from ..block import Block, ConfigurationError
+from ..ipc.heartbeat import BUCKETS_S, RUNNING, STARTING, WAITING, Beat, Heartbeat, bucket
+from ..ipc.liveness import Supervisor, ask_for_death_signal
+from ..ipc.names import RunNames
+from ..ipc.wire import Frame, WireReader, WireWriter
+from ..registry import resolve
 
 EXIT_OK = 0
 EXIT_CRASH = 1

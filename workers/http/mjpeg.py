@@ -23,7 +23,7 @@ import numpy as np
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from .blocks.compose import as_bgr
+from ..picture import as_bgr
 
 BOUNDARY = "frame"
 MJPEG_TYPE = f"multipart/x-mixed-replace; boundary={BOUNDARY}"

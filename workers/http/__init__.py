@@ -1,0 +1,1 @@
+"""HTTP and MJPEG helpers shared by the preview block and the daemon's live wire views."""

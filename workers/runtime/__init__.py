@@ -1,0 +1,1 @@
+"""The worker runtime: one block in its own process (``python -m pipelined.workers``)."""
