@@ -43,7 +43,8 @@ import psutil
 
 from pipelined.ctl.client import Client
 from pipelined.daemon.graph import DEFAULT_GRAPH_TOML
-from pipelined.workers.ipc.names import RunNames, runs_of
+from pipelined.workers.ipc.names import RunNames
+from pipelined.workers.ipc.segment import runs_of, unlink_run
 
 VIEWERS = (0, 1, 20)
 BOUNDARY = b"--frame\r\n"
@@ -109,7 +110,7 @@ class Daemon:
                 self.proc.kill()
                 self.proc.wait(10)
         for run in runs_of(self.instance):
-            RunNames(self.instance, run).unlink_all()
+            unlink_run(RunNames(self.instance, run))
         self.log.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 

@@ -63,7 +63,8 @@ import psutil
 
 from pipelined.ctl.client import Client, DaemonUnreachable
 from pipelined.workers.ipc.heartbeat import STARTING, Heartbeat
-from pipelined.workers.ipc.names import RunNames, new_run_token, runs_of
+from pipelined.workers.ipc.names import RunNames, new_run_token
+from pipelined.workers.ipc.segment import runs_of, unlink_run
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -175,7 +176,7 @@ class Bench:
         for pid in worker_pids(instance):  # workers of a killed daemon that did not leave
             with_no_such_process(lambda p=pid: psutil.Process(p).kill())
         for run in runs_of(instance):
-            RunNames(instance, run).unlink_all()
+            unlink_run(RunNames(instance, run))
 
     def log_tail(self, instance: str) -> str:
         path = self.tmp / instance / "daemon.log"

@@ -45,6 +45,7 @@ from _transports.child import MARK, StdioChannel, run, spawn_main
 from _transports.common import READERS, Ctx, Schedule, sleep_until, source_frame
 
 from pipelined.workers.ipc.names import RunNames, new_run_token
+from pipelined.workers.ipc.segment import unlink_run
 
 DEFAULT_SIZES = ["640x480", "1280x720", "1920x1080"]
 STARTUP_TIMEOUT = 60.0  # s for every process of a transport to say ready
@@ -448,7 +449,7 @@ def bench(args: argparse.Namespace) -> int:
         say("interrupted: children stopped, shared memory removed")
         return 130
     finally:
-        names.unlink_all()
+        unlink_run(names)
         shutil.rmtree(tmpdir, ignore_errors=True)
     rows = []
     for size in args.sizes:

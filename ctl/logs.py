@@ -21,22 +21,18 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from .protocol import BLOCK_RE, DEFAULT_INSTANCE
+from pipelined.workers.ipc.names import DEFAULT_INSTANCE
+
+from . import argtypes
 
 HELP = "a block's log lines from the systemd journal (the system daemon's)"
 FOLLOW_WAIT = 1.0
 
 
-def _block(text: str) -> str:
-    if not BLOCK_RE.match(text):
-        raise argparse.ArgumentTypeError(
-            f"block name {text!r} is not valid: use 1-64 of A-Z, a-z, 0-9, '_' and '-'"
-        )
-    return text
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("block", type=_block, metavar="BLOCK", help="the block whose lines to show")
+    parser.add_argument(
+        "block", type=argtypes.block, metavar="BLOCK", help="the block whose lines to show"
+    )
     parser.add_argument(
         "-f", "--follow", action="store_true", help="keep printing new lines until Ctrl-C"
     )

@@ -23,16 +23,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from pipelined.workers.ipc.names import DEFAULT_INSTANCE
+
+from . import argtypes, logs
 from . import format as fmt
-from . import logs
 from .client import Client, DaemonUnreachable
 from .protocol import (
-    BLOCK_RE,
-    DEFAULT_INSTANCE,
     SOCKET_ENV,
     CommandError,
     ProtocolError,
-    check_instance,
     places_looked,
     socket_path,
 )
@@ -41,28 +40,6 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # the daemon refused or failed
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
-
-
-def _instance(text: str) -> str:
-    try:
-        return check_instance(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _block(text: str) -> str:
-    if not BLOCK_RE.match(text):
-        raise argparse.ArgumentTypeError(
-            f"block name {text!r} is not valid: use 1-64 of A-Z, a-z, 0-9, '_' and '-'"
-        )
-    return text
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,14 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--instance",
-        type=_instance,
+        type=argtypes.instance,
         default=argparse.SUPPRESS,
         metavar="NAME",
         help=f"which daemon, when several run (default: {DEFAULT_INSTANCE})",
     )
     common.add_argument(
         "--timeout",
-        type=_positive,
+        type=argtypes.positive,
         default=argparse.SUPPRESS,
         metavar="S",
         help="seconds to wait for the daemon (default: 10)",
@@ -103,19 +80,19 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     status = verb("status", "the state of every block (or of the BLOCKs named) and the wires")
-    status.add_argument("blocks", nargs="*", type=_block, metavar="BLOCK")
+    status.add_argument("blocks", nargs="*", type=argtypes.block, metavar="BLOCK")
     status.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
     status.add_argument(
-        "--interval", type=_positive, default=2.0, metavar="S", help="--watch period (2 s)"
+        "--interval", type=argtypes.positive, default=2.0, metavar="S", help="--watch period (2 s)"
     )
     status.add_argument(
         "--count", type=int, default=None, metavar="N", help="--watch: stop after N refreshes"
     )
     for name, what in (("start", "start"), ("stop", "stop")):
         sub = verb(name, f"{what} the BLOCKs named, or all of them; the daemon keeps running")
-        sub.add_argument("blocks", nargs="*", type=_block, metavar="BLOCK")
+        sub.add_argument("blocks", nargs="*", type=argtypes.block, metavar="BLOCK")
     restart = verb("restart", "stop and start the BLOCKs named")
-    restart.add_argument("blocks", nargs="+", type=_block, metavar="BLOCK")
+    restart.add_argument("blocks", nargs="+", type=argtypes.block, metavar="BLOCK")
     verb("reload", "re-read the graph file and restart only what changed")
     graph = verb("graph", "the running graph: blocks, states and what each reads")
     graph.add_argument("--dot", action="store_true", help="as Graphviz dot, states as colours")

@@ -29,19 +29,21 @@ The commands and their results (what pipectl sends and expects):
 pipectl prints whatever comes back readably (``pipelined.ctl.format``) and exits 1 on
 any error reply.
 
-This module is stdlib-only and imports nothing from the daemon or the workers: pipectl
-must run on a box where only it is installed, and the daemon imports it.
+This module is plain Python and imports nothing from the daemon and, of the workers, only
+the name rules (``pipelined.workers.ipc.names``, itself plain Python): pipectl starts
+fast and runs as any user, and the daemon imports it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pipelined.workers.ipc.names import check_instance
 
 PROTOCOL_VERSION = 1
 MAX_LINE = 1 << 20  # bytes in one request or reply line, without its newline
@@ -60,9 +62,6 @@ ERROR_CODES = frozenset(
     (BAD_REQUEST, UNKNOWN_COMMAND, NO_SUCH_BLOCK, FORBIDDEN, TOO_LARGE, TIMEOUT, BUSY)
 ) | {INTERNAL, FAILED}
 
-INSTANCE_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}\Z")
-BLOCK_RE = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
-DEFAULT_INSTANCE = "main"
 SYSTEM_DIR = Path("/run/pipelined")  # systemd's RuntimeDirectory for the system daemon
 SOCKET_ENV = "PIPELINED_SOCKET"
 
@@ -227,55 +226,7 @@ def decode_reply(line: bytes) -> Reply:
     )
 
 
-# -- arguments, for command handlers -----------------------------------------------------
-
-_MISSING: Any = object()
-
-
-def get_arg(
-    args: Mapping[str, Any], name: str, kind: type | tuple[type, ...], default: Any = _MISSING
-) -> Any:
-    """``args[name]`` checked against ``kind``; raises CommandError(bad_request) otherwise.
-
-    ``bool`` is not accepted where ``int`` is asked (JSON keeps them apart; Python doesn't).
-    """
-    if name not in args:
-        if default is _MISSING:
-            raise CommandError(BAD_REQUEST, f"missing argument {name!r}")
-        return default
-    value = args[name]
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-        wanted = " or ".join(k.__name__ for k in kinds)
-        raise CommandError(
-            BAD_REQUEST, f"argument {name!r} must be {wanted}, not {type(value).__name__}"
-        )
-    return value
-
-
-def get_blocks(args: Mapping[str, Any]) -> list[str]:
-    """The ``blocks`` argument: a list of block names, empty (or absent) meaning all."""
-    blocks = get_arg(args, "blocks", list, [])
-    for name in blocks:
-        if not isinstance(name, str) or not BLOCK_RE.match(name):
-            raise CommandError(
-                BAD_REQUEST,
-                f"'blocks' must list block names (1-64 of A-Z, a-z, 0-9, '_', '-'); got {name!r}",
-            )
-    return blocks
-
-
 # -- names and the socket path -----------------------------------------------------------
-
-
-def check_instance(instance: str) -> str:
-    """The instance name, or ValueError saying what a valid one looks like."""
-    if not isinstance(instance, str) or not INSTANCE_RE.match(instance):
-        raise ValueError(
-            f"instance name {instance!r} is not valid: use 1-32 of a-z, 0-9, '_' and '-',"
-            " starting with a letter or digit"
-        )
-    return instance
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ The daemon registers one coroutine per command (circus-style)::
 
 A handler gets the request's ``args`` (a dict) and returns a JSON-able result, or raises
 ``CommandError`` (``bad_request`` for arguments of the wrong type: see ``get_arg`` and
-``get_blocks`` in pipelined.ctl.protocol). ``hello`` is answered here.
+``get_blocks`` in pipelined.daemon.commands.args). ``hello`` is answered here.
 
 The daemon must never wait on a client, because the same event loop supervises the
 workers. So every read has a deadline (a client must finish each request within
@@ -56,11 +56,11 @@ from pipelined.ctl.protocol import (
     UNKNOWN_COMMAND,
     BadRequest,
     CommandError,
-    check_instance,
     decode_request,
     encode_error,
     encode_result,
 )
+from pipelined.workers.ipc.names import check_instance
 
 log = logging.getLogger(__name__)
 

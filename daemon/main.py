@@ -17,7 +17,8 @@ import os
 import sys
 from pathlib import Path
 
-from pipelined.ctl.protocol import DEFAULT_INSTANCE, check_instance, socket_path
+from pipelined.ctl.protocol import socket_path
+from pipelined.workers.ipc.names import DEFAULT_INSTANCE, check_instance
 
 from . import systemd as sd
 from . import web

@@ -8,14 +8,12 @@ box that lost power or had its daemon killed does not fill /dev/shm over the mon
 from __future__ import annotations
 
 import logging
-import mmap
 import os
 import struct
 
-import posix_ipc
-
 from pipelined.workers.ipc.liveness import Supervisor, start_time
-from pipelined.workers.ipc.names import RunNames, runs_of
+from pipelined.workers.ipc.names import RunNames
+from pipelined.workers.ipc.segment import Segment, runs_of, unlink_run
 
 log = logging.getLogger("pipelined.runs")
 _RECORD = struct.Struct("<QQ")  # pid, start time
@@ -24,30 +22,22 @@ _RECORD = struct.Struct("<QQ")  # pid, start time
 def claim(names: RunNames, group: int | None = None) -> None:
     """Mark this process as the owner of ``names``' run."""
     me = Supervisor.me()
-    mode = 0o660 if group is not None else 0o600
-    shm = posix_ipc.SharedMemory(names.owner(), posix_ipc.O_CREX, mode=mode, size=_RECORD.size)
-    try:
-        if group is not None:
-            os.fchown(shm.fd, -1, group)
-        os.fchmod(shm.fd, mode)
-        with mmap.mmap(shm.fd, _RECORD.size) as mm:
-            mm[:] = _RECORD.pack(me.pid, me.start_time)
-    finally:
-        shm.close_fd()
+    owner = Segment.create(names.owner(), _RECORD.size, group)
+    owner.mm[:] = _RECORD.pack(me.pid, me.start_time)
+    owner.close()
 
 
 def owner_alive(names: RunNames) -> bool:
     try:
-        shm = posix_ipc.SharedMemory(names.owner())
-    except posix_ipc.ExistentialError:
+        owner = Segment.attach(names.owner(), writable=False)
+    except (FileNotFoundError, ValueError):
         return False
     try:
-        if shm.size < _RECORD.size:
+        if owner.size < _RECORD.size:
             return False
-        with mmap.mmap(shm.fd, _RECORD.size, prot=mmap.PROT_READ) as mm:
-            pid, started = _RECORD.unpack(mm[:])
+        pid, started = _RECORD.unpack(owner.mm[: _RECORD.size])
     finally:
-        shm.close_fd()
+        owner.close()
     return pid == os.getpid() or (start_time(pid) == started and started != 0)
 
 
@@ -58,7 +48,7 @@ def remove_dead_runs(instance: str, keep: str | None = None) -> list[str]:
         names = RunNames(instance, run)
         if run == keep or owner_alive(names):
             continue
-        gone = names.unlink_all()
+        gone = unlink_run(names)
         if gone:
             log.info("removed %d objects of dead run %s: %s", len(gone), run, ", ".join(gone))
         removed += gone

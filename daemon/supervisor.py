@@ -13,10 +13,9 @@ import logging
 import time
 from typing import Any
 
-import posix_ipc
-
 from pipelined.workers.ipc.heartbeat import Heartbeat
 from pipelined.workers.ipc.names import RunNames, new_run_token
+from pipelined.workers.ipc.segment import unlink_run
 from pipelined.workers.ipc.wire import Wire
 
 from . import runs
@@ -57,7 +56,7 @@ class Supervisor:
             for name in self.graph.order():
                 self._create(self.graph.blocks[name])
         except BaseException:
-            self.names.unlink_all()
+            unlink_run(self.names)
             raise
         log.info(
             "run %s of instance %s: %d blocks, %d wires",
@@ -99,8 +98,8 @@ class Supervisor:
     def _drop(self, name: str) -> None:
         """Forget a stopped block: unlink its wire and heartbeat."""
         proc = self.blocks.pop(name)
+        proc.heartbeat.unlink()
         proc.heartbeat.close()
-        _unlink_beat(self.names, name)
         self._drop_wire(name)
 
     # -- running -----------------------------------------------------------------------
@@ -192,7 +191,7 @@ class Supervisor:
             proc.heartbeat.close()
         for wire in self.wires.values():
             wire.close()
-        removed = self.names.unlink_all()
+        removed = unlink_run(self.names)
         log.info("stopped; removed %d objects of run %s", len(removed), self.names.run)
 
     # -- reporting ---------------------------------------------------------------------
@@ -232,10 +231,3 @@ class Supervisor:
         running = sum(s == State.RUNNING for s in states)
         failed = sum(s == State.FAILED for s in states)
         return f"{len(states)} blocks: {running} running, {failed} failed"
-
-
-def _unlink_beat(names: RunNames, block: str) -> None:
-    try:
-        posix_ipc.unlink_shared_memory(names.beat(block))
-    except posix_ipc.ExistentialError:
-        pass

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelined.workers.ipc.names import RunNames, all_entries, new_run_token
+from pipelined.workers.ipc.names import RunNames, new_run_token
+from pipelined.workers.ipc.segment import all_entries, unlink_run
 
 TESTS = Path(__file__).parent
 STANDINS = TESTS / "standins.py"
@@ -38,7 +39,7 @@ def names() -> Iterator[RunNames]:
     """A fresh run of the 'test' instance, removed from /dev/shm after the test."""
     run = RunNames("test", new_run_token())
     yield run
-    run.unlink_all()
+    unlink_run(run)
 
 
 class Procs:

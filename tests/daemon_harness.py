@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pipelined.ctl.client import Client, DaemonUnreachable
-from pipelined.workers.ipc.names import RunNames, runs_of
+from pipelined.workers.ipc.names import RunNames
+from pipelined.workers.ipc.segment import runs_of, unlink_run
 
 T = TypeVar("T")
 BLOCKS = "userblocks.runtime_blocks"
@@ -113,7 +114,7 @@ class RunningDaemon:
         for run in self.runs():  # workers of a killed daemon remove these themselves
             wait_for(lambda r=run: r not in self.runs(), 15, f"run {run} to be cleaned up")
         for run in self.runs():
-            RunNames(self.instance, run).unlink_all()
+            unlink_run(RunNames(self.instance, run))
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pipelined.workers.ipc.names import runs_of
+from pipelined.workers.ipc.segment import runs_of
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "supervisor.py"
 ROWS = {

@@ -4,8 +4,8 @@ A real ControlServer runs in a background thread's event loop with a stand-in co
 table (the daemon's own commands are wired in elsewhere). Every hostile input of the
 issue is sent raw, and after each the server must still answer. Peer credentials are
 tested with a real second uid (65534) in a subprocess: pipectl itself, run by a python
-that uid may execute, from a copy of pipelined.ctl alone (which also proves ctl needs
-nothing from the daemon or the workers).
+that uid may execute, from a copy of pipelined.ctl and the name rules alone (which also proves
+ctl needs nothing else of the daemon or the workers).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pipelined.ctl
+import pipelined.workers
 from pipelined.ctl import format as fmt
 from pipelined.ctl.client import Client
 from pipelined.ctl.main import main
@@ -59,11 +60,10 @@ from pipelined.ctl.protocol import (
     encode_error,
     encode_request,
     encode_result,
-    get_arg,
-    get_blocks,
     places_looked,
     socket_path,
 )
+from pipelined.daemon.commands.args import get_arg, get_blocks
 from pipelined.daemon.control import ControlServer, ControlSocketError, Peer
 
 NOBODY = 65534
@@ -698,6 +698,10 @@ def other_uid_env() -> Any:
         ignore=shutil.ignore_patterns("__pycache__"),
     )
     (pkg / "__init__.py").write_text("")
+    # Of the workers, pipectl needs the name rules alone (plain Python, no posix_ipc).
+    (pkg / "workers" / "ipc").mkdir(parents=True)
+    for part in ("workers/__init__.py", "workers/ipc/__init__.py", "workers/ipc/names.py"):
+        shutil.copy(Path(pipelined.workers.__file__).parent.parent / part, pkg / part)
     for root, dirs, files in os.walk(base / "lib"):
         for name in dirs + files:
             os.chmod(Path(root) / name, 0o755)

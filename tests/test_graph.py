@@ -23,7 +23,7 @@ from pipelined.daemon.graph import (
 )
 from pipelined.workers.block import Block
 from pipelined.workers.ipc import wire
-from pipelined.workers.ipc.names import all_entries
+from pipelined.workers.ipc.segment import all_entries
 
 TESTS = Path(__file__).parent
 EXAMPLE = TESTS.parent / "examples" / "five-blocks.toml"

@@ -15,6 +15,7 @@ from pipelined.daemon.launch import launch
 from pipelined.workers.ipc.heartbeat import RUNNING, Heartbeat
 from pipelined.workers.ipc.liveness import Supervisor, start_time
 from pipelined.workers.ipc.names import RunNames
+from pipelined.workers.ipc.segment import run_entries, unlink_run
 from pipelined.workers.runtime.worker import EXIT_CONFIG, WorkerArgs
 
 
@@ -68,12 +69,12 @@ def test_workers_clean_up_when_their_supervisor_is_killed(procs, names, tmp_path
     line = parent.stdout.readline()
     assert line, parent.communicate()[1]
     pids = json.loads(line)["pids"]
-    assert names.entries()
+    assert run_entries(names)
     parent.send_signal(signal.SIGKILL)
     parent.wait(10)
     killed = time.monotonic()
     wait_for(lambda: all(start_time(pid) is None for pid in pids), 15, "every worker to exit")
-    wait_for(lambda: not names.entries(), 15, "/dev/shm to empty")
+    wait_for(lambda: not run_entries(names), 15, "/dev/shm to empty")
     assert time.monotonic() - killed < 15
 
 
@@ -117,7 +118,7 @@ def test_orphan_of_an_old_run_cannot_touch_a_new_run(names):
     Heartbeat.create(names, "a").close()
     Heartbeat.create(other, "a").close()
     try:
-        other.unlink_all()
-        assert [f"/{e}" for e in names.entries()] == mine
+        unlink_run(other)
+        assert [f"/{e}" for e in run_entries(names)] == mine
     finally:
-        other.unlink_all()
+        unlink_run(other)

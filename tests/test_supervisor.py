@@ -23,6 +23,7 @@ from daemon_harness import (
 
 from pipelined.ctl.protocol import CommandError
 from pipelined.workers.ipc.liveness import start_time
+from pipelined.workers.ipc.segment import unlink_run
 
 FAST = "backoff_initial = 0.05\nrestart_window = 60.0\n"
 
@@ -248,7 +249,7 @@ def test_dead_runs_of_the_instance_are_removed_at_start_and_logged(tmp_path):
         assert "removed 4 objects of dead run deadbeef" in d.log_text()
     finally:
         d.close()
-        dead.unlink_all()
+        unlink_run(dead)
 
 
 def test_two_instances_run_side_by_side_without_touching_each_other(tmp_path):

@@ -18,6 +18,7 @@ import pytest
 
 from pipelined.workers.ipc import _atomics
 from pipelined.workers.ipc.names import SHM_DIR, RunNames
+from pipelined.workers.ipc.segment import run_entries
 from pipelined.workers.ipc.wire import (
     FrameTooLarge,
     Wire,
@@ -242,14 +243,14 @@ def test_frame_bigger_than_slot_is_refused_with_sizes(names, wire):
 
 def test_names_live_under_instance_and_run_and_owner_unlinks_all(names):
     wire = Wire.create(names, "cam", 100, readers=2)
-    assert sorted(names.entries()) == [
+    assert sorted(run_entries(names)) == [
         f"pipelined.test.{names.run}.wire.cam",
         f"sem.pipelined.test.{names.run}.wire.cam.r0",
         f"sem.pipelined.test.{names.run}.wire.cam.r1",
     ]
     wire.unlink()
     wire.close()
-    assert names.entries() == []
+    assert run_entries(names) == []
 
 
 def test_attach_to_missing_wire_says_so(names):
@@ -276,7 +277,7 @@ def test_reader_index_out_of_range(names, wire):
 
 def _modes(names: RunNames) -> dict[str, tuple[int, int]]:
     out = {}
-    for entry in names.entries():
+    for entry in run_entries(names):
         st = os.stat(f"{SHM_DIR}/{entry}")
         out[entry] = (stat.S_IMODE(st.st_mode), st.st_gid)
     return out

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import numpy as np
 
 from pipelined.workers.ipc.names import RunNames, new_run_token
+from pipelined.workers.ipc.segment import unlink_run
 from pipelined.workers.ipc.wire import Wire, WireReader, WireWriter
 
 from .common import READERS, Ctx, complete, fill, touch
@@ -69,7 +70,7 @@ def measure(size: str) -> list[tuple[str, float]]:
     finally:
         wire.unlink()
         wire.close()
-        names.unlink_all()
+        unlink_run(names)
         shutil.rmtree(tmpdir, ignore_errors=True)
     return rows
 

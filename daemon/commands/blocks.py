@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pipelined.ctl.protocol import NO_SUCH_BLOCK, CommandError, get_blocks
+from pipelined.ctl.protocol import NO_SUCH_BLOCK, CommandError
+
+from .args import get_blocks
 
 if TYPE_CHECKING:
     from ..app import Daemon

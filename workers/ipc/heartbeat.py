@@ -7,15 +7,13 @@ daemon never sees counters from two different moments, nor half a reason string.
 
 from __future__ import annotations
 
-import mmap
 import os
 import time
 from dataclasses import dataclass
 
-import posix_ipc
-
 from . import _atomics
 from .names import RunNames
+from .segment import Segment
 
 SIZE = 4096
 MAGIC = int.from_bytes(b"PLDBEAT\0", "little")
@@ -65,42 +63,31 @@ def bucket(seconds: float) -> int:
 class Heartbeat:
     """The record of one block, open for writing (worker) or reading (daemon)."""
 
-    def __init__(self, name: str, mm: mmap.mmap):
-        self.name = name
-        self._mm = mm
+    def __init__(self, segment: Segment):
+        self.name = segment.name
+        self._segment = segment
+        self._mm = segment.mm
         self._seq = 0
 
     @classmethod
     def create(cls, names: RunNames, block: str, group: int | None = None) -> Heartbeat:
-        name = names.beat(block)
-        mode = 0o660 if group is not None else 0o600
-        shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=mode, size=SIZE)
-        try:
-            if group is not None:
-                os.fchown(shm.fd, -1, group)
-            os.fchmod(shm.fd, mode)
-            mm = mmap.mmap(shm.fd, SIZE)
-        finally:
-            shm.close_fd()
-        _atomics.store_relaxed(mm, _VERSION, VERSION)
-        _atomics.store_release(mm, _MAGIC, MAGIC)
-        return cls(name, mm)
+        segment = Segment.create(names.beat(block), SIZE, group)
+        _atomics.store_relaxed(segment.mm, _VERSION, VERSION)
+        _atomics.store_release(segment.mm, _MAGIC, MAGIC)
+        return cls(segment)
 
     @classmethod
     def attach(cls, names: RunNames, block: str) -> Heartbeat:
         name = names.beat(block)
         try:
-            shm = posix_ipc.SharedMemory(name)
-        except posix_ipc.ExistentialError:
+            segment = Segment.attach(name)
+        except FileNotFoundError:
             raise FileNotFoundError(f"heartbeat record {name} does not exist") from None
-        try:
-            mm = mmap.mmap(shm.fd, SIZE)
-        finally:
-            shm.close_fd()
-        if _atomics.load_acquire(mm, _MAGIC) != MAGIC:
+        if segment.size < SIZE or _atomics.load_acquire(segment.mm, _MAGIC) != MAGIC:
+            segment.close()
             raise ValueError(f"{name} is not a pipelined heartbeat record")
-        beat = cls(name, mm)
-        beat._seq = _atomics.load_relaxed(mm, _SEQ) & ~1
+        beat = cls(segment)
+        beat._seq = _atomics.load_relaxed(segment.mm, _SEQ) & ~1
         return beat
 
     def publish(self, beat: Beat) -> None:
@@ -157,4 +144,7 @@ class Heartbeat:
         return bytes(self._mm[offset : offset + min(length, limit)]).decode("utf-8", "replace")
 
     def close(self) -> None:
-        self._mm.close()
+        self._segment.close()
+
+    def unlink(self) -> None:
+        self._segment.unlink()

@@ -34,15 +34,14 @@ them; the fences are the hardware instructions (``dmb ish`` on ARM64).
 The semaphores also order memory (a post/wait pair is a release/acquire), but a reader
 that never waits (it has a frame ready) gets no such pairing, hence the seqlock.
 
-Segments and semaphores are created 0600 (0660 with a group), set after creation since
-posix_ipc's modes pass through the umask. The memory is reserved up front
-(``posix_fallocate``), so a full /dev/shm is an error here and never a SIGBUS later, and
-mapped with MAP_POPULATE, so the first frame does not pay for page faults.
+The segment and its doorbells are made by ``segment``: 0600 (0660 with a group), memory
+reserved up front, so a full /dev/shm is an error when the wire is made and never a
+SIGBUS later, and mapped with MAP_POPULATE, so the first frame does not pay for page
+faults.
 """
 
 from __future__ import annotations
 
-import errno
 import math
 import mmap
 import os
@@ -55,6 +54,14 @@ import posix_ipc
 
 from . import _atomics
 from .names import SHM_DIR, RunNames
+from .segment import (
+    NoRoom,
+    Segment,
+    create_semaphore,
+    open_semaphore,
+    unlink_segment,
+    unlink_semaphore,
+)
 
 MAGIC = int.from_bytes(b"PLDWIRE\0", "little")
 LAYOUT_VERSION = 1
@@ -149,12 +156,13 @@ class Frame:
 
 
 class _Mapping:
-    """An open segment: the mmap, its layout, and the names of its parts."""
+    """An open wire: its segment, layout, and the names of its parts."""
 
-    def __init__(self, names: RunNames, block: str, mm: mmap.mmap, layout: Layout):
+    def __init__(self, names: RunNames, block: str, segment: Segment, layout: Layout):
         self.names = names
         self.block = block
-        self.mm = mm
+        self.segment = segment
+        self.mm = segment.mm
         self.layout = layout
 
     @property
@@ -165,43 +173,37 @@ class _Mapping:
         return _atomics.load_relaxed(self.mm, offset)
 
     def close(self) -> None:
-        try:
-            self.mm.close()
-        except BufferError:
-            pass  # a zero-copy frame is still alive; the mapping goes with the last one
+        self.segment.close()
 
 
 def _open_segment(names: RunNames, block: str) -> _Mapping:
     name = names.wire(block)
     try:
-        shm = posix_ipc.SharedMemory(name)
-    except posix_ipc.ExistentialError:
+        segment = Segment.attach(name, populate=True)
+    except FileNotFoundError:
         raise WireError(
             f"wire {block!r} does not exist ({SHM_DIR}{name} is missing):"
             " is the daemon of this run still up?"
         ) from None
-    try:
-        if shm.size < PAGE:
-            raise WireError(f"wire {block!r} is not set up yet ({shm.size} bytes)")
-        mm = mmap.mmap(shm.fd, shm.size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE)
-    finally:
-        shm.close_fd()
-    if _atomics.load_acquire(mm, _MAGIC) != MAGIC:
-        mm.close()
+    except ValueError:
+        raise WireError(f"wire {block!r} is not set up yet (0 bytes)") from None
+    mm = segment.mm
+    if len(mm) < PAGE or _atomics.load_acquire(mm, _MAGIC) != MAGIC:
+        segment.close()
         raise WireError(f"{SHM_DIR}{name} is not a pipelined wire, or not set up yet")
     version = _atomics.load_relaxed(mm, _VERSION)
     if version != LAYOUT_VERSION:
-        mm.close()
+        segment.close()
         raise WireError(
             f"wire {block!r} has layout version {version}; this pipelined reads version"
             f" {LAYOUT_VERSION}. Restart the daemon so that every worker runs one version."
         )
     u = lambda off: _atomics.load_relaxed(mm, off)  # noqa: E731
     layout = Layout(slots=u(_SLOTS), slot_bytes=u(_SLOT_BYTES), readers=u(_READERS))
-    if mm.size() < layout.total:
-        mm.close()
-        raise WireError(f"wire {block!r} is {mm.size()} bytes, its layout needs {layout.total}")
-    return _Mapping(names, block, mm, layout)
+    if len(mm) < layout.total:
+        segment.close()
+        raise WireError(f"wire {block!r} is {len(mm)} bytes, its layout needs {layout.total}")
+    return _Mapping(names, block, segment, layout)
 
 
 class Wire:
@@ -224,34 +226,23 @@ class Wire:
         if slot_bytes <= 0 or readers < 0 or slots < 2:
             raise ValueError("a wire needs slot_bytes > 0, readers >= 0 and at least 2 slots")
         layout = Layout(slots, slot_bytes, readers)
-        name = names.wire(block)
-        mode = 0o660 if group is not None else 0o600
-        shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=mode)
-        bells: list[str] = []
+        bells = [names.doorbell(block, i) for i in range(readers)]
         try:
-            _restrict(shm.fd, None, mode, group)
-            try:
-                os.posix_fallocate(shm.fd, 0, layout.total)
-            except OSError as exc:
-                if exc.errno not in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
-                    raise
-                free = os.statvfs(SHM_DIR)
-                raise WireError(
-                    f"no room in {SHM_DIR} for wire {block!r}: it needs"
-                    f" {layout.total:,} bytes and {free.f_bavail * free.f_frsize:,} are free."
-                    " Make frames smaller, use fewer slots, or give /dev/shm more space."
-                ) from None
-            mm = mmap.mmap(shm.fd, layout.total, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE)
-            for i in range(readers):
-                bell = names.doorbell(block, i)
-                posix_ipc.Semaphore(bell, posix_ipc.O_CREX, mode=mode, initial_value=0).close()
-                bells.append(bell)
-                _restrict(None, f"{SHM_DIR}/sem.{bell[1:]}", mode, group)
+            segment = Segment.create(names.wire(block), layout.total, group)
+        except NoRoom as exc:
+            raise WireError(
+                f"no room in {SHM_DIR} for wire {block!r}: it needs {exc.needed:,} bytes and"
+                f" {exc.free:,} are free. Make frames smaller, use fewer slots, or give"
+                " /dev/shm more space."
+            ) from None
+        try:
+            for bell in bells:
+                create_semaphore(bell, group)
         except BaseException:
-            _unlink(name, bells)
+            segment.close()
+            _unlink(segment.name, bells)
             raise
-        finally:
-            shm.close_fd()
+        mm = segment.mm
         for offset, value in (
             (_VERSION, LAYOUT_VERSION),
             (_SLOTS, slots),
@@ -262,7 +253,7 @@ class Wire:
         ):
             _atomics.store_relaxed(mm, offset, value)
         _atomics.store_release(mm, _MAGIC, MAGIC)  # last: attachers check it first
-        return cls(_Mapping(names, block, mm, layout))
+        return cls(_Mapping(names, block, segment, layout))
 
     @property
     def layout(self) -> Layout:
@@ -293,27 +284,11 @@ class Wire:
         self._m.close()
 
 
-def _restrict(fd: int | None, path: str | None, mode: int, group: int | None) -> None:
-    """Set mode and group after creation: the umask has had its say on the create."""
-    if fd is not None:
-        if group is not None:
-            os.fchown(fd, -1, group)
-        os.fchmod(fd, mode)
-    else:
-        if group is not None:
-            os.chown(path, -1, group)
-        os.chmod(path, mode)
-
-
 def _unlink(segment: str, semaphores: list[str]) -> None:
     """Unlink what exists of a wire; a part already gone is no error (another got there)."""
-    for unlink, name in [(posix_ipc.unlink_shared_memory, segment)] + [
-        (posix_ipc.unlink_semaphore, s) for s in semaphores
-    ]:
-        try:
-            unlink(name)
-        except posix_ipc.ExistentialError:
-            pass
+    unlink_segment(segment)
+    for name in semaphores:
+        unlink_semaphore(name)
 
 
 class WireWriter:
@@ -325,7 +300,7 @@ class WireWriter:
     def __init__(self, names: RunNames, block: str):
         self._m = _open_segment(names, block)
         layout = self._m.layout
-        self._bells = [posix_ipc.Semaphore(names.doorbell(block, i)) for i in range(layout.readers)]
+        self._bells = [open_semaphore(names.doorbell(block, i)) for i in range(layout.readers)]
         self._next = _atomics.load_acquire(self._m.mm, _HEAD) + 1
         self._loaned: int | None = None
         self._described: list[tuple[tuple, np.ndarray] | None] = [None] * layout.slots
@@ -427,7 +402,7 @@ class WireReader:
             raise WireError(
                 f"{self._m.label} has reader slots 0..{layout.readers - 1}, not {reader}"
             )
-        self._bell = posix_ipc.Semaphore(names.doorbell(block, reader))
+        self._bell = open_semaphore(names.doorbell(block, reader))
         self._row = layout.reader(reader)
         self._last = 0
         self._views: dict[tuple[int, bytes], np.ndarray | None] = {}

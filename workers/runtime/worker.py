@@ -29,6 +29,7 @@ from ..block import Block, ConfigurationError
 from ..ipc.heartbeat import BUCKETS_S, RUNNING, STARTING, WAITING, Beat, Heartbeat, bucket
 from ..ipc.liveness import Supervisor, ask_for_death_signal
 from ..ipc.names import RunNames
+from ..ipc.segment import unlink_run
 from ..ipc.wire import Frame, WireReader, WireWriter
 from ..registry import resolve
 
@@ -156,7 +157,7 @@ class Worker:
     def _check_supervisor(self) -> None:
         if self.supervisor.alive():
             return
-        removed = self.names.unlink_all()
+        removed = unlink_run(self.names)
         try:  # stderr was a pipe to the supervisor: it may be gone with it
             print(
                 f"pipelined worker {self.args.block}: the supervisor (pid"
