@@ -31,7 +31,7 @@ from typing import Any
 
 from pipelined.workers import codec
 from pipelined.workers.block import Block, Param
-from pipelined.workers.codec import split_secrets
+from pipelined.workers.contract import split_secrets
 from pipelined.workers.ipc import wire
 from pipelined.workers.ipc.names import SHM_DIR, check_block
 from pipelined.workers.registry import BlockTypeError, resolve

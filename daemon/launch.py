@@ -1,22 +1,19 @@
 """Starting one worker: its arguments as one string, its secrets on stdin.
 
 Workers are started with ``subprocess`` (fork+exec of a fresh interpreter, never a fork
-of the daemon's memory) as ``python -m pipelined.workers <encoded-args>``. Passwords in
-camera URLs and secret-named parameters are taken out of the command line, which any
-local user can read in /proc/<pid>/cmdline, and written to the worker's stdin instead.
+of the daemon's memory), with the command line and stdin that the worker contract
+(``pipelined.workers.contract``) gives: secrets on stdin, never in /proc/<pid>/cmdline.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
-from pipelined.workers import codec
+from pipelined.workers.contract import WorkerArgs, launch_command
 from pipelined.workers.ipc.liveness import Supervisor
 from pipelined.workers.ipc.names import RunNames
-from pipelined.workers.runtime.worker import WorkerArgs
 
 from .graph import BlockSpec
 
@@ -44,11 +41,10 @@ def worker_args(
 
 def launch(args: WorkerArgs) -> subprocess.Popen:
     """Start the worker; its stderr comes back on a pipe for the log and ``last_exit``."""
-    public, secrets = codec.split_secrets(args.params)
-    args = WorkerArgs(**{**vars(args), "params": public, "secrets": bool(secrets)})
+    command = launch_command(args)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelined.workers", args.encode()],
-        stdin=subprocess.PIPE if secrets else subprocess.DEVNULL,
+        command.argv,
+        stdin=subprocess.PIPE if command.stdin is not None else subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         close_fds=True,
@@ -57,9 +53,9 @@ def launch(args: WorkerArgs) -> subprocess.Popen:
         start_new_session=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    if secrets:
+    if command.stdin is not None:
         try:
-            proc.stdin.write(codec.encode(secrets).encode())
+            proc.stdin.write(command.stdin)
             proc.stdin.close()
         except BrokenPipeError:
             pass  # it died at once; its exit tells the story

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from pipelined.ctl.protocol import socket_path
+from pipelined.workers.contract import EX_CONFIG
 from pipelined.workers.ipc.names import DEFAULT_INSTANCE, check_instance
 
 from . import systemd as sd
@@ -26,7 +27,6 @@ from .app import Daemon
 from .control import ControlSocketError
 from .graph import Graph, GraphError, default_graph, describe, load_graph
 
-EX_CONFIG = 78
 log = logging.getLogger("pipelined")
 
 

@@ -21,8 +21,8 @@ from typing import Any
 import psutil
 
 from pipelined.workers.codec import CodecError
+from pipelined.workers.contract import EX_CONFIG, WorkerArgs
 from pipelined.workers.ipc.heartbeat import STARTING, Beat, Heartbeat
-from pipelined.workers.runtime.worker import EXIT_CONFIG, WorkerArgs
 
 from .graph import BlockSpec
 from .launch import launch
@@ -210,7 +210,7 @@ class BlockProcess:
 
     def _after_unrequested_exit(self, code: int, ran: float) -> None:
         sup = self.spec.supervision
-        if code == EXIT_CONFIG:
+        if code == EX_CONFIG:
             last = self.last_exit["stderr_tail"].strip().splitlines()
             self._move(
                 State.FAILED, last[-1] if last else "the block cannot run this configuration"

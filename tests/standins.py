@@ -21,11 +21,11 @@ import time
 
 import numpy as np
 
+from pipelined.workers.contract import WorkerArgs, launch_command
 from pipelined.workers.ipc.heartbeat import RUNNING, Beat, Heartbeat
 from pipelined.workers.ipc.liveness import Supervisor
 from pipelined.workers.ipc.names import RunNames
 from pipelined.workers.ipc.wire import Wire, WireReader, WireWriter
-from pipelined.workers.runtime.worker import WorkerArgs
 
 BLOCKS = "userblocks.runtime_blocks"
 
@@ -112,9 +112,7 @@ def launch_chain(names: RunNames, tally: str) -> dict[str, subprocess.Popen]:
             names.instance, names.run, block, f"{BLOCKS}:{cls}", params, inputs, output,
             supervisor=tuple(Supervisor.me().encode()), liveness_interval=0.2,
         )  # fmt: skip
-        procs[block] = subprocess.Popen(
-            [sys.executable, "-m", "pipelined.workers", args.encode()], stderr=subprocess.PIPE
-        )
+        procs[block] = subprocess.Popen(launch_command(args).argv, stderr=subprocess.PIPE)
     return procs
 
 

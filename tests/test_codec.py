@@ -16,16 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelined.workers.codec import (
-    MAX_ARG_BYTES,
-    SECRET_PLACEHOLDER,
-    CodecError,
-    decode,
-    encode,
-    merge_secrets,
-    redact,
-    split_secrets,
-)
+from pipelined.workers.codec import MAX_ARG_BYTES, CodecError, decode, encode
+from pipelined.workers.contract import SECRET_PLACEHOLDER, merge_secrets, redact, split_secrets
 
 TAGS = ["$tuple", "$bytes", "$date", "$datetime", "$time", "$int", "$dict", "$", "$x"]
 

@@ -12,11 +12,11 @@ from daemon_harness import wait_for
 from standins import BLOCKS, launch_chain, wait_running
 
 from pipelined.daemon.launch import launch
+from pipelined.workers.contract import EX_CONFIG, WorkerArgs
 from pipelined.workers.ipc.heartbeat import RUNNING, Heartbeat
 from pipelined.workers.ipc.liveness import Supervisor, start_time
 from pipelined.workers.ipc.names import RunNames
 from pipelined.workers.ipc.segment import run_entries, unlink_run
-from pipelined.workers.runtime.worker import EXIT_CONFIG, WorkerArgs
 
 
 @pytest.fixture
@@ -108,7 +108,7 @@ def test_configuration_error_exits_78_with_the_reason(names):
     )  # fmt: skip
     proc = launch(args)
     _, err = proc.communicate(timeout=30)
-    assert proc.returncode == EXIT_CONFIG
+    assert proc.returncode == EX_CONFIG
     assert b"no frobnicator on this box" in err
 
 

@@ -28,13 +28,8 @@ The result is refused above the kernel's per-argument limit (MAX_ARG_STRLEN: 32 
 131072 bytes with the NUL) here, with advice, rather than as a bare E2BIG from exec in
 the daemon. Nesting is limited by Python's recursion limit (about 500 levels here).
 
-Secrets: any local user can read ``/proc/<pid>/cmdline``, so the daemon passes
-``encode(public)`` on the command line and ``encode(secrets)`` by another channel (the
-worker's stdin), from ``split_secrets``; the worker rebuilds the configuration with
-``merge_secrets``. Secret paths are JSON Pointers (RFC 6901): str keys, which this codec
-carries. ``redact`` hides URL passwords in text bound for logs and status. A password
-in a URL must be percent-encoded if it holds ``/``, ``?``, ``#`` or whitespace, as any
-URL must; an unencoded ``@`` or ``:`` is fine.
+What is secret, and how it stays off the command line, is the worker contract's
+(``pipelined.workers.contract``); this module only encodes values.
 """
 
 from __future__ import annotations
@@ -45,22 +40,10 @@ import json
 import re
 import reprlib
 
-__all__ = [
-    "MAX_ARG_BYTES",
-    "SECRET_PLACEHOLDER",
-    "CodecError",
-    "decode",
-    "encode",
-    "merge_secrets",
-    "redact",
-    "split_secrets",
-]
+__all__ = ["MAX_ARG_BYTES", "CodecError", "decode", "encode"]
 
 MAX_ARG_BYTES = 131071
 """The longest argv element Linux execs: MAX_ARG_STRLEN (131072) less the NUL."""
-
-SECRET_PLACEHOLDER = "***"
-"""What stands in for a secret in the public configuration, in logs and in status."""
 
 _BIG_INT_BITS = 1024  # well under the 4300-digit (~14,000-bit) cap on int <-> str
 _ROOT = "config"
@@ -293,81 +276,3 @@ _SCALAR_TAGS = {
     "$datetime": lambda text: _clock(datetime.datetime, text),
     "$time": lambda text: _clock(datetime.time, text),
 }
-
-
-# A URL's userinfo runs to the last "@" before the path, as ffmpeg (and so OpenCV) reads
-# it, so an unencoded "@" in a password is hidden whole. A user may hold "@" (an e-mail).
-# The scheme may only start where no scheme character stands before it: without that
-# look-behind a long run of letters is rescanned from every position (quadratic time;
-# a 200 KB parameter took a minute).
-_URL_PASSWORD = re.compile(
-    r"(?<![A-Za-z0-9+.\-])(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#\s]*:)[^/?#\s]+(?=@)"
-)
-_SECRET_KEY = re.compile(
-    r"(?:password|passwd|token|secret|api[_-]?key|.*[_-](?:password|token|secret))\Z",
-    re.IGNORECASE,
-)
-
-
-def redact(text: str) -> str:
-    """``text`` with every URL password replaced by ``***``, for logs and status."""
-    return _URL_PASSWORD.sub(rf"\g<head>{SECRET_PLACEHOLDER}", text)
-
-
-def split_secrets(config: dict) -> tuple[dict, dict[str, object]]:
-    """``(public, secrets)``: ``public`` is safe on a command line, ``secrets`` is not.
-
-    A value under a key named like a secret (password, token, api_key, *_secret, …) is
-    replaced whole; a string holding a URL with a password has the password replaced.
-    ``secrets`` maps the JSON Pointer of each replaced value to the original.
-    """
-    secrets: dict[str, object] = {}
-    return _split(config, "", secrets), secrets
-
-
-def _split(value: object, pointer: str, secrets: dict[str, object]) -> object:
-    if type(value) is dict:
-        out = {}
-        for key, item in value.items():
-            child = f"{pointer}/{_token(key)}"
-            if type(key) is str and _SECRET_KEY.match(key):
-                secrets[child] = item
-                out[key] = SECRET_PLACEHOLDER
-            else:
-                out[key] = _split(item, child, secrets)
-        return out
-    if type(value) in (list, tuple):
-        return type(value)(_split(item, f"{pointer}/{i}", secrets) for i, item in enumerate(value))
-    if type(value) is str and (hidden := redact(value)) != value:
-        secrets[pointer] = value
-        return hidden
-    return value
-
-
-def merge_secrets(public: dict, secrets: dict[str, object]) -> dict:
-    """The configuration ``split_secrets`` split into ``public`` and ``secrets``."""
-    unused = set(secrets)
-    merged = _merge(public, "", secrets, unused)
-    if unused:
-        raise CodecError(
-            f"secrets for {', '.join(sorted(unused))} have no place in the configuration"
-            " (was it changed after split_secrets?)"
-        )
-    return merged
-
-
-def _merge(value: object, pointer: str, secrets: dict[str, object], unused: set[str]) -> object:
-    if pointer in secrets:
-        unused.discard(pointer)
-        return secrets[pointer]
-    if type(value) is dict:
-        return {k: _merge(v, f"{pointer}/{_token(k)}", secrets, unused) for k, v in value.items()}
-    if type(value) in (list, tuple):
-        items = (_merge(v, f"{pointer}/{i}", secrets, unused) for i, v in enumerate(value))
-        return type(value)(items)
-    return value
-
-
-def _token(key: object) -> str:
-    """One JSON Pointer step: "~" and "/" escaped as RFC 6901 says."""
-    return str(key).replace("~", "~0").replace("/", "~1")

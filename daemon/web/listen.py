@@ -24,12 +24,13 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pipelined.workers.contract import EX_CONFIG
+
 if TYPE_CHECKING:
     from ..graph import Graph
 
 DEMO_LISTEN = "127.0.0.1:8080"
 TOKEN_ENV = "PIPELINED_HTTP_TOKEN"
-EX_CONFIG = 78
 
 
 class HttpError(Exception):

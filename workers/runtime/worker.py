@@ -5,8 +5,8 @@ block for every new frame, and publishes a heartbeat with its counters. It exits
 cleanly on SIGTERM. If the supervisor disappears, the worker removes every segment and
 semaphore of its run and exits: after ``kill -9`` of the daemon nothing is left behind.
 
-The arguments are one string from the codec (see ``WorkerArgs``); secrets, if any, come
-on stdin so that they never show in ``/proc/<pid>/cmdline``.
+How it is started and what its exit status means is the daemon's and the worker's
+contract, in ``pipelined.workers.contract``.
 """
 
 from __future__ import annotations
@@ -18,14 +18,13 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from .. import codec
 from ..block import Block, ConfigurationError
+from ..codec import CodecError
+from ..contract import EX_CONFIG, EX_OK, EX_USAGE, WorkerArgs, read_worker_args
 from ..ipc.heartbeat import BUCKETS_S, RUNNING, STARTING, WAITING, Beat, Heartbeat, bucket
 from ..ipc.liveness import Supervisor, ask_for_death_signal
 from ..ipc.names import RunNames
@@ -33,54 +32,8 @@ from ..ipc.segment import unlink_run
 from ..ipc.wire import Frame, WireReader, WireWriter
 from ..registry import resolve
 
-EXIT_OK = 0
-EXIT_CRASH = 1
-EXIT_CONFIG = 78  # EX_CONFIG: this configuration cannot run; do not restart it
 BEAT_INTERVAL = 0.1
 DEATH_SIGNAL = signal.SIGUSR1
-
-
-@dataclass
-class WorkerArgs:
-    """Everything a worker is told on its command line."""
-
-    instance: str
-    run: str
-    block: str
-    type: str
-    params: dict[str, Any]
-    inputs: list[tuple[str, int]] = field(default_factory=list)  # (wire, reader index)
-    output: bool = True
-    supervisor: tuple[int, int] = (0, 0)  # pid, start time
-    liveness_interval: float = 0.5
-    secrets: bool = False
-    beside: str | None = None  # the graph file's folder, where a user module may live
-
-    def encode(self) -> str:
-        return codec.encode(
-            {
-                "instance": self.instance,
-                "run": self.run,
-                "block": self.block,
-                "type": self.type,
-                "params": self.params,
-                "inputs": [list(i) for i in self.inputs],
-                "output": self.output,
-                "supervisor": list(self.supervisor),
-                "liveness_interval": self.liveness_interval,
-                "secrets": self.secrets,
-                "beside": self.beside,
-            }
-        )
-
-    @classmethod
-    def decode(cls, text: str) -> WorkerArgs:
-        raw = codec.decode(text)
-        if not isinstance(raw, dict):
-            raise codec.CodecError("worker arguments must be a table")
-        raw["inputs"] = [(str(w), int(i)) for w, i in raw.get("inputs", [])]
-        raw["supervisor"] = tuple(raw.get("supervisor", (0, 0)))
-        return cls(**raw)
 
 
 class _Context:
@@ -168,7 +121,7 @@ class Worker:
             )
         except OSError:
             pass
-        os._exit(EXIT_OK)
+        os._exit(EX_OK)
 
     def stop(self, *_: object) -> None:
         self.stopping = True
@@ -212,10 +165,10 @@ class Worker:
             while not self.stopping:
                 self.step()
                 self.beat()
-            return EXIT_OK
+            return EX_OK
         except ConfigurationError as exc:
             print(f"block {self.args.block!r} cannot run: {exc}", file=sys.stderr, flush=True)
-            return EXIT_CONFIG
+            return EX_CONFIG
         finally:
             self.tear_down()
 
@@ -311,11 +264,10 @@ class Worker:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m pipelined.workers <encoded-args>", file=sys.stderr)
-        return 2
-    args = WorkerArgs.decode(argv[0])
-    if args.secrets:
-        args.params = codec.merge_secrets(args.params, codec.decode(sys.stdin.read()))
+    try:
+        args = read_worker_args(argv, sys.stdin)
+    except CodecError as exc:
+        print(f"pipelined worker: {exc}", file=sys.stderr)
+        return EX_USAGE
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
     return Worker(args).run()
