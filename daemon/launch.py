@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 from pipelined.workers.contract import WorkerArgs, launch_command
-from pipelined.workers.ipc.liveness import Supervisor
+from pipelined.workers.ipc.liveness import ProcessIdentity
 from pipelined.workers.ipc.names import RunNames
 
 from .graph import BlockSpec
@@ -33,7 +33,7 @@ def worker_args(
         params=spec.params,
         inputs=[(wire, readers[wire].index(spec.name)) for wire in spec.inputs],
         output=spec.frame_bytes is not None,
-        supervisor=tuple(Supervisor.me().encode()),
+        supervisor=tuple(ProcessIdentity.me().encode()),
         liveness_interval=spec.supervision.liveness_interval,
         beside=str(beside) if beside is not None else None,
     )

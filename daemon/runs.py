@@ -11,7 +11,7 @@ import logging
 import os
 import struct
 
-from pipelined.workers.ipc.liveness import Supervisor, start_time
+from pipelined.workers.ipc.liveness import ProcessIdentity, start_time
 from pipelined.workers.ipc.names import RunNames
 from pipelined.workers.ipc.segment import Segment, runs_of, unlink_run
 
@@ -21,7 +21,7 @@ _RECORD = struct.Struct("<QQ")  # pid, start time
 
 def claim(names: RunNames, group: int | None = None) -> None:
     """Mark this process as the owner of ``names``' run."""
-    me = Supervisor.me()
+    me = ProcessIdentity.me()
     owner = Segment.create(names.owner(), _RECORD.size, group)
     owner.mm[:] = _RECORD.pack(me.pid, me.start_time)
     owner.close()

@@ -23,7 +23,7 @@ import numpy as np
 
 from pipelined.workers.contract import WorkerArgs, launch_command
 from pipelined.workers.ipc.heartbeat import RUNNING, Beat, Heartbeat
-from pipelined.workers.ipc.liveness import Supervisor
+from pipelined.workers.ipc.liveness import ProcessIdentity
 from pipelined.workers.ipc.names import RunNames
 from pipelined.workers.ipc.wire import Wire, WireReader, WireWriter
 
@@ -110,7 +110,7 @@ def launch_chain(names: RunNames, tally: str) -> dict[str, subprocess.Popen]:
         Heartbeat.create(names, block).close()
         args = WorkerArgs(
             names.instance, names.run, block, f"{BLOCKS}:{cls}", params, inputs, output,
-            supervisor=tuple(Supervisor.me().encode()), liveness_interval=0.2,
+            supervisor=tuple(ProcessIdentity.me().encode()), liveness_interval=0.2,
         )  # fmt: skip
         procs[block] = subprocess.Popen(launch_command(args).argv, stderr=subprocess.PIPE)
     return procs

@@ -14,7 +14,7 @@ from standins import BLOCKS, launch_chain, wait_running
 from pipelined.daemon.launch import launch
 from pipelined.workers.contract import EX_CONFIG, WorkerArgs
 from pipelined.workers.ipc.heartbeat import RUNNING, Heartbeat
-from pipelined.workers.ipc.liveness import Supervisor, start_time
+from pipelined.workers.ipc.liveness import ProcessIdentity, start_time
 from pipelined.workers.ipc.names import RunNames
 from pipelined.workers.ipc.segment import run_entries, unlink_run
 
@@ -85,7 +85,7 @@ def test_secrets_reach_the_worker_but_not_its_command_line(names, tmp_path):
         names.instance, names.run, "probe", f"{BLOCKS}:SecretProbe",
         {"url": "rtsp://admin:hunter2@cam.local/stream", "password": "s3cret",
          "report": str(report)},
-        output=False, supervisor=tuple(Supervisor.me().encode()),
+        output=False, supervisor=tuple(ProcessIdentity.me().encode()),
     )  # fmt: skip
     proc = launch(args)
     try:
@@ -104,7 +104,7 @@ def test_configuration_error_exits_78_with_the_reason(names):
     Heartbeat.create(names, "hw").close()
     args = WorkerArgs(
         names.instance, names.run, "hw", f"{BLOCKS}:NeedsHardware", {}, output=False,
-        supervisor=tuple(Supervisor.me().encode()),
+        supervisor=tuple(ProcessIdentity.me().encode()),
     )  # fmt: skip
     proc = launch(args)
     _, err = proc.communicate(timeout=30)

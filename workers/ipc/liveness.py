@@ -32,18 +32,22 @@ def start_time(pid: int) -> int | None:
 
 
 @dataclass(frozen=True)
-class Supervisor:
-    """The process that launched this worker, as the worker was told of it."""
+class ProcessIdentity:
+    """A process known by its pid and start time: a worker's daemon, or a run's owner.
+
+    A pid alone may by now belong to another process; the pair may not.
+    """
 
     pid: int
     start_time: int
 
     @classmethod
-    def me(cls) -> Supervisor:
+    def me(cls) -> ProcessIdentity:
         pid = os.getpid()
         return cls(pid, start_time(pid) or 0)
 
     def alive(self) -> bool:
+        """Is this very process still there? (Free when it is our parent.)"""
         if os.getppid() == self.pid:
             return True
         return start_time(self.pid) == self.start_time

@@ -26,7 +26,7 @@ from ..block import Block, ConfigurationError
 from ..codec import CodecError
 from ..contract import EX_CONFIG, EX_OK, EX_USAGE, WorkerArgs, read_worker_args
 from ..ipc.heartbeat import BUCKETS_S, RUNNING, STARTING, WAITING, Beat, Heartbeat, bucket
-from ..ipc.liveness import Supervisor, ask_for_death_signal
+from ..ipc.liveness import ProcessIdentity, ask_for_death_signal
 from ..ipc.names import RunNames
 from ..ipc.segment import unlink_run
 from ..ipc.wire import Frame, WireReader, WireWriter
@@ -76,7 +76,7 @@ class Worker:
     def __init__(self, args: WorkerArgs):
         self.args = args
         self.names = RunNames(args.instance, args.run)
-        self.supervisor = Supervisor(*args.supervisor)
+        self.supervisor = ProcessIdentity(*args.supervisor)
         self.stopping = False
         self.state = STARTING
         self.reason: str | None = None
