@@ -1,6 +1,6 @@
 """How pipectl prints the daemon's answers for people: tables, durations, sizes, dot.
 
-Every function takes the JSON the daemon sent (see DESIGN.md, "status --json") and
+Every function takes the JSON the daemon sent (docs/design.md, "The control socket") and
 tolerates missing fields and nulls, printing "-", so an older or newer daemon still
 gives a readable table. Text that comes from workers (a reason, a stderr tail) has its
 control characters replaced: a block's stderr must not be able to drive the terminal.

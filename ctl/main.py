@@ -5,7 +5,7 @@
     pipectl stop red && pipectl start red
     pipectl graph --dot | dot -Tsvg > graph.svg
 
-Exit codes (DESIGN.md): 0 done, 1 the daemon refused or failed (an unknown block
+Exit codes (docs/design.md): 0 done, 1 the daemon refused or failed (an unknown block
 included), 2 usage, 3 no daemon reachable. ``--socket``, ``--instance`` and
 ``--timeout`` may come before or after the verb.
 """

@@ -18,8 +18,8 @@ are pure ASCII (non-ASCII is ``\\u``-escaped), so one can never hold a raw newli
 The commands and their results (what pipectl sends and expects):
 
 - ``hello`` -> ``{"protocol": 1, "version", "instance", "commands": [...]}``
-- ``status`` ``{"blocks": [names]}`` (empty: all) -> the object of DESIGN.md's
-  "status --json"; an unknown name is ``no_such_block``
+- ``status`` ``{"blocks": [names]}`` (empty: all) -> the status object of
+  docs/design.md; an unknown name is ``no_such_block``
 - ``start`` / ``stop`` / ``restart`` ``{"blocks": [names]}`` (empty: all) ->
   ``{"blocks": [{"name", "state"}, ...]}``, the blocks acted on
 - ``reload`` -> an object of lists, e.g. ``{"restarted": [...], "unchanged": [...]}``
@@ -251,7 +251,7 @@ def places_looked(
     ``$PIPELINED_SOCKET``, else ``/run/pipelined/<instance>.sock`` when /run/pipelined
     exists (the system daemon), else ``$XDG_RUNTIME_DIR/pipelined/<instance>.sock``.
 
-    Past DESIGN.md: with no XDG_RUNTIME_DIR either (root in a plain shell, cron, a
+    With no XDG_RUNTIME_DIR either (root in a plain shell, cron, a
     container), ``/tmp/pipelined-<uid>/<instance>.sock``. It is per uid so two users never
     collide, and the daemon refuses that directory when another user owns it (anyone may
     create names in /tmp). A daemon and a pipectl that disagree on their environment land

@@ -5,7 +5,7 @@ in one pass and the daemon never half-starts a graph: every problem is collected
 names the file, the block and the reason (``graph.toml: block 'red': …``). Loading
 only reads: it creates nothing in /dev/shm (it asks /dev/shm how much space is free).
 
-Decisions where DESIGN.md is silent:
+Decisions (docs/design.md, "The graph file"):
 
 - The common keys of every block are ``type``, ``input``/``inputs``, ``max_frame_bytes``
   and the ``[supervisor]`` keys; a block type cannot declare a parameter with one of
@@ -53,7 +53,7 @@ def wire_bytes(frame_bytes: int, readers: int = 1) -> int:
 
 @dataclass(frozen=True)
 class Supervision:
-    """How the supervisor runs one block: the ``[supervisor]`` keys of DESIGN.md."""
+    """How the supervisor runs one block: the ``[supervisor]`` keys of docs/design.md."""
 
     restart: str = "always"
     backoff_initial: float = 0.1

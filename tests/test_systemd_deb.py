@@ -181,6 +181,10 @@ def test_install_creates_user_enables_without_starting_and_units_verify(guest: G
     assert python.startswith("/usr/bin/python3")
     shebang = guest.run("head", "-n1", "/usr/lib/pipelined/bin/pipectl").stdout.strip()
     assert shebang.startswith("#!/usr/lib/pipelined/bin/python")
+    # The README's links to the contract resolve in the installed documentation.
+    docs = "/usr/share/doc/pipelined"
+    guest.run("test", "-f", f"{docs}/README.md", "-a", "-f", f"{docs}/docs/design.md")
+    guest.run("test", "-f", f"{docs}/docs/architecture.md")
 
     verify = guest.run(
         "systemd-analyze",

@@ -1,4 +1,4 @@
-"""``status [BLOCK…]``: the object of DESIGN.md, for pipectl's table and --json."""
+"""``status [BLOCK…]``: the object of docs/design.md, for pipectl's table and --json."""
 
 from __future__ import annotations
 

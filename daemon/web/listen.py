@@ -1,6 +1,6 @@
 """Where the page listens, and with which token: ``--http``, ``--http-token-file``, the env.
 
-Decisions (DESIGN.md leaves them to us):
+Decisions (docs/design.md, "pipelined"):
 
 - ``--http ADDR:PORT`` turns the page on; ``--http off`` turns it off. With no
   ``--http`` it is on at 127.0.0.1:8080 for the built-in demo and off for a graph file,
