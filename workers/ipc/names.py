@@ -69,6 +69,12 @@ class RunNames:
     def doorbell(self, block: str, reader: int) -> str:
         return f"/{self.stem}wire.{check_block(block)}.r{reader}"
 
+    def packets(self, block: str) -> str:
+        return f"/{self.stem}pkt.{check_block(block)}"
+
+    def packet_doorbell(self, block: str, reader: int) -> str:
+        return f"/{self.stem}pkt.{check_block(block)}.r{reader}"
+
     def beat(self, block: str) -> str:
         return f"/{self.stem}beat.{check_block(block)}"
 
