@@ -187,6 +187,8 @@ def status(obj: Any, width: int | None = None, now: float | None = None) -> str:
     wires_list = obj.get("wires")
     if wires_list:
         parts += ["", wires(wires_list, width)]
+    if obj.get("packet_wires"):
+        parts += ["", packet_wires(obj["packet_wires"], width)]
     return "\n".join(parts)
 
 
@@ -200,8 +202,10 @@ def _dropped(dropped: Any) -> str:
 
 def wires(wire_list: Any, width: int | None = None) -> str:
     """The wires table: writer, readers, frames written, frames dropped per reader."""
-    if isinstance(wire_list, dict):  # the `wires` command's {"wires": [...]}
-        wire_list = wire_list.get("wires") or []
+    if isinstance(wire_list, dict):  # the `wires` command's {"wires": [...], "packet_wires"}
+        packets = wire_list.get("packet_wires")
+        text = wires(wire_list.get("wires") or [], width)
+        return f"{text}\n\n{packet_wires(packets, width)}" if packets else text
     rows = []
     for w in wire_list or []:
         if not isinstance(w, dict):
@@ -217,6 +221,25 @@ def wires(wire_list: Any, width: int | None = None) -> str:
             ]
         )
     return table(["WIRE", "WRITER", "READERS", "FRAMES", "DROPPED"], rows, width)
+
+
+def packet_wires(wire_list: Any, width: int | None = None) -> str:
+    """The packet wires: writer, readers, packets and bytes written, packets dropped."""
+    rows = []
+    for w in wire_list or []:
+        if not isinstance(w, dict):
+            continue
+        readers = w.get("readers") or []
+        rows.append(
+            [
+                _text(w.get("name")),
+                ", ".join(clean(r) for r in readers) if readers else DASH,
+                _text(w.get("packets")),
+                size(w.get("bytes")),
+                _dropped(w.get("dropped")),
+            ]
+        )
+    return table(["PACKET WIRE", "READERS", "PACKETS", "BYTES", "DROPPED"], rows, width)
 
 
 def _graph_blocks(result: Any) -> list[dict[str, Any]]:

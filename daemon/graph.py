@@ -30,10 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from pipelined.workers import codec
-from pipelined.workers.block import Block, Param
+from pipelined.workers.block import Block, Kind, Param
 from pipelined.workers.contract import split_secrets
 from pipelined.workers.ipc import wire
 from pipelined.workers.ipc.names import SHM_DIR, check_block
+from pipelined.workers.ipc.packets import packet_wire_bytes
 from pipelined.workers.registry import BlockTypeError, resolve
 
 RESTART_POLICIES = ("always", "on-failure", "never")
@@ -42,6 +43,8 @@ SLOTS = 4
 MAX_SLOT_BYTES = 512 * 1024 * 1024
 """The largest frame a wire takes: far above 8K RGB, below a typo's 100 GB."""
 BUILTIN_SOURCE = "<built-in>"
+MIN_PACKET_BYTES = 4096
+"""The smallest packet ring a block may ask for."""
 ARGS_MARGIN = 4096
 """Room in a worker's one-argument command line for what the daemon adds to the params."""
 
@@ -81,6 +84,16 @@ class BlockSpec:
     inputs: tuple[str, ...]
     supervision: Supervision
     frame_bytes: int | None
+    packet_bytes: int | None = None  # the ring of its packet wire, when it publishes packets
+    input_kinds: tuple[Kind, ...] = ()  # what it takes of each input: frames or packets
+
+    def reads(self, name: str, kind: Kind = "frames") -> bool:
+        """Whether this block reads ``name``'s wire of that kind."""
+        return any(i == name and k == kind for i, k in zip(self.inputs, self.kinds, strict=True))
+
+    @property
+    def kinds(self) -> tuple[Kind, ...]:
+        return self.input_kinds or ("frames",) * len(self.inputs)
 
 
 @dataclass(frozen=True)
@@ -92,8 +105,12 @@ class Graph:
     blocks: dict[str, BlockSpec]
 
     def readers(self, name: str) -> list[str]:
-        """The blocks that read ``name``'s wire, in graph order."""
-        return [b.name for b in self.blocks.values() if name in b.inputs]
+        """The blocks that read ``name``'s frame wire, in graph order."""
+        return [b.name for b in self.blocks.values() if b.reads(name, "frames")]
+
+    def packet_readers(self, name: str) -> list[str]:
+        """The blocks that read ``name``'s packet wire, in graph order."""
+        return [b.name for b in self.blocks.values() if b.reads(name, "packets")]
 
     def order(self) -> list[str]:
         """Every block after the blocks it reads: the order to start them in."""
@@ -177,10 +194,12 @@ def default_graph(display: bool | None = None) -> Graph:
 def describe(graph: Graph) -> str:
     """The graph as ``pipelined --check`` prints it: blocks, wires, sizes, settings."""
     wires = {n: b.frame_bytes for n, b in graph.blocks.items() if b.frame_bytes is not None}
+    packets = {n: b.packet_bytes for n, b in graph.blocks.items() if b.packet_bytes is not None}
     total = sum(wire_bytes(f, len(graph.readers(n))) for n, f in wires.items())
+    total += sum(packet_wire_bytes(p, len(graph.packet_readers(n))) for n, p in packets.items())
+    count = f"{len(wires)} wires" + (f", {len(packets)} packet wires" if packets else "")
     lines = [
-        f"{graph.source}: {len(graph.blocks)} blocks, {len(wires)} wires,"
-        f" {_size(total)} of shared memory"
+        f"{graph.source}: {len(graph.blocks)} blocks, {count}, {_size(total)} of shared memory"
     ]
     for b in graph.blocks.values():
         head = f"  {b.name} ({b.type})"
@@ -189,6 +208,9 @@ def describe(graph: Graph) -> str:
         if b.frame_bytes is not None:
             readers = ", ".join(graph.readers(b.name)) or "no one"
             head += f": frames up to {_size(b.frame_bytes)}, read by {readers}"
+        if b.packet_bytes is not None:
+            readers = ", ".join(graph.packet_readers(b.name)) or "no one"
+            head += f"; packets in {_size(b.packet_bytes)}, read by {readers}"
         lines.append(head)
         settings, _ = split_secrets({**b.params, **_changed(b.supervision)})  # output gets pasted
         if settings:
@@ -254,13 +276,30 @@ class _Loader:
         inputs = {n: self.inputs(n, t, tables, classes) for n, t in tables.items()}
         self.cycles(inputs)
         frames = self.frame_sizes(tables, classes, params, inputs)
+        packets = {
+            n: b for n, c in classes.items() if n in params and (b := self.packets(n, c, params[n]))
+        }
+        kinds = {
+            n: k
+            for n, c in classes.items()
+            if n in params and (k := self.kinds(n, c, params[n], inputs[n], packets, tables))
+        }
         for name, values in params.items():
             self.fits_command_line(name, values)
+        self.fits_shared_memory(frames, packets, inputs, kinds)
         if self.problems:
             raise GraphError(self.problems)
         blocks = {
             n: BlockSpec(
-                n, t["type"], classes[n], params[n], inputs[n], supervision[n], frames.get(n)
+                n,
+                t["type"],
+                classes[n],
+                params[n],
+                inputs[n],
+                supervision[n],
+                frames.get(n),
+                packets.get(n),
+                kinds.get(n, ()),
             )
             for n, t in tables.items()
         }
@@ -309,6 +348,77 @@ class _Loader:
         except Exception as exc:  # user code
             self.say(name, f"{cls.__name__}.validate failed: {type(exc).__name__}: {exc}")
         return values if len(self.problems) == before else None
+
+    def fits_shared_memory(
+        self,
+        frames: dict[str, int],
+        packets: dict[str, int],
+        inputs: dict[str, tuple[str, ...]],
+        kinds: dict[str, tuple[Kind, ...]],
+    ) -> None:
+        """Refuse now a graph whose wires /dev/shm cannot hold (it asks for the free space)."""
+
+        def readers(name: str, kind: Kind) -> int:
+            return sum(
+                (i, k) == (name, kind)
+                for n, ins in inputs.items()
+                for i, k in zip(ins, kinds.get(n) or ("frames",) * len(ins), strict=False)
+            )
+
+        total = sum(wire_bytes(size, readers(n, "frames")) for n, size in frames.items())
+        total += sum(packet_wire_bytes(size, readers(n, "packets")) for n, size in packets.items())
+        free = _shm_free()
+        if free is not None and total > free:
+            self.say(
+                None,
+                f"the wires need {_size(total)} of shared memory, but {SHM_DIR} has only"
+                f" {_size(free)} free",
+            )
+
+    def packets(self, name: str, cls: type[Block], params: dict[str, Any]) -> int | None:
+        """The size of the block's packet ring, if it publishes packets."""
+        try:
+            size = cls.packet_bytes(params)
+        except Exception as exc:  # user code
+            self.say(name, f"{cls.__name__}.packet_bytes failed: {type(exc).__name__}: {exc}")
+            return None
+        if size is not None and not (_is_int(size) and size >= MIN_PACKET_BYTES):
+            self.say(name, f"{cls.__name__}.packet_bytes returned {size!r}, not a size >= 4096")
+            return None
+        return size
+
+    def kinds(
+        self,
+        name: str,
+        cls: type[Block],
+        params: dict[str, Any],
+        inputs: tuple[str, ...],
+        packets: dict[str, int],
+        tables: dict[str, Any],
+    ) -> tuple[Kind, ...] | None:
+        """What the block takes of each input; a packet input must carry packets."""
+        offered = [i in packets for i in inputs]
+        try:
+            kinds = tuple(cls.input_kinds(params, offered))
+        except Exception as exc:  # user code
+            self.say(name, f"{cls.__name__}.input_kinds failed: {type(exc).__name__}: {exc}")
+            return None
+        if len(kinds) != len(inputs) or not set(kinds) <= {"frames", "packets"}:
+            self.say(
+                name, f"{cls.__name__}.input_kinds returned {kinds!r} for {len(inputs)} inputs"
+            )
+            return None
+        for i, kind in zip(inputs, kinds, strict=True):
+            if kind == "packets" and i not in packets and i in tables:
+                self.say(
+                    name,
+                    f"takes encoded video from {i!r}, but {i!r} ({tables[i].get('type')!r})"
+                    " publishes no packets: give it an encoded source (an rtsp:// camera, a"
+                    " video file), or take its frames",
+                )
+        if "packets" in kinds and len(kinds) > 1:
+            self.say(name, "takes encoded video, which it can do from one input only")
+        return kinds
 
     def supervision(
         self, block: str | None, table: Mapping[str, Any], base: Supervision
@@ -453,16 +563,6 @@ class _Loader:
                 )
                 continue
             sizes[name] = size
-        total = sum(
-            wire_bytes(size, sum(n in ins for ins in inputs.values())) for n, size in sizes.items()
-        )
-        free = _shm_free()
-        if free is not None and total > free:
-            self.say(
-                None,
-                f"the wires need {_size(total)} of shared memory, but {SHM_DIR} has only"
-                f" {_size(free)} free",
-            )
         return sizes
 
     def output_bytes(

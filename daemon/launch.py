@@ -9,30 +9,32 @@ from __future__ import annotations
 
 import os
 import subprocess
-from pathlib import Path
 
 from pipelined.workers.contract import WorkerArgs, launch_command
 from pipelined.workers.ipc.liveness import ProcessIdentity
 from pipelined.workers.ipc.names import RunNames
 
-from .graph import BlockSpec
+from .graph import BlockSpec, Graph
 
 
-def worker_args(
-    names: RunNames, spec: BlockSpec, readers: dict[str, list[str]], beside: Path | None
-) -> WorkerArgs:
-    """The arguments of ``spec``'s worker; ``readers`` maps each wire to its readers.
+def worker_args(names: RunNames, spec: BlockSpec, graph: Graph) -> WorkerArgs:
+    """The arguments of ``spec``'s worker in ``graph``: its reader slot on each input.
 
-    ``beside`` is the graph file's folder, where a user's block module may live.
+    The graph file's folder goes along: a user's block module may live there.
     """
+    frames = [w for w, kind in zip(spec.inputs, spec.kinds, strict=True) if kind == "frames"]
+    packets = [w for w, kind in zip(spec.inputs, spec.kinds, strict=True) if kind == "packets"]
+    beside = graph.path.parent if graph.path else None
     return WorkerArgs(
         instance=names.instance,
         run=names.run,
         block=spec.name,
         type=spec.type,
         params=spec.params,
-        inputs=[(wire, readers[wire].index(spec.name)) for wire in spec.inputs],
+        inputs=[(w, graph.readers(w).index(spec.name)) for w in frames],
         output=spec.frame_bytes is not None,
+        packet_inputs=[(w, graph.packet_readers(w).index(spec.name)) for w in packets],
+        packet_output=spec.packet_bytes is not None,
         supervisor=tuple(ProcessIdentity.me().encode()),
         liveness_interval=spec.supervision.liveness_interval,
         beside=str(beside) if beside is not None else None,

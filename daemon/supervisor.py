@@ -15,6 +15,7 @@ from typing import Any
 
 from pipelined.workers.ipc.heartbeat import Heartbeat
 from pipelined.workers.ipc.names import RunNames, new_run_token
+from pipelined.workers.ipc.packets import PacketWire
 from pipelined.workers.ipc.segment import unlink_run
 from pipelined.workers.ipc.wire import Wire
 
@@ -41,6 +42,7 @@ class Supervisor:
         self.names = RunNames(instance, new_run_token())
         self.group = group
         self.wires: dict[str, Wire] = {}
+        self.packet_wires: dict[str, PacketWire] = {}
         self.blocks: dict[str, BlockProcess] = {}
         self.started = time.monotonic()
         self._ticker: asyncio.Task[None] | None = None
@@ -71,29 +73,27 @@ class Supervisor:
 
         A block restarted by a reload keeps both, so its readers stay attached.
         """
-        readers = self._readers()
-        if spec.frame_bytes is not None and spec.name not in self.wires:
-            self.wires[spec.name] = Wire.create(
-                self.names,
-                spec.name,
-                spec.frame_bytes,
-                readers=len(readers[spec.name]) + SPARE_READERS,
-                group=self.group,
+        name = spec.name
+        if spec.frame_bytes is not None and name not in self.wires:
+            readers = len(self.graph.readers(name)) + SPARE_READERS
+            self.wires[name] = Wire.create(
+                self.names, name, spec.frame_bytes, readers, group=self.group
             )
-        old = self.blocks.get(spec.name)
-        beat = old.heartbeat if old else Heartbeat.create(self.names, spec.name, self.group)
-        beside = self.graph.path.parent if self.graph.path else None
-        args = worker_args(self.names, spec, readers, beside)
-        self.blocks[spec.name] = BlockProcess(spec, args, beat)
-
-    def _readers(self) -> dict[str, list[str]]:
-        return {name: self.graph.readers(name) for name in self.graph.blocks}
+        if spec.packet_bytes is not None and name not in self.packet_wires:
+            readers = len(self.graph.packet_readers(name)) + SPARE_READERS
+            self.packet_wires[name] = PacketWire.create(
+                self.names, name, spec.packet_bytes, readers, group=self.group
+            )
+        old = self.blocks.get(name)
+        beat = old.heartbeat if old else Heartbeat.create(self.names, name, self.group)
+        self.blocks[name] = BlockProcess(spec, worker_args(self.names, spec, self.graph), beat)
 
     def _drop_wire(self, name: str) -> None:
-        wire = self.wires.pop(name, None)
-        if wire is not None:
-            wire.unlink()
-            wire.close()
+        """Unlink the block's frame and packet wires (readers that have them mapped keep them)."""
+        for wire in (self.wires.pop(name, None), self.packet_wires.pop(name, None)):
+            if wire is not None:
+                wire.unlink()
+                wire.close()
 
     def _drop(self, name: str) -> None:
         """Forget a stopped block: unlink its wire and heartbeat."""
@@ -160,10 +160,12 @@ class Supervisor:
                 n
                 for n in kept
                 if old.blocks[n].frame_bytes != new.blocks[n].frame_bytes
+                or old.blocks[n].packet_bytes != new.blocks[n].packet_bytes
                 or old.readers(n) != new.readers(n)
+                or old.packet_readers(n) != new.packet_readers(n)
             }
             for wire in rewired:
-                changed |= {wire, *new.readers(wire)}
+                changed |= {wire, *new.readers(wire), *new.packet_readers(wire)}
             going = [n for n in old.order() if n in changed or n in removed]
             if going:  # an empty list would mean every block
                 await self.stop_blocks(going)
@@ -189,7 +191,7 @@ class Supervisor:
         await self.stop_blocks([])
         for proc in self.blocks.values():
             proc.heartbeat.close()
-        for wire in self.wires.values():
+        for wire in [*self.wires.values(), *self.packet_wires.values()]:
             wire.close()
         removed = unlink_run(self.names)
         log.info("stopped; removed %d objects of run %s", len(removed), self.names.run)
@@ -205,6 +207,7 @@ class Supervisor:
             "graph": str(self.graph.path) if self.graph.path else None,
             "blocks": [p.status() for p in procs],
             "wires": self.wire_status(),
+            "packet_wires": self.packet_wire_status(),
         }
 
     def wire_status(self) -> list[dict[str, Any]]:
@@ -221,6 +224,26 @@ class Supervisor:
                     "dropped": {r: stats["readers"][i]["dropped"] for i, r in enumerate(readers)},
                     "slot_bytes": wire.layout.slot_bytes,
                     "slots": wire.layout.slots,
+                }
+            )
+        return out
+
+    def packet_wire_status(self) -> list[dict[str, Any]]:
+        out = []
+        for name, wire in self.packet_wires.items():
+            stats = wire.stats()
+            readers = self.graph.packet_readers(name)
+            per = dict(zip(readers, stats["readers"], strict=False))
+            out.append(
+                {
+                    "name": name,
+                    "writer": name,
+                    "readers": readers,
+                    "packets": stats["packets"],
+                    "bytes": stats["bytes"],
+                    "dropped": {r: row["dropped"] for r, row in per.items()},
+                    "gaps": {r: row["gaps"] for r, row in per.items()},
+                    "ring_bytes": wire.layout.data_bytes,
                 }
             )
         return out

@@ -295,8 +295,9 @@ def test_a_worker_that_cannot_be_launched_fails_with_the_reason(names):
     from pipelined.daemon.process import BlockProcess
     from pipelined.workers.ipc.heartbeat import Heartbeat
 
-    spec = parse_graph(counter(), "t.toml").blocks["count"]
-    args = worker_args(names, spec, {"count": []}, None)
+    graph = parse_graph(counter(), "t.toml")
+    spec = graph.blocks["count"]
+    args = worker_args(names, spec, graph)
     args.params = {**args.params, "label": "x" * 200_000}  # past the kernel's 128 KiB
     block = BlockProcess(spec, args, Heartbeat.create(names, "count"))
 

@@ -24,9 +24,15 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .ipc.packets import CodecParams, Packet, PacketWriter
+
+Kind = Literal["frames", "packets"]
+"""What a block takes of an input: its decoded frames, or its encoded packets as received."""
 
 
 class ConfigurationError(Exception):
@@ -152,6 +158,11 @@ class Context(Protocol):
         """Sleep while keeping the heartbeat going; False if the block is asked to stop."""
         ...
 
+    @property
+    def packets(self) -> PacketWriter | None:
+        """The block's packet wire, when it publishes encoded video (``packet_bytes``)."""
+        ...
+
 
 class Block:
     """Base of every block. Subclasses set ``params`` and override ``process``."""
@@ -184,6 +195,22 @@ class Block:
             raise NotImplementedError(f"{cls.__name__} has no inputs: say how big its frames are")
         return max(input_bytes)
 
+    @classmethod
+    def input_kinds(cls, params: dict[str, Any], offered: Sequence[bool]) -> list[Kind]:
+        """What the block takes of each input: "frames" (the default) or "packets".
+
+        ``offered[i]`` says whether input i carries packets (a camera with an encoded
+        source, or a block with ``encode`` set). A block that takes packets takes one
+        input only, and gets ``process_packet`` calls instead of ``process``.
+        """
+        return ["frames"] * len(offered)
+
+    @classmethod
+    def packet_bytes(cls, params: dict[str, Any]) -> int | None:
+        """The size of the block's own packet ring, if it publishes encoded video itself
+        (a camera whose source sends H.264); None: it publishes frames only."""
+        return None
+
     # -- run time (the worker process) -----------------------------------------------
 
     def setup(self) -> None:
@@ -203,6 +230,11 @@ class Block:
 
     def process_into(self, frames: list[np.ndarray], out: np.ndarray) -> bool:
         """Write the output into ``out``; False to publish nothing this time."""
+        raise NotImplementedError
+
+    def process_packet(self, packet: Packet, codec: CodecParams) -> None:
+        """Take one packet of a packet input (see ``input_kinds``), in the order received;
+        ``codec`` is what its generation says of the stream (codec, size, extradata)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -240,3 +272,7 @@ class _Detached:
 
         time.sleep(seconds)
         return True
+
+    @property
+    def packets(self) -> None:
+        return None

@@ -55,6 +55,8 @@ class WorkerArgs:
     params: dict[str, Any]
     inputs: list[tuple[str, int]] = field(default_factory=list)  # (wire, reader index)
     output: bool = True
+    packet_inputs: list[tuple[str, int]] = field(default_factory=list)  # packet wires read
+    packet_output: bool = False  # the block has a packet wire of its own to write
     supervisor: tuple[int, int] = (0, 0)  # the daemon's pid and start time
     liveness_interval: float = 0.5
     beside: str | None = None  # the graph file's folder, where a user module may live
@@ -76,6 +78,7 @@ def launch_command(args: WorkerArgs, python: str = sys.executable) -> Launch:
     public, secrets = split_secrets(args.params)
     fields = {**asdict(args), "params": public, "secrets_on_stdin": bool(secrets)}
     fields["inputs"] = [list(i) for i in args.inputs]
+    fields["packet_inputs"] = [list(i) for i in args.packet_inputs]
     fields["supervisor"] = list(args.supervisor)
     stdin = codec.encode(secrets).encode("ascii") if secrets else None
     return Launch([python, "-m", ENTRY, codec.encode(fields)], stdin)
@@ -90,6 +93,7 @@ def read_worker_args(argv: list[str], stdin: IO[str]) -> WorkerArgs:
         raise codec.CodecError("worker arguments must be a table")
     on_stdin = raw.pop("secrets_on_stdin", False)
     raw["inputs"] = [(str(w), int(i)) for w, i in raw.get("inputs", [])]
+    raw["packet_inputs"] = [(str(w), int(i)) for w, i in raw.get("packet_inputs", [])]
     raw["supervisor"] = tuple(raw.get("supervisor", (0, 0)))
     try:
         args = WorkerArgs(**raw)

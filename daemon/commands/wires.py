@@ -1,4 +1,4 @@
-"""``wires``: each wire's writer, readers, frames and per-reader drops."""
+"""``wires``: each frame and packet wire's writer, readers, traffic and per-reader drops."""
 
 from __future__ import annotations
 
@@ -9,4 +9,5 @@ if TYPE_CHECKING:
 
 
 async def handle(daemon: Daemon, args: dict[str, Any]) -> dict[str, Any]:
-    return {"wires": daemon.supervisor.wire_status()}
+    sup = daemon.supervisor
+    return {"wires": sup.wire_status(), "packet_wires": sup.packet_wire_status()}

@@ -28,6 +28,7 @@ from ..contract import EX_CONFIG, EX_OK, EX_USAGE, WorkerArgs, read_worker_args
 from ..ipc.heartbeat import BUCKETS_S, RUNNING, STARTING, WAITING, Beat, Heartbeat, bucket
 from ..ipc.liveness import ProcessIdentity, ask_for_death_signal
 from ..ipc.names import RunNames
+from ..ipc.packets import PacketReader, PacketWriter
 from ..ipc.segment import unlink_run
 from ..ipc.wire import Frame, WireReader, WireWriter
 from ..registry import resolve
@@ -42,7 +43,7 @@ class _Context:
     def __init__(self, worker: Worker):
         self._worker = worker
         self.log = logging.getLogger(f"pipelined.block.{worker.args.block}")
-        self.inputs = [wire for wire, _ in worker.args.inputs]
+        self.inputs = [wire for wire, _ in worker.args.packet_inputs or worker.args.inputs]
 
     @property
     def stopping(self) -> bool:
@@ -58,6 +59,10 @@ class _Context:
     def intact(self) -> bool:
         held = self._worker.held_first
         return held is None or held.intact()
+
+    @property
+    def packets(self) -> PacketWriter | None:
+        return self._worker.packet_writer
 
     def sleep(self, seconds: float) -> bool:
         end = time.monotonic() + seconds
@@ -85,6 +90,8 @@ class Worker:
         self.busy_hist = [0] * (len(BUCKETS_S) + 1)
         self.readers: list[WireReader] = []
         self.writer: WireWriter | None = None
+        self.packet_readers: list[PacketReader] = []
+        self.packet_writer: PacketWriter | None = None
         self.heartbeat: Heartbeat | None = None
         self.block: Block | None = None
         self._held: list[Frame | None] = []
@@ -138,7 +145,7 @@ class Worker:
         if self.heartbeat is None or (not force and now - self._last_beat < BEAT_INTERVAL):
             return
         self._last_beat = now
-        dropped = self.stale + sum(r.dropped for r in self.readers)
+        dropped = self.stale + sum(r.dropped for r in [*self.readers, *self.packet_readers])
         self.heartbeat.publish(
             Beat(
                 state=self.state,
@@ -181,11 +188,19 @@ class Worker:
         self.block.setup()
         if args.output:
             self.writer = WireWriter(self.names, args.block)
+        if args.packet_output:
+            self.packet_writer = PacketWriter(self.names, args.block)
         self.readers = [WireReader(self.names, wire, index) for wire, index in args.inputs]
+        self.packet_readers = [
+            PacketReader(self.names, wire, index) for wire, index in args.packet_inputs
+        ]
         self._held = [None] * len(self.readers)
 
     def step(self) -> None:
-        """One frame through the block: wait for input, process, publish."""
+        """One frame (or packet) through the block: wait for input, process, publish."""
+        if self.packet_readers:
+            self.take_packet(self.packet_readers[0])
+            return
         frames = self.next_inputs()
         if frames is None:
             return
@@ -193,10 +208,27 @@ class Worker:
         timestamp = frames[0].timestamp_ns if frames else None
         arrays = [f.array for f in frames]
         published = self.produce(arrays, frames, timestamp)
-        busy = time.perf_counter_ns() - start
+        self._count_busy(start)
+        self.frames_out += published
+
+    def take_packet(self, reader: PacketReader) -> None:
+        """One packet of a packet input to the block, in the order the source sent them."""
+        packet = reader.read(timeout=BEAT_INTERVAL)
+        if packet is None:
+            return
+        self.frames_in += 1
+        codec = reader.params(packet.generation)
+        if codec is None:  # three changes of stream behind: the reader was lapped anyway
+            self.stale += 1
+            return
+        start = time.perf_counter_ns()
+        self.block.process_packet(packet, codec)
+        self._count_busy(start)
+
+    def _count_busy(self, start_ns: int) -> None:
+        busy = time.perf_counter_ns() - start_ns
         self.busy_ns += busy
         self.busy_hist[bucket(busy / 1e9)] += 1
-        self.frames_out += published
 
     def next_inputs(self) -> list[Frame] | None:
         """The newest frame of every input, or None if the first has nothing new yet.
@@ -254,10 +286,11 @@ class Worker:
             except Exception:
                 traceback.print_exc()
         self._held = []
-        for reader in self.readers:
+        for reader in [*self.readers, *self.packet_readers]:
             reader.close()
-        if self.writer is not None:
-            self.writer.close()
+        for writer in (self.writer, self.packet_writer):
+            if writer is not None:
+                writer.close()
         if self.heartbeat is not None:
             self.heartbeat.close()
 
