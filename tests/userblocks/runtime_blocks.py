@@ -116,3 +116,58 @@ class SecretProbe(Block):
     def process(self, frames):
         self.context.sleep(0.2)
         return None
+
+
+class PacketCounter(Counter):
+    """A Counter that also publishes each frame's number as a packet, a keyframe every
+    ``gop`` packets: encoded video in miniature, for the packet wire's plumbing."""
+
+    params = {**Counter.params, "gop": Param(int, default=5, check=in_range(1, 1000))}
+
+    @classmethod
+    def packet_bytes(cls, params: dict[str, Any]) -> int:
+        return 64 * 1024
+
+    def setup(self) -> None:
+        from pipelined.workers.ipc.packets import CodecParams
+
+        super().setup()
+        assert self.context.packets is not None, "the runtime gave no packet wire"
+        self.context.packets.set_params(CodecParams("counter", 1, 1, (1, 1000)))
+
+    def process_into(self, frames, out) -> bool:
+        if not super().process_into(frames, out):
+            return False
+        packets = self.context.packets
+        packets.write(self.n.to_bytes(8, "little"), pts=self.n, dts=self.n,
+                      keyframe=self.n % self.p["gop"] == 1)  # fmt: skip
+        return True
+
+
+class PacketTally(Block):
+    """A sink of packets: writes 'count first-number last-number gaps codec' to a file."""
+
+    params = {"path": Param(str, doc="where to write the tally")}
+    has_output = False
+
+    @classmethod
+    def input_kinds(cls, params, offered):
+        return ["packets"]
+
+    def setup(self) -> None:
+        self.numbers: list[int] = []
+        self.gaps = 0
+
+    def process_packet(self, packet, codec) -> None:
+        number = int.from_bytes(packet.data, "little")
+        assert number == packet.pts, "a packet's bytes and its pts disagree"
+        if self.numbers and number != self.numbers[-1] + 1:
+            self.gaps += 1
+        if not self.numbers:
+            assert packet.keyframe, "the first packet a reader gets is a keyframe"
+        self.numbers.append(number)
+        if len(self.numbers) % 10 == 1:
+            tmp = Path(self.p["path"] + ".tmp")
+            line = f"{len(self.numbers)} {self.numbers[0]} {number} {self.gaps} {codec.codec}\n"
+            tmp.write_text(line)
+            tmp.replace(self.p["path"])

@@ -185,11 +185,11 @@ class Worker:
         self.beat(force=True)
         cls = resolve(args.type, Path(args.beside) if args.beside else None)
         self.block = cls(args.block, args.params, _Context(self))
+        if args.packet_output:  # before setup(): a camera states its codec there
+            self.packet_writer = PacketWriter(self.names, args.block)
         self.block.setup()
         if args.output:
             self.writer = WireWriter(self.names, args.block)
-        if args.packet_output:
-            self.packet_writer = PacketWriter(self.names, args.block)
         self.readers = [WireReader(self.names, wire, index) for wire, index in args.inputs]
         self.packet_readers = [
             PacketReader(self.names, wire, index) for wire, index in args.packet_inputs
