@@ -42,7 +42,7 @@ import aiohttp
 import psutil
 
 from pipelined.ctl.client import Client
-from pipelined.daemon.graph import DEFAULT_GRAPH_TOML
+from pipelined.daemon.graph import DEMO_GRAPH
 from pipelined.workers.ipc.names import RunNames
 from pipelined.workers.ipc.segment import runs_of, unlink_run
 
@@ -57,7 +57,7 @@ def free_port() -> int:
 
 
 def graph(port: int, recordings: Path) -> str:
-    head, _, rest = DEFAULT_GRAPH_TOML.partition("[blocks.screen]")
+    head, _, rest = DEMO_GRAPH.read_text().partition("[blocks.screen]")
     text = head + rest[rest.index("[blocks.") :]
     text = text.replace('type = "recorder"\n', f'type = "recorder"\ndirectory = "{recordings}"\n')
     return text.replace(

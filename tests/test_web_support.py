@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from daemon_harness import RunningDaemon, wait_for
 
-from pipelined.daemon.graph import DEFAULT_GRAPH_TOML
+from pipelined.daemon.graph import DEMO_GRAPH
 from pipelined.daemon.supervisor import SPARE_READERS
 from pipelined.workers.ipc.names import RunNames
 from pipelined.workers.ipc.wire import WireReader
@@ -33,7 +33,7 @@ def free_port() -> int:
 def demo_graph(preview_port: int, recordings: Path, preview_extra: str = "") -> str:
     """The built-in demo without its screen (as headless), its preview on ``preview_port``
     and its recorder in ``recordings``."""
-    head, _, rest = DEFAULT_GRAPH_TOML.partition("[blocks.screen]")
+    head, _, rest = DEMO_GRAPH.read_text().partition("[blocks.screen]")
     text = head + rest[rest.index("[blocks.") :]
     text = text.replace(
         'inputs = ["camera", "red", "edges"]\n',
