@@ -27,12 +27,7 @@ import datetime
 import json
 import os
 import platform
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -41,78 +36,12 @@ from typing import Any
 import aiohttp
 import psutil
 
-from pipelined.ctl.client import Client
-from pipelined.daemon.graph import DEFAULT_GRAPH_TOML
-from pipelined.workers.ipc.names import RunNames
-from pipelined.workers.ipc.segment import runs_of, unlink_run
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the harness
+from harness.daemon import RunningDaemon, free_port, sigterm_as_interrupt
+from harness.graphs import demo_graph
 
 VIEWERS = (0, 1, 20)
 BOUNDARY = b"--frame\r\n"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def graph(port: int, recordings: Path) -> str:
-    head, _, rest = DEFAULT_GRAPH_TOML.partition("[blocks.screen]")
-    text = head + rest[rest.index("[blocks.") :]
-    text = text.replace('type = "recorder"\n', f'type = "recorder"\ndirectory = "{recordings}"\n')
-    return text.replace(
-        'inputs = ["camera", "red", "edges"]\n',
-        f'inputs = ["camera", "red", "edges"]\nlisten = "127.0.0.1:{port}"\n',
-    )
-
-
-class Daemon:
-    """The demo daemon in a temp dir; ``close`` stops it and removes what it left."""
-
-    def __init__(self, port: int) -> None:
-        self.tmp = Path(tempfile.mkdtemp(prefix="pbp", dir="/tmp"))
-        self.instance = f"bp{os.getpid() % 100000}"
-        self.socket = self.tmp / "ctl.sock"
-        (self.tmp / "graph.toml").write_text(graph(port, self.tmp / "rec"))
-        self.log = open(self.tmp / "daemon.log", "wb")  # noqa: SIM115 - closed in close()
-        args = ["--instance", self.instance, "--socket", str(self.socket)]
-        args += ["--graph", str(self.tmp / "graph.toml")]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipelined.daemon.main", *args],
-            stdout=self.log,
-            stderr=self.log,
-        )
-
-    def status(self) -> dict[str, Any]:
-        with Client(self.socket, timeout=10) as c:
-            return c.call("status")
-
-    def block(self, name: str) -> dict[str, Any]:
-        return next(b for b in self.status()["blocks"] if b["name"] == name)
-
-    def wait_running(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if all(b["state"] == "RUNNING" for b in self.status()["blocks"]):
-                    return
-            except Exception:
-                pass
-            time.sleep(0.1)
-        raise SystemExit(f"the demo did not start; log:\n{(self.tmp / 'daemon.log').read_text()}")
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        for run in runs_of(self.instance):
-            unlink_run(RunNames(self.instance, run))
-        self.log.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -136,7 +65,7 @@ async def viewer(session: aiohttp.ClientSession, url: str, counts: list[int], i:
             tail = data[-(len(BOUNDARY) - 1) :]
 
 
-async def measure(d: Daemon, url: str, viewers: int, seconds: float) -> dict[str, Any]:
+async def measure(d: RunningDaemon, url: str, viewers: int, seconds: float) -> dict[str, Any]:
     counts = [0] * viewers
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session:
         tasks = [asyncio.create_task(viewer(session, url, counts, i)) for i in range(viewers)]
@@ -204,13 +133,11 @@ def main() -> int:
     opts = parser.parse_args()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    d = Daemon(port)
-    try:
-        d.wait_running()
+    # The recordings go to "rec" in the daemon's own folder, its working directory.
+    with sigterm_as_interrupt(), RunningDaemon(demo_graph(port, "rec"), prefix="bp") as d:
+        d.start().wait_all_running(60)
         time.sleep(2.0)
         rows = [asyncio.run(measure(d, url, n, opts.seconds)) for n in VIEWERS]
-    finally:
-        d.close()
     if opts.json:
         print(json.dumps(rows, indent=1))
         return 0

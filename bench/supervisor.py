@@ -5,7 +5,7 @@
 One run measures, with real daemons (``python -m pipelined.daemon.main``), real workers
 and real sockets:
 
-- demo: the built-in graph (no --graph, $DISPLAY removed so it is the same 4 blocks on
+- demo: the built-in graph (no --graph, $DISPLAY removed so it is the same 5 blocks on
   every box): the daemon's own CPU over a window (psutil cpu_times of the daemon process,
   100 = one core); ``pipectl status --json`` as a subprocess (what a user waits for) and
   ``Client.call("status")`` on one open connection (the daemon's share); then SIGKILL of
@@ -31,8 +31,10 @@ and real sockets:
   on supervisord's Unix socket. Those polls wake supervisord's loop, which otherwise
   respawns only on its 1 s poll timeout, so a second series of kills polls only the file.
 
-Targets are the issue's; a MISS is printed, never an error exit. Everything is cleaned
-up on any exit: daemons stopped, supervisord stopped, temp dirs and /dev/shm entries
+Daemons start as the tests start them (tests/harness/daemon.py): each with an instance,
+a socket and a folder of its own, here under the bench's temp dir. Targets are the
+issue's; a MISS is printed, never an error exit. Everything is cleaned up on any exit:
+daemons and their workers stopped, supervisord stopped, temp dirs and /dev/shm entries
 removed. See bench/README.md for results.
 """
 
@@ -53,8 +55,7 @@ import sys
 import tempfile
 import time
 import xmlrpc.client
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -63,22 +64,22 @@ import psutil
 
 from pipelined.ctl.client import Client, DaemonUnreachable
 from pipelined.workers.ipc.heartbeat import STARTING, Heartbeat
-from pipelined.workers.ipc.names import RunNames, new_run_token
-from pipelined.workers.ipc.segment import runs_of, unlink_run
+from pipelined.workers.ipc.names import RunNames
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 # Run as a script, this file's folder is sys.path[0], and this file, supervisor.py, would
-# shadow the supervisor package (supervisord's) that the comparison imports.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-TESTS = ROOT / "tests"
-BLOCKS = "userblocks.runtime_blocks"
+# shadow the supervisor package (supervisord's) that the comparison imports. tests/ holds
+# the daemon harness and the test blocks.
+sys.path[:] = [str(ROOT / "tests"), *(p for p in sys.path if Path(p or ".").resolve() != HERE)]
+from harness.daemon import RunningDaemon, child_env, sigterm_as_interrupt, wait_for  # noqa: E402
+from harness.graphs import counter, graph, invert, tally  # noqa: E402
+
 POLL = 0.01  # s between status polls
 SETTLE = 2.0  # s after every block is RUNNING before the CPU window
 KILLED_BLOCK = "invert"
 RESTART_SUPERVISION = (
-    "[supervisor]\nbackoff_initial = 0.1\nbackoff_max = 0.1\n"
-    "restart_limit = 1000\nrestart_window = 1.0\n"
+    "backoff_initial = 0.1\nbackoff_max = 0.1\nrestart_limit = 1000\nrestart_window = 1.0\n"
 )
 SD_PROGRAM = """\
 import os, sys, time
@@ -130,64 +131,26 @@ class Bench:
 
     def __init__(self) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="pbs", dir="/tmp"))  # AF_UNIX paths are short
-        self.instances: list[str] = []
-        self.daemons: list[tuple[subprocess.Popen[bytes], str]] = []
+        self.daemons: list[RunningDaemon] = []
         self.others: list[subprocess.Popen[bytes]] = []
-        self.env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(
-                [str(TESTS), *filter(None, [os.environ.get("PYTHONPATH")])]
-            ),
-        }
-        self.env.pop("DISPLAY", None)  # the demo is 4 blocks everywhere, no screen window
-        self.env.pop("WAYLAND_DISPLAY", None)
+        self.env = child_env()  # the demo is the same blocks everywhere, no screen window
 
-    # -- daemons ------------------------------------------------------------------------
+    @property
+    def instances(self) -> list[str]:
+        return [d.instance for d in self.daemons]
 
-    def daemon(self, tag: str, graph: str | None) -> tuple[subprocess.Popen[bytes], Path, str]:
-        """Launch ``pipelined`` with its own instance, socket and state dir."""
-        instance = f"bs{tag}{new_run_token()[:6]}"
-        self.instances.append(instance)
-        home = self.tmp / instance
-        home.mkdir()
-        sock = home / "ctl.sock"
-        args = [sys.executable, "-m", "pipelined.daemon.main", "--instance", instance]
-        args += ["--socket", str(sock), "--state-dir", str(home / "state")]
-        if graph is not None:
-            (home / "graph.toml").write_text(graph)
-            args += ["--graph", str(home / "graph.toml")]
-        with open(home / "daemon.log", "ab") as log:
-            proc = subprocess.Popen(
-                args, stdout=log, stderr=log, env=self.env, start_new_session=True
-            )
-        self.daemons.append((proc, instance))
-        return proc, sock, instance
-
-    def stop_daemon(self, proc: subprocess.Popen[bytes], instance: str) -> None:
-        """SIGTERM (the daemon's clean stop), SIGKILL if it hangs; then no shm left over."""
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        until(lambda: not runs_of(instance), 15, f"{instance}'s workers to clean up")
-        for pid in worker_pids(instance):  # workers of a killed daemon that did not leave
-            with_no_such_process(lambda p=pid: psutil.Process(p).kill())
-        for run in runs_of(instance):
-            unlink_run(RunNames(instance, run))
-
-    def log_tail(self, instance: str) -> str:
-        path = self.tmp / instance / "daemon.log"
-        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
+    def daemon(self, tag: str, text: str | None) -> RunningDaemon:
+        """A daemon of its own instance, socket and folder, not started yet."""
+        d = RunningDaemon(text, prefix=f"bs{tag}", parent=self.tmp)
+        self.daemons.append(d)
+        return d
 
     def close(self) -> None:
-        for proc, instance in self.daemons:
+        for d in self.daemons:
             try:
-                self.stop_daemon(proc, instance)
+                d.close()
             except Exception as exc:  # keep cleaning the others
-                print(f"bench: cleaning up {instance}: {exc}", file=sys.stderr)
+                print(f"bench: cleaning up {d.instance}: {exc}", file=sys.stderr)
         for proc in self.others:
             if proc.poll() is None:
                 proc.terminate()
@@ -203,19 +166,9 @@ class Bench:
 
 
 def until(check: Callable[[], Any], timeout: float, what: str, every: float = POLL) -> Any:
-    """Poll ``check`` until it returns something true; an error after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except (DaemonUnreachable, OSError, xmlrpc.client.Fault) as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(every)
-    raise TimeoutError(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
+    """Poll ``check`` every ``every`` s until it returns something true."""
+    errors = (DaemonUnreachable, OSError, xmlrpc.client.Fault)
+    return wait_for(check, timeout, what, every, errors)
 
 
 def with_no_such_process(action: Callable[[], Any]) -> None:
@@ -223,18 +176,6 @@ def with_no_such_process(action: Callable[[], Any]) -> None:
         action()
     except (psutil.NoSuchProcess, ProcessLookupError):
         pass
-
-
-def worker_pids(instance: str) -> list[int]:
-    """Live worker processes of ``instance`` (their encoded args hold its name)."""
-    pids = []
-    for p in psutil.process_iter(["pid", "cmdline", "status"]):
-        cmd = p.info["cmdline"] or []
-        if p.info["status"] == psutil.STATUS_ZOMBIE or "pipelined.workers" not in cmd:
-            continue
-        if any(instance in a for a in cmd[-1:]):
-            pids.append(p.info["pid"])
-    return pids
 
 
 def gone(pid: int) -> bool:
@@ -255,14 +196,13 @@ def cpu_seconds(proc: psutil.Process) -> float:
     return t.user + t.system
 
 
-def kill_daemon_until_clean(proc: subprocess.Popen[bytes], client: Client, instance: str) -> float:
+def kill_daemon_until_clean(d: RunningDaemon, client: Client) -> float:
     """SIGKILL the daemon; seconds until its workers are gone and /dev/shm is clean."""
     pids = [b["pid"] for b in client.call("status")["blocks"] if b["pid"]]
     client.close()
     t0 = time.monotonic()
-    proc.kill()
-    proc.wait()
-    until(lambda: all(map(gone, pids)) and not runs_of(instance), 30, "cleanup", every=0.002)
+    d.kill()
+    until(lambda: all(map(gone, pids)) and not d.runs(), 30, "cleanup", every=0.002)
     return time.monotonic() - t0
 
 
@@ -271,11 +211,11 @@ def kill_daemon_until_clean(proc: subprocess.Popen[bytes], client: Client, insta
 
 def demo(bench: Bench, quick: bool) -> list[Row]:
     """CPU of the daemon running the built-in demo; status round trips; kill to clean."""
-    proc, sock, instance = bench.daemon("d", None)
-    client = Client(sock)
+    d = bench.daemon("d", None).start()
+    client = d.client()
     until(lambda: all_running(client), 120, "the demo RUNNING")
     time.sleep(SETTLE)
-    daemon = psutil.Process(proc.pid)
+    daemon = psutil.Process(d.proc.pid)
     workers = [psutil.Process(b["pid"]) for b in client.call("status")["blocks"]]
     window = 3.0 if quick else 10.0
     c0, w0, t0 = cpu_seconds(daemon), sum(map(cpu_seconds, workers)), time.monotonic()
@@ -292,7 +232,7 @@ def demo(bench: Bench, quick: bool) -> list[Row]:
         ),
         row(
             "demo_workers_cpu",
-            "demo's 4 workers' CPU (context)",
+            f"demo's {len(workers)} workers' CPU (context)",
             "% core",
             [100 * (w1 - w0) / (t1 - t0)],
         ),
@@ -308,7 +248,7 @@ def demo(bench: Bench, quick: bool) -> list[Row]:
     for _ in range(5 if quick else 20):
         t = time.perf_counter()
         out = subprocess.run(
-            [pipectl, "--socket", str(sock), "status", "--json"],
+            [pipectl, "--socket", str(d.socket), "status", "--json"],
             capture_output=True,
             check=True,
             env=bench.env,
@@ -333,9 +273,9 @@ def demo(bench: Bench, quick: bool) -> list[Row]:
         ),
         row(
             "daemon_kill_clean_demo",
-            "daemon SIGKILL -> clean, demo (4 workers)",
+            f"daemon SIGKILL -> clean, demo ({len(workers)} workers)",
             "s",
-            [kill_daemon_until_clean(proc, client, instance)],
+            [kill_daemon_until_clean(d, client)],
             0.5,
             "workers gone and /dev/shm empty",
         ),
@@ -345,14 +285,11 @@ def demo(bench: Bench, quick: bool) -> list[Row]:
 
 def restart(bench: Bench, kills: int) -> list[Row]:
     """SIGKILL a worker ``kills`` times; time until status shows its replacement RUNNING."""
-    graph = RESTART_SUPERVISION + (
-        f'[blocks.count]\ntype = "{BLOCKS}:Counter"\nfps = 30\n'
-        f'[blocks.{KILLED_BLOCK}]\ntype = "{BLOCKS}:Invert"\ninput = "count"\n'
-    )
-    proc, sock, instance = bench.daemon("r", graph)
-    client = Client(sock)
+    text = graph(counter(fps=30), invert(KILLED_BLOCK, "count"), supervisor=RESTART_SUPERVISION)
+    d = bench.daemon("r", text).start()
+    client = d.client()
     status = until(lambda: all_running(client), 120, "count and invert RUNNING")
-    beat = Heartbeat.attach(RunNames(instance, status["run"]), KILLED_BLOCK)
+    beat = Heartbeat.attach(RunNames(d.instance, status["run"]), KILLED_BLOCK)
     launched, ready, running, noticed = [], [], [], []
     try:
         for _ in range(kills):
@@ -372,7 +309,7 @@ def restart(bench: Bench, kills: int) -> list[Row]:
                 if new and b["state"] == "RUNNING":
                     marks["running"] = time.monotonic() - t0
                 if time.monotonic() - t0 > 30:
-                    raise TimeoutError(f"no replacement RUNNING: {b}\n{bench.log_tail(instance)}")
+                    raise TimeoutError(f"no replacement RUNNING: {b}\n{d.log_text()[-2000:]}")
                 time.sleep(POLL)
             ready.append(marks["ready"])
             launched.append(marks["launched"])
@@ -382,7 +319,7 @@ def restart(bench: Bench, kills: int) -> list[Row]:
     finally:
         beat.close()
         client.close()
-        bench.stop_daemon(proc, instance)
+        d.close()
     return [
         row(
             "kill_to_running",
@@ -426,25 +363,21 @@ def twenty(bench: Bench, runs: int) -> list[Row]:
     for _ in range(runs):
         out = bench.tmp / f"tally{len(starts)}"
         out.mkdir()
-        parts = [f'[blocks.count]\ntype = "{BLOCKS}:Counter"\nfps = 30\n']
+        blocks = [counter(fps=30)]
         for i in range(1, 13):  # inv01 reads count; the others fan out and chain from it
-            src = "count" if i <= 6 else f"inv{i - 6:02d}"
-            parts.append(f'[blocks.inv{i:02d}]\ntype = "{BLOCKS}:Invert"\ninput = "{src}"\n')
-        for i in range(1, 8):
-            parts.append(
-                f'[blocks.tally{i}]\ntype = "{BLOCKS}:Tally"\ninput = "inv{i + 5:02d}"\n'
-                f'path = "{out}/t{i}"\n'
-            )
+            blocks.append(invert(f"inv{i:02d}", "count" if i <= 6 else f"inv{i - 6:02d}"))
+        blocks += [tally(f"tally{i}", f"inv{i + 5:02d}", f"{out}/t{i}") for i in range(1, 8)]
+        d = bench.daemon("t", graph(*blocks))
         t0 = time.monotonic()
-        proc, sock, instance = bench.daemon("t", "".join(parts))
-        client = Client(sock)
+        d.start()
+        client = d.client()
         until(lambda c=client: c.call("hello"), 120, "the daemon to answer")
         answers.append(time.monotonic() - t0)
         status = until(lambda c=client: all_running(c), 120, "20 blocks RUNNING")
         starts.append(time.monotonic() - t0)
         assert len(status["blocks"]) == 20
-        cleans.append(kill_daemon_until_clean(proc, client, instance))
-        bench.stop_daemon(proc, instance)
+        cleans.append(kill_daemon_until_clean(d, client))
+        d.close()
     return [
         row(
             "start_20", "launch -> 20 blocks RUNNING", "s", starts, note="from Popen of the daemon"
@@ -631,20 +564,6 @@ def table(rows: list[Row]) -> str:
         ]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """A SIGTERM to the bench still runs the clean-up in ``finally``."""
-
-    def handler(*_: object) -> None:
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -146,46 +146,15 @@ def parse_graph(text: str, source: str, path: Path | None = None) -> Graph:
     return _Loader(source).build(data, path)
 
 
-DEFAULT_GRAPH_TOML = """\
-# The demo: a synthetic camera, two filters, a recorder, a preview (MJPEG over HTTP) and
-# a screen: five blocks headless, six with a display. It needs no camera; the screen
-# block needs a display and is left out without one.
-
-[blocks.camera]
-type = "camera"
-source = "testsrc"
-size = [640, 480]
-fps = 30
-
-[blocks.red]
-type = "color_filter"
-input = "camera"
-hsv_low = [0, 120, 70]
-hsv_high = [10, 255, 255]
-
-[blocks.edges]
-type = "edge_detector"
-input = "camera"
-
-[blocks.screen]          # needs a display ($DISPLAY)
-type = "screen"
-inputs = ["red", "edges"]
-
-[blocks.recorder]
-type = "recorder"
-inputs = ["red", "edges"]
-
-[blocks.preview]         # MJPEG streams and snapshots: http://127.0.0.1:8081/
-type = "preview"
-inputs = ["camera", "red", "edges"]
-"""
+DEMO_GRAPH = Path(__file__).with_name("demo.toml")
+"""The built-in demo's graph file; examples/five-blocks.toml is a link to it."""
 
 
 def default_graph(display: bool | None = None) -> Graph:
     """The built-in demo; ``display=None`` looks for a display in $DISPLAY."""
     if display is None:
         display = bool(os.environ.get("DISPLAY"))
-    data = tomllib.loads(DEFAULT_GRAPH_TOML)
+    data = tomllib.loads(DEMO_GRAPH.read_text(encoding="utf-8"))
     if not display:
         del data["blocks"]["screen"]
     return _Loader(BUILTIN_SOURCE).build(data, None)

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness.daemon import child_env
+from standin_control import ServerThread
 
 from pipelined.workers.ipc.names import RunNames, new_run_token
 from pipelined.workers.ipc.segment import all_entries, unlink_run
@@ -22,7 +24,7 @@ TESTS = Path(__file__).parent
 STANDINS = TESTS / "standins.py"
 
 # Workers and daemons the tests start must import the test blocks (userblocks.*) too.
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
+os.environ["PYTHONPATH"] = child_env(display=True)["PYTHONPATH"]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -76,3 +78,11 @@ def procs() -> Iterator[Procs]:
     p = Procs()
     yield p
     p.stop_all()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerThread]:
+    """The stand-in daemon's control server (tests/standin_control.py), on its own socket."""
+    srv = ServerThread(tmp_path / "s" / "main.sock")
+    yield srv
+    srv.stop()

@@ -30,7 +30,6 @@ import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
 SYSTEMD = Path("/lib/systemd/systemd")
 
@@ -217,12 +216,7 @@ class Sandbox:
     def __enter__(self) -> Sandbox:
         return self.up()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *_: object) -> None:
         self.down()
 
     @property

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
-import socket
 import subprocess
 import textwrap
 import threading
@@ -23,44 +22,12 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from blockhost import RecordingContext, params
+from harness.daemon import free_port
 
-from pipelined.workers.block import Block
 from pipelined.workers.blocks.camera import Camera
 from pipelined.workers.blocks.sources import parse_source, redact
 from pipelined.workers.blocks.testsrc import TestScene
-
-
-class RecordingContext:
-    """A block context that records waiting() and sleep(); ``sleep_cap`` shortens sleeps."""
-
-    def __init__(self, sleep_cap: float | None = None):
-        self.log = logging.getLogger("test.blocks.camera")
-        self.reasons: list[str | None] = []
-        self.details: list[str | None] = []
-        self.sleeps: list[float] = []
-        self.stopping = False
-        self.sleep_cap = sleep_cap
-
-    def waiting(self, reason: str | None) -> None:
-        self.reasons.append(reason)
-
-    def detail(self, text: str | None) -> None:
-        self.details.append(text)
-
-    def sleep(self, seconds: float) -> bool:
-        self.sleeps.append(seconds)
-        if self.stopping:
-            return False
-        time.sleep(seconds if self.sleep_cap is None else min(seconds, self.sleep_cap))
-        return not self.stopping
-
-
-def params(cls: type[Block], **overrides: Any) -> dict[str, Any]:
-    """The block's defaults with ``overrides``, as the runtime hands them over."""
-    values = {name: p.default for name, p in cls.params.items()}
-    unknown = set(overrides) - set(values)
-    assert not unknown, unknown
-    return values | overrides
 
 
 def camera(context: RecordingContext | None = None, **overrides: Any) -> Camera:
@@ -82,12 +49,6 @@ def next_frame(cam: Camera, attempts: int = 50) -> np.ndarray:
 def red_pixels(frame: np.ndarray) -> np.ndarray:
     b, g, r = (frame[..., i].astype(int) for i in range(3))
     return (r > 150) & (g < 90) & (b < 90)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # -- a real MJPEG-over-HTTP camera -----------------------------------------------------------

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from blockhost import params
 
 from pipelined.workers.block import Block
 from pipelined.workers.blocks.camera import Camera
@@ -17,8 +18,7 @@ WIDTH, HEIGHT = 640, 480
 
 
 def block(cls: type[Block], **overrides: Any) -> Any:
-    values = {name: p.default for name, p in cls.params.items()} | overrides
-    instance = cls(cls.__name__.lower(), values)
+    instance = cls(cls.__name__.lower(), params(cls, **overrides))
     instance.setup()
     return instance
 

@@ -4,7 +4,6 @@ disk that really fills up (a tiny tmpfs in a private mount namespace)."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import subprocess
@@ -18,35 +17,17 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from blockhost import RecordingContext, params
 from video import play
 
 from pipelined.workers.blocks.recorder import SNAPSHOT, Recorder
 from pipelined.workers.blocks.testsrc import TestScene
 
 
-class RecordingContext:
-    """A block context that records what the block says it waits for."""
-
-    def __init__(self) -> None:
-        self.log = logging.getLogger("test.blocks.recorder")
-        self.reasons: list[str | None] = []
-        self.details: list[str | None] = []
-        self.stopping = False
-
-    def waiting(self, reason: str | None) -> None:
-        self.reasons.append(reason)
-
-    def detail(self, text: str | None) -> None:
-        self.details.append(text)
-
-    def sleep(self, seconds: float) -> bool:
-        time.sleep(seconds)
-        return True
-
-
 def recorder(directory: Path, name: str = "rec", **overrides: Any) -> Recorder:
-    values = {n: p.default for n, p in Recorder.params.items()}
-    block = Recorder(name, values | {"directory": str(directory)} | overrides, RecordingContext())
+    block = Recorder(
+        name, params(Recorder, directory=str(directory), **overrides), RecordingContext()
+    )
     block.setup()
     return block
 
@@ -218,12 +199,13 @@ FULL_DISK = textwrap.dedent(
     from pathlib import Path
     from pipelined.workers.blocks.recorder import Recorder
     sys.path.insert(0, sys.argv[2])
-    from test_blocks_recorder import RecordingContext, noise_frames, videos
+    from blockhost import RecordingContext, params
+    from test_blocks_recorder import noise_frames, videos
 
     directory = Path(sys.argv[1], "rec")
-    values = {n: p.default for n, p in Recorder.params.items()}
-    block = Recorder("rec", values | {"directory": str(directory), "fps": 100,
-                     "retry_interval": 0.3, "max_total_bytes": 0}, RecordingContext())
+    values = params(Recorder, directory=str(directory), fps=100, retry_interval=0.3,
+                    max_total_bytes=0)
+    block = Recorder("rec", values, RecordingContext())
     block.setup()
     frames = noise_frames(60, (320, 240))
     result = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import glob
 
 import numpy as np
-from daemon_harness import RunningDaemon, wait_for
+from harness.daemon import RunningDaemon, wait_for
 from video import play
 
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from daemon_harness import RunningDaemon, wait_for
+from harness.daemon import RunningDaemon, wait_for
 
 from pipelined.daemon.graph import load_graph
 

@@ -11,6 +11,7 @@ import pytest
 from pipelined.daemon import graph as graph_mod
 from pipelined.daemon.graph import (
     BUILTIN_SOURCE,
+    DEMO_GRAPH,
     MAX_SLOT_BYTES,
     Graph,
     GraphError,
@@ -330,6 +331,7 @@ def test_wire_bytes() -> None:
 
 
 def test_example_file_is_the_built_in_demo() -> None:
+    assert EXAMPLE.is_symlink() and EXAMPLE.resolve() == DEMO_GRAPH.resolve()  # one text
     example = load_graph(EXAMPLE)
     built_in = default_graph(display=True)
     assert built_in.source == BUILTIN_SOURCE and built_in.path is None

@@ -7,10 +7,10 @@ import signal
 import time
 
 import pytest
-from daemon_harness import wait_for
+from harness.daemon import wait_for
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics
 from prometheus_client.parser import text_string_to_metric_families
-from test_web_support import get, start_web_daemon
+from test_web_support import get, web_daemon
 
 GRAPH = """
 [supervisor]
@@ -51,12 +51,8 @@ GAUGES = [
 
 @pytest.fixture(scope="module")
 def daemon():
-    d, url = start_web_daemon(GRAPH)
-    try:
-        d.wait_all_running()
-        yield d, url
-    finally:
-        d.close()
+    with web_daemon(GRAPH) as running:
+        yield running
 
 
 def scrape(url: str) -> dict[tuple[str, tuple], float]:

@@ -11,12 +11,10 @@ import aiohttp
 import cv2
 import numpy as np
 import pytest
-from daemon_harness import RunningDaemon, wait_for
+from harness.daemon import RunningDaemon, free_port, wait_for
 from test_web_support import (
-    WireTap,
-    assert_matches_the_wire,
+    assert_opencv_reads_the_wire,
     camera_fps,
-    free_port,
     get,
     read_mjpeg,
 )
@@ -77,21 +75,7 @@ def decode(jpeg: bytes) -> np.ndarray:
 
 def test_mjpeg_read_by_opencv_matches_the_wire(preview):
     d, url = preview
-    with WireTap(d, "camera").running() as tap:
-        time.sleep(0.5)
-        cap = cv2.VideoCapture(f"{url}/stream/camera.mjpg?quality=95")
-        try:
-            assert cap.isOpened(), "OpenCV could not open the MJPEG stream"
-            pictures = []
-            for _ in range(10):
-                ok, picture = cap.read()
-                assert ok
-                pictures.append(picture)
-        finally:
-            cap.release()
-        time.sleep(0.3)
-    assert all(p.shape == (480, 640, 3) for p in pictures)
-    assert_matches_the_wire(pictures[2:], tap)
+    assert_opencv_reads_the_wire(d, f"{url}/stream/camera.mjpg?quality=95", 10)
 
 
 def test_snapshot_options_and_errors(preview):

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from daemon_harness import wait_for
+from harness.daemon import wait_for
 from standins import BLOCKS, launch_chain, wait_running
 
 from pipelined.daemon.launch import launch

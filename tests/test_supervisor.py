@@ -10,16 +10,8 @@ import sys
 import time
 
 import pytest
-from daemon_harness import (
-    BLOCKS,
-    RunningDaemon,
-    counter,
-    graph,
-    invert,
-    tally,
-    wait_for,
-    worker_pids,
-)
+from harness.daemon import RunningDaemon, wait_for, worker_pids
+from harness.graphs import BLOCKS, counter, graph, invert, tally
 
 from pipelined.ctl.protocol import CommandError
 from pipelined.workers.ipc.liveness import start_time
@@ -116,7 +108,7 @@ def test_hung_worker_is_replaced_by_the_watchdog(tmp_path):
 def test_killed_daemon_leaves_nothing_and_a_new_one_starts_at_once(tmp_path):
     text = graph(counter(), invert("inv", "count"), tally("sink", "inv", tmp_path / "t"))
     old = RunningDaemon(text).start()
-    new = RunningDaemon(text, old.instance)
+    new = RunningDaemon(text, instance=old.instance)
     try:
         old.wait_all_running()
         old_run = old.status()["run"]

@@ -12,20 +12,16 @@ import itertools
 import logging
 import os
 import shutil
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemon_harness import RunningDaemon, wait_for
+from harness.daemon import RunningDaemon, wait_for
 from systemd import journal
 
-from pipelined.ctl.client import Client
 from pipelined.daemon import systemd as sd
 
 GRAPH_TOML = Path(__file__).parent.parent / "packaging" / "graph.toml"
@@ -33,11 +29,9 @@ GRAPH_TOML = Path(__file__).parent.parent / "packaging" / "graph.toml"
 
 def packaged_graph_daemon() -> RunningDaemon:
     """A daemon on the graph the package installs, recording into its own directory."""
-    daemon = RunningDaemon(None)
     text = GRAPH_TOML.read_text()
-    assert 'directory = "recordings"' in text
-    daemon.graph.write_text(text.replace('"recordings"', f'"{daemon.dir / "recordings"}"'))
-    return daemon
+    assert 'directory = "recordings"' in text  # relative: in the daemon's folder, its cwd
+    return RunningDaemon(text)
 
 
 class NotifyListener:
@@ -84,17 +78,8 @@ class NotifyListener:
 def notified() -> Iterator[tuple[RunningDaemon, NotifyListener]]:
     daemon = packaged_graph_daemon()
     listener = NotifyListener(daemon.dir)
-    env = {"NOTIFY_SOCKET": str(listener.path), "WATCHDOG_USEC": "1000000"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        daemon.start()
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    daemon.env.update(NOTIFY_SOCKET=str(listener.path), WATCHDOG_USEC="1000000")
+    daemon.start()
     yield daemon, listener
     daemon.close()
     listener.close()
@@ -143,24 +128,13 @@ def test_socket_activation_takes_the_socket_and_hides_it_from_workers(tmp_path: 
     if not os.access(tool, os.X_OK):
         pytest.skip("systemd-socket-activate is not installed (Debian's systemd package)")
     daemon = packaged_graph_daemon()
-    path = daemon.dir / "activated.sock"
-    args = [sys.executable, "-m", "pipelined.daemon.main", "--instance", daemon.instance]
-    args += ["--graph", str(daemon.graph), "--state-dir", str(daemon.dir / "state")]
-    with open(daemon.log, "ab") as log:
-        daemon.proc = subprocess.Popen([tool, "-l", str(path), *args], stdout=log, stderr=log)
+    # The activator makes the daemon's socket and hands it over as fd 3.
+    daemon.start(wrapper=[tool, "-l", str(daemon.socket)])
     try:
-        wait_for(path.exists, 10, "the activator's socket")
-        with Client(path, timeout=30) as client:
+        wait_for(daemon.socket.exists, 10, "the activator's socket")
+        with daemon.client(timeout=30) as client:  # it may still be starting
             assert client.call("hello")["instance"] == daemon.instance
-            status = wait_for(
-                lambda: (
-                    (s := client.call("status"))
-                    and all(b["state"] == "RUNNING" for b in s["blocks"])
-                    and s
-                ),
-                60,
-                "every block RUNNING",
-            )
+        status = daemon.wait_all_running(60)
         assert "control socket from systemd (fd 3)" in daemon.log_text()
         for block in status["blocks"]:
             environ = Path(f"/proc/{block['pid']}/environ").read_bytes().split(b"\0")
@@ -168,8 +142,7 @@ def test_socket_activation_takes_the_socket_and_hides_it_from_workers(tmp_path: 
             assert not os.path.exists(f"/proc/{block['pid']}/fd/3") or not os.readlink(
                 f"/proc/{block['pid']}/fd/3"
             ).startswith("socket:")
-        daemon.proc.send_signal(signal.SIGTERM)
-        assert daemon.proc.wait(60) == 0
+        assert daemon.stop() == 0
     finally:
         daemon.close()
 

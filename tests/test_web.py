@@ -11,17 +11,15 @@ import time
 import cv2
 import numpy as np
 import pytest
-from daemon_harness import RunningDaemon, counter, graph, wait_for
+from harness.daemon import RunningDaemon, free_port, wait_for
+from harness.graphs import counter, demo_graph, graph
 from test_web_support import (
     DEMO_BLOCKS,
-    WireTap,
-    assert_matches_the_wire,
+    assert_opencv_reads_the_wire,
     camera_fps,
-    demo_graph,
-    free_port,
     get,
     read_mjpeg,
-    start_web_daemon,
+    web_daemon,
 )
 
 from pipelined.daemon import web
@@ -32,14 +30,8 @@ CSRF = {"X-Pipelined-Request": "1"}
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    preview_port = free_port()
-    text = demo_graph(preview_port, tmp_path_factory.mktemp("rec"))
-    d, url = start_web_daemon(text)
-    try:
-        d.wait_all_running()
-        yield d, url
-    finally:
-        d.close()
+    with web_daemon(demo_graph(free_port(), tmp_path_factory.mktemp("rec"))) as running:
+        yield running
 
 
 def api(url: str, path: str) -> dict:
@@ -176,17 +168,7 @@ def test_live_views_hold_spare_slots_and_give_them_back(demo):
 
 def test_live_view_read_by_opencv_matches_the_wire(demo):
     d, url = demo
-    with WireTap(d, "camera").running() as tap:
-        time.sleep(0.3)
-        cap = cv2.VideoCapture(f"{url}/live/camera.mjpg?quality=95&fps=15")
-        try:
-            assert cap.isOpened()
-            pictures = [cap.read()[1] for _ in range(8)]
-        finally:
-            cap.release()
-        time.sleep(0.3)
-    assert all(p is not None and p.shape == (480, 640, 3) for p in pictures)
-    assert_matches_the_wire(pictures[2:], tap)
+    assert_opencv_reads_the_wire(d, f"{url}/live/camera.mjpg?quality=95&fps=15", 8)
 
 
 def test_bad_and_abusive_clients_leave_the_graph_running(demo):
@@ -244,11 +226,8 @@ def test_beyond_loopback_every_request_needs_the_token(tmp_path):
     token_file.write_text("t0ken-for-the-test\n")
     d = RunningDaemon(
         graph(counter(fps=20)),
-        None,
-        "--http",
-        f"0.0.0.0:{port}",
-        "--http-token-file",
-        str(token_file),
+        http=f"0.0.0.0:{port}",
+        args=["--http-token-file", str(token_file)],
     ).start()
     url = f"http://127.0.0.1:{port}"
     try:
@@ -285,7 +264,7 @@ def test_beyond_loopback_every_request_needs_the_token(tmp_path):
 
 def test_beyond_loopback_without_a_token_the_daemon_does_not_start():
     port = free_port()
-    d = RunningDaemon(graph(counter()), None, "--http", f"0.0.0.0:{port}").start()
+    d = RunningDaemon(graph(counter()), http=f"0.0.0.0:{port}").start()
     try:
         assert d.proc.wait(30) == 78
         assert "beyond loopback" in d.log_text() and "PIPELINED_HTTP_TOKEN" in d.log_text()

@@ -23,7 +23,9 @@ import aiohttp
 import cv2
 import numpy as np
 import pytest
-from test_web_support import DEMO_BLOCKS, demo_graph, free_port, start_web_daemon
+from harness.daemon import free_port
+from harness.graphs import demo_graph
+from test_web_support import DEMO_BLOCKS, web_daemon
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = [
@@ -130,14 +132,12 @@ def red_square(picture: np.ndarray) -> tuple[float, float] | None:
 
 def test_the_page_draws_the_demo_live_and_shows_a_restart(tmp_path):
     shm_before = set(os.listdir("/dev/shm"))
-    d, url = start_web_daemon(demo_graph(free_port(), tmp_path / "rec"))
-    browser = Browser()
-    try:
-        d.wait_all_running()
-        asyncio.run(scenario(d, url, browser, tmp_path))
-    finally:
-        browser.close()
-        d.close()
+    with web_daemon(demo_graph(free_port(), tmp_path / "rec")) as (d, url):
+        browser = Browser()
+        try:
+            asyncio.run(scenario(d, url, browser, tmp_path))
+        finally:
+            browser.close()
     left = {e for e in set(os.listdir("/dev/shm")) - shm_before if "chromium" in e.lower()}
     for entry in left:  # Chromium's own segments, if a helper was killed before it cleaned up
         (Path("/dev/shm") / entry).unlink(missing_ok=True)

@@ -6,17 +6,15 @@ Named ``test_web_*`` only because those are the test files this part of the proj
 from __future__ import annotations
 
 import http.client
-import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
+import cv2
 import numpy as np
-from daemon_harness import RunningDaemon, wait_for
+from harness.daemon import RunningDaemon, free_port
 
-from pipelined.daemon.graph import DEFAULT_GRAPH_TOML
 from pipelined.daemon.supervisor import SPARE_READERS
 from pipelined.workers.ipc.names import RunNames
 from pipelined.workers.ipc.wire import WireReader
@@ -24,37 +22,16 @@ from pipelined.workers.ipc.wire import WireReader
 DEMO_BLOCKS = ["camera", "red", "edges", "recorder", "preview"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def demo_graph(preview_port: int, recordings: Path, preview_extra: str = "") -> str:
-    """The built-in demo without its screen (as headless), its preview on ``preview_port``
-    and its recorder in ``recordings``."""
-    head, _, rest = DEFAULT_GRAPH_TOML.partition("[blocks.screen]")
-    text = head + rest[rest.index("[blocks.") :]
-    text = text.replace(
-        'inputs = ["camera", "red", "edges"]\n',
-        f'inputs = ["camera", "red", "edges"]\nlisten = "127.0.0.1:{preview_port}"\n'
-        + preview_extra,
-    ).replace('type = "recorder"\n', f'type = "recorder"\ndirectory = "{recordings}"\n')
-    assert f":{preview_port}" in text and str(recordings) in text
-    return text
-
-
-def start_web_daemon(graph_text: str | None, *extra: str) -> tuple[RunningDaemon, str]:
-    """A daemon with its page on a free loopback port; returns it and the page's URL."""
+@contextmanager
+def web_daemon(graph_text: str | None, *extra: str) -> Iterator[tuple[RunningDaemon, str]]:
+    """A daemon with its page on a free loopback port and every block RUNNING: it and
+    the page's URL, until the block ends."""
     port = free_port()
-    d = RunningDaemon(graph_text, None, "--http", f"127.0.0.1:{port}", *extra).start()
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: get(url + "/api/status")[0] == 200, 30, "the page to answer")
-    except BaseException:
-        d.close()
-        raise
-    return d, url
+    with RunningDaemon(graph_text, http=f"127.0.0.1:{port}", args=extra) as d:
+        d.start().until(lambda: get(url + "/api/status")[0] == 200, 30, "the page to answer")
+        d.wait_all_running()
+        yield d, url
 
 
 def get(
@@ -169,6 +146,22 @@ def assert_matches_the_wire(pictures: list[np.ndarray], tap: WireTap) -> None:
         f"only {exact} of {len(pictures)} pictures equal a wire frame"
         f" (the tap saw {len(tap.frames)} frames, dropped {tap.reader.dropped})"
     )
+
+
+def assert_opencv_reads_the_wire(d: RunningDaemon, url: str, count: int) -> None:
+    """OpenCV reads ``count`` full-size pictures from the MJPEG stream at ``url``, and
+    most are frames the camera wire carried (the demo's camera: 640x480)."""
+    with WireTap(d, "camera").running() as tap:
+        time.sleep(0.5)
+        cap = cv2.VideoCapture(url)
+        try:
+            assert cap.isOpened(), f"OpenCV could not open {url}"
+            pictures = [cap.read()[1] for _ in range(count)]
+        finally:
+            cap.release()
+        time.sleep(0.3)
+    assert all(p is not None and p.shape == (480, 640, 3) for p in pictures)
+    assert_matches_the_wire(pictures[2:], tap)
 
 
 def camera_fps(d: RunningDaemon, seconds: float = 2.0) -> float:

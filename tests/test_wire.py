@@ -46,6 +46,12 @@ def result(proc: subprocess.Popen, timeout: float = 60) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def start_writer(procs, names, frames: int, *extra: str, block: str = "cam", shape: str = SHAPE):
+    """The writer stand-in: ``frames`` frames of ``shape`` (H,W,C) onto ``block``'s wire."""
+    args = [names.instance, names.run, block, "--frames", str(frames), "--shape", shape]
+    return procs.standin("writer", *args, *extra)
+
+
 def start_readers(procs, names, count: int, *extra: str, block: str = "cam"):
     readers = [
         procs.standin("reader", names.instance, names.run, block, str(i), *extra)
@@ -82,10 +88,7 @@ def test_fan_out_to_three_reader_processes(names, wire, procs):
     ]
     for r in readers:
         ready(r)
-    writer = procs.standin(
-        "writer", names.instance, names.run, "cam", "--frames", "300", "--fps", "200",
-        "--shape", SHAPE,
-    )  # fmt: skip
+    writer = start_writer(procs, names, 300, "--fps", "200")
     assert ready(writer)["first"] == 1
     assert result(writer)["last"] == 300
     for r in readers:
@@ -102,10 +105,7 @@ def test_slow_reader_does_not_hold_back_writer_or_others(names, wire, procs):
     fast = procs.standin("reader", names.instance, names.run, "cam", "1")
     ready(slow)
     ready(fast)
-    writer = procs.standin(
-        "writer", names.instance, names.run, "cam", "--frames", "200", "--fps", "100",
-        "--shape", SHAPE,
-    )  # fmt: skip
+    writer = start_writer(procs, names, 200, "--fps", "100")
     ready(writer)
     # Held back to the slow reader's pace, the writer would need 200 s.
     done = result(writer, timeout=40)
@@ -121,10 +121,7 @@ def test_slow_reader_does_not_hold_back_writer_or_others(names, wire, procs):
 
 def test_killed_reader_blocks_nobody(names, wire, procs):
     victim, survivor = start_readers(procs, names, 2)
-    writer = procs.standin(
-        "writer", names.instance, names.run, "cam", "--frames", "300", "--fps", "100",
-        "--shape", SHAPE,
-    )  # fmt: skip
+    writer = start_writer(procs, names, 300, "--fps", "100")
     ready(writer)
     victim.send_signal(signal.SIGKILL)
     assert result(writer, timeout=40)["last"] == 300
@@ -132,9 +129,7 @@ def test_killed_reader_blocks_nobody(names, wire, procs):
 
 
 def test_writer_killed_mid_frame_never_tears_and_successor_carries_on(names, wire, procs):
-    first = procs.standin(
-        "writer", names.instance, names.run, "cam", "--frames", "10", "--shape", SHAPE
-    )
+    first = start_writer(procs, names, 10)
     ready(first)
     assert result(first)["last"] == 10
     (reader,) = start_readers(procs, names, 1, "--idle", "5")
@@ -142,10 +137,7 @@ def test_writer_killed_mid_frame_never_tears_and_successor_carries_on(names, wir
     assert ready(half)["seq"] == 11
     half.send_signal(signal.SIGKILL)
     half.wait(10)
-    successor = procs.standin(
-        "writer", names.instance, names.run, "cam", "--frames", "5", "--fps", "50",
-        "--shape", SHAPE,
-    )  # fmt: skip
+    successor = start_writer(procs, names, 5, "--fps", "50")
     assert ready(successor)["first"] == 11
     assert result(successor)["last"] == 15
     res = result(reader)
@@ -163,10 +155,9 @@ def test_no_torn_frames_under_flat_out_writes(names, procs):
     copy = procs.standin("reader", names.instance, names.run, "big", "1", "--copy")
     ready(view)
     ready(copy)
-    writer = procs.standin(
-        "writer", names.instance, names.run, "big", "--frames", "1500", "--loan",
-        "--shape", ",".join(map(str, shape)),
-    )  # fmt: skip
+    writer = start_writer(
+        procs, names, 1500, "--loan", block="big", shape=",".join(map(str, shape))
+    )
     ready(writer)
     assert result(writer)["last"] == 1500
     for res in (result(view), result(copy)):

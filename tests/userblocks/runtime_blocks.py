@@ -73,27 +73,25 @@ class Tally(Block):
         return None
 
 
-class CrashAtOnce(Block):
-    """A source that dies in set-up: the supervisor must give up on it."""
+class _TinySource(Block):
+    """A source of 16-byte frames that never gets to make one: its setup() fails."""
 
     min_inputs = max_inputs = 0
 
     @classmethod
     def max_output_bytes(cls, params, input_bytes):
         return 16
+
+
+class CrashAtOnce(_TinySource):
+    """A source that dies in set-up: the supervisor must give up on it."""
 
     def setup(self) -> None:
         raise RuntimeError("this block always crashes")
 
 
-class NeedsHardware(Block):
+class NeedsHardware(_TinySource):
     """A source whose configuration cannot run here: FAILED at once, no restarts."""
-
-    min_inputs = max_inputs = 0
-
-    @classmethod
-    def max_output_bytes(cls, params, input_bytes):
-        return 16
 
     def setup(self) -> None:
         raise ConfigurationError("no frobnicator on this box; use a Counter instead")
