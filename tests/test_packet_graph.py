@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from daemon_harness import BLOCKS, RunningDaemon, counter, graph, wait_for
+from harness.daemon import RunningDaemon, wait_for
+from harness.graphs import BLOCKS, counter, graph
 
 from pipelined.daemon.graph import GraphError, parse_graph
 
@@ -17,9 +18,8 @@ def packet_graph(tally_path: str) -> str:
 
 def test_packets_flow_from_a_source_to_a_packet_reader(tmp_path):
     tally = tmp_path / "tally"
-    d = RunningDaemon(packet_graph(str(tally))).start()
-    try:
-        d.wait_all_running()
+    with RunningDaemon(packet_graph(str(tally))) as d:
+        d.start().wait_all_running()
         line = wait_for(lambda: tally.exists() and tally.read_text().split(), 60, "packets")
         count, first, last, gaps, codec = line
         assert int(count) >= 1 and int(last) >= int(first) and codec == "counter"
@@ -32,8 +32,6 @@ def test_packets_flow_from_a_source_to_a_packet_reader(tmp_path):
         assert frames["readers"] == []  # nobody takes its frames; the wire is there for viewers
         d.call("restart", blocks=["sink"])  # a new reader starts at the newest keyframe
         d.wait_state("sink", "RUNNING")
-    finally:
-        d.close()
 
 
 def test_a_packet_input_must_come_from_a_block_that_publishes_packets():
