@@ -5,8 +5,11 @@ STARTING/RUNNING --crash, policy restarts--> BACKOFF --delay--> STARTING
 STARTING/RUNNING --crash, too many in the window--> FAILED
 STARTING/RUNNING --exit, policy does not restart--> EXITED
 STARTING/RUNNING --cannot run this configuration (exit 78)--> FAILED
+STARTING --the worker cannot be launched--> FAILED
 STARTING/RUNNING/BACKOFF --stop--> STOPPING --exit--> STOPPED   (BACKOFF: at once)
 STOPPED/EXITED/FAILED --start--> STARTING
+
+Which move a block makes is the restart policy's decision (policy.py).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ TRANSITIONS: dict[State, frozenset[State]] = {
         {State.RUNNING, State.BACKOFF, State.STOPPING} | {State.EXITED, State.FAILED}
     ),
     State.RUNNING: frozenset({State.BACKOFF, State.STOPPING, State.EXITED, State.FAILED}),
-    State.BACKOFF: frozenset({State.STARTING, State.STOPPED, State.FAILED}),
+    State.BACKOFF: frozenset({State.STARTING, State.STOPPED}),
     State.STOPPING: frozenset({State.STOPPED}),
     State.EXITED: frozenset({State.STARTING}),
     State.FAILED: frozenset({State.STARTING}),

@@ -1,9 +1,11 @@
-"""The supervisor: owns one run of a graph, its wires, heartbeats and block processes.
+"""The supervisor: owns one run of a graph, its wires, heartbeats and block watchers.
 
-It creates every wire before any worker starts (a reader never finds its input
-missing), starts blocks sources first, and keeps the wires across a block's restarts,
-so the readers of a restarting block simply wait. Stopping unlinks everything of the
-run. Control commands (daemon/commands/) call the public methods here.
+As circus's arbiter holds its watchers, the supervisor holds one ``Watcher`` per block
+(watcher.py), which runs the block's worker by its restart policy. The supervisor
+creates every wire before any worker starts (a reader never finds its input missing),
+starts blocks sources first, and keeps the wires across a block's restarts, so the
+readers of a restarting block simply wait. Stopping unlinks everything of the run.
+Control commands (daemon/commands/) call the public methods here.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ from pipelined.workers.ipc.wire import Wire
 
 from . import runs
 from .graph import BlockSpec, Graph
-from .launch import worker_args
-from .process import BlockProcess
+from .process import worker_args
 from .states import State
+from .watcher import Watcher
 
 log = logging.getLogger("pipelined")
 SPARE_READERS = 2
@@ -41,7 +43,7 @@ class Supervisor:
         self.names = RunNames(instance, new_run_token())
         self.group = group
         self.wires: dict[str, Wire] = {}
-        self.blocks: dict[str, BlockProcess] = {}
+        self.blocks: dict[str, Watcher] = {}
         self.started = time.monotonic()
         self._ticker: asyncio.Task[None] | None = None
         self._reloading = asyncio.Lock()
@@ -67,7 +69,7 @@ class Supervisor:
         )
 
     def _create(self, spec: BlockSpec) -> None:
-        """Make the block's process, and its wire and heartbeat unless they exist already.
+        """Make the block's watcher, and its wire and heartbeat unless they exist already.
 
         A block restarted by a reload keeps both, so its readers stay attached.
         """
@@ -84,7 +86,7 @@ class Supervisor:
         beat = old.heartbeat if old else Heartbeat.create(self.names, spec.name, self.group)
         beside = self.graph.path.parent if self.graph.path else None
         args = worker_args(self.names, spec, readers, beside)
-        self.blocks[spec.name] = BlockProcess(spec, args, beat)
+        self.blocks[spec.name] = Watcher(spec, args, beat)
 
     def _readers(self) -> dict[str, list[str]]:
         return {name: self.graph.readers(name) for name in self.graph.blocks}
@@ -97,9 +99,9 @@ class Supervisor:
 
     def _drop(self, name: str) -> None:
         """Forget a stopped block: unlink its wire and heartbeat."""
-        proc = self.blocks.pop(name)
-        proc.heartbeat.unlink()
-        proc.heartbeat.close()
+        watcher = self.blocks.pop(name)
+        watcher.heartbeat.unlink()
+        watcher.heartbeat.close()
         self._drop_wire(name)
 
     # -- running -----------------------------------------------------------------------
@@ -112,17 +114,16 @@ class Supervisor:
     async def _tick_forever(self) -> None:
         next_sample = 0.0
         while True:
-            now_ns = time.monotonic_ns()
-            for proc in list(self.blocks.values()):
-                proc.tick(now_ns)
+            for watcher in list(self.blocks.values()):
+                watcher.tick()
             if time.monotonic() >= next_sample:
                 next_sample = time.monotonic() + SAMPLE_EVERY
-                for proc in list(self.blocks.values()):
-                    proc.sample()
-            starting = any(p.state == State.STARTING for p in self.blocks.values())
+                for watcher in list(self.blocks.values()):
+                    watcher.sample()
+            starting = any(w.state == State.STARTING for w in self.blocks.values())
             await asyncio.sleep(STARTING_TICK if starting else TICK)
 
-    def select(self, names: list[str]) -> list[BlockProcess]:
+    def select(self, names: list[str]) -> list[Watcher]:
         """The named blocks in graph order (all of them for an empty list)."""
         unknown = [n for n in names if n not in self.blocks]
         if unknown:
@@ -187,8 +188,8 @@ class Supervisor:
         if self._ticker is not None:
             self._ticker.cancel()
         await self.stop_blocks([])
-        for proc in self.blocks.values():
-            proc.heartbeat.close()
+        for watcher in self.blocks.values():
+            watcher.heartbeat.close()
         for wire in self.wires.values():
             wire.close()
         removed = unlink_run(self.names)

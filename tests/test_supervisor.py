@@ -291,14 +291,14 @@ def test_a_worker_that_cannot_be_launched_fails_with_the_reason(names):
     """Graph loading refuses parameters too long for a command line; should a launch
     fail anyway (no memory, no file descriptors), the block ends FAILED, not STARTING."""
     from pipelined.daemon.graph import parse_graph
-    from pipelined.daemon.launch import worker_args
-    from pipelined.daemon.process import BlockProcess
+    from pipelined.daemon.process import worker_args
+    from pipelined.daemon.watcher import Watcher
     from pipelined.workers.ipc.heartbeat import Heartbeat
 
     spec = parse_graph(counter(), "t.toml").blocks["count"]
     args = worker_args(names, spec, {"count": []}, None)
     args.params = {**args.params, "label": "x" * 200_000}  # past the kernel's 128 KiB
-    block = BlockProcess(spec, args, Heartbeat.create(names, "count"))
+    block = Watcher(spec, args, Heartbeat.create(names, "count"))
 
     async def start() -> None:
         block.start()

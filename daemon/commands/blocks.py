@@ -10,10 +10,10 @@ from .args import get_blocks
 
 if TYPE_CHECKING:
     from ..app import Daemon
-    from ..process import BlockProcess
+    from ..watcher import Watcher
 
 
-def blocks_arg(daemon: Daemon, args: dict[str, Any]) -> list[BlockProcess]:
+def blocks_arg(daemon: Daemon, args: dict[str, Any]) -> list[Watcher]:
     """The blocks an argument names (all for none), or a no_such_block error."""
     names = get_blocks(args)
     try:
@@ -25,6 +25,6 @@ def blocks_arg(daemon: Daemon, args: dict[str, Any]) -> list[BlockProcess]:
         ) from None
 
 
-def acted_on(procs: list[BlockProcess]) -> dict[str, Any]:
+def acted_on(procs: list[Watcher]) -> dict[str, Any]:
     """The result of start, stop and restart: each block named, with its state now."""
     return {"blocks": [{"name": p.name, "state": p.state.value} for p in procs]}
