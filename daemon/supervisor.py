@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from pipelined.workers.ipc.heartbeat import Heartbeat
@@ -108,7 +109,7 @@ class Supervisor:
 
     async def run(self) -> None:
         """Start every block and watch them until cancelled."""
-        self.start_blocks([])
+        self.start_blocks(self.every())
         self._ticker = asyncio.create_task(self._tick_forever())
 
     async def _tick_forever(self) -> None:
@@ -123,26 +124,37 @@ class Supervisor:
             starting = any(w.state == State.STARTING for w in self.blocks.values())
             await asyncio.sleep(STARTING_TICK if starting else TICK)
 
-    def select(self, names: list[str]) -> list[Watcher]:
-        """The named blocks in graph order (all of them for an empty list)."""
+    def every(self) -> list[Watcher]:
+        """Every block, in graph order: what "all blocks" means, said out loud."""
+        return self._in_order(self.blocks.values())
+
+    def select(self, names: Iterable[str]) -> list[Watcher]:
+        """The named blocks (no name: none), in graph order; KeyError lists unknown names."""
+        names = list(names)
         unknown = [n for n in names if n not in self.blocks]
         if unknown:
             raise KeyError(", ".join(unknown))
-        wanted = set(names) or set(self.blocks)
-        return [self.blocks[n] for n in self.graph.order() if n in wanted]
+        return self._in_order(self.blocks[n] for n in dict.fromkeys(names))
 
-    def start_blocks(self, names: list[str]) -> None:
-        """Start the named blocks, sources first; a block already up is left alone."""
-        for proc in self.select(names):
-            proc.start()
+    def _in_order(self, watchers: Iterable[Watcher]) -> list[Watcher]:
+        """Sources first: each block after the blocks it reads."""
+        rank = {name: i for i, name in enumerate(self.graph.order())}
+        return sorted(watchers, key=lambda w: rank.get(w.name, len(rank)))
 
-    async def stop_blocks(self, names: list[str]) -> None:
-        """Stop the named blocks (readers first) and wait until every one has exited."""
-        await asyncio.gather(*(proc.stop() for proc in reversed(self.select(names))))
+    def start_blocks(self, watchers: Iterable[Watcher]) -> None:
+        """Start these blocks, sources first; a block already up is left alone."""
+        for watcher in self._in_order(watchers):
+            watcher.start()
 
-    def restart_blocks(self, names: list[str]) -> None:
-        for proc in self.select(names):
-            proc.restart()
+    async def stop_blocks(self, watchers: Iterable[Watcher]) -> None:
+        """Stop these blocks (readers first) and wait until every one has exited."""
+        stopping = [w.stop() for w in reversed(self._in_order(watchers))]
+        await asyncio.gather(*stopping)
+
+    def restart_blocks(self, watchers: Iterable[Watcher]) -> None:
+        """Stop and start these blocks again, each once its old worker is gone."""
+        for watcher in self._in_order(watchers):
+            watcher.restart()
 
     async def reload(self, graph: Graph) -> dict[str, list[str]]:
         """Run ``graph`` instead, restarting only the blocks whose configuration changed.
@@ -165,9 +177,7 @@ class Supervisor:
             }
             for wire in rewired:
                 changed |= {wire, *new.readers(wire)}
-            going = [n for n in old.order() if n in changed or n in removed]
-            if going:  # an empty list would mean every block
-                await self.stop_blocks(going)
+            await self.stop_blocks(self.select(changed | set(removed)))
             for name in removed:
                 self._drop(name)
             for name in rewired:
@@ -176,9 +186,7 @@ class Supervisor:
             for name in new.order():
                 if name in added or name in changed:
                     self._create(new.blocks[name])
-            coming = [n for n in new.order() if n in added or n in changed]
-            if coming:
-                self.start_blocks(coming)
+            self.start_blocks(self.select(changed | set(added)))
             result = {"added": added, "removed": removed, "restarted": sorted(changed)}
             log.info("reloaded %s: %s", new.source, result)
             return result
@@ -187,7 +195,7 @@ class Supervisor:
         """Stop every block, then unlink every object of the run."""
         if self._ticker is not None:
             self._ticker.cancel()
-        await self.stop_blocks([])
+        await self.stop_blocks(self.every())
         for watcher in self.blocks.values():
             watcher.heartbeat.close()
         for wire in self.wires.values():
@@ -197,14 +205,14 @@ class Supervisor:
 
     # -- reporting ---------------------------------------------------------------------
 
-    def status(self, names: list[str] | None = None) -> dict[str, Any]:
-        procs = self.select(names or [])
+    def status(self, watchers: Iterable[Watcher]) -> dict[str, Any]:
+        """The object of ``pipectl status --json``, with these blocks (and every wire)."""
         return {
             "instance": self.names.instance,
             "run": self.names.run,
             "uptime_s": round(time.monotonic() - self.started, 3),
             "graph": str(self.graph.path) if self.graph.path else None,
-            "blocks": [p.status() for p in procs],
+            "blocks": [w.status() for w in self._in_order(watchers)],
             "wires": self.wire_status(),
         }
 

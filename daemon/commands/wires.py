@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..app import Daemon
+    from ..supervisor import Supervisor
 
 
-async def handle(daemon: Daemon, args: dict[str, Any]) -> dict[str, Any]:
-    return {"wires": daemon.supervisor.wire_status()}
+async def handle(supervisor: Supervisor) -> dict[str, Any]:
+    return {"wires": supervisor.wire_status()}
