@@ -164,13 +164,23 @@ inputs = ["camera", "red", "edges"]
 """
 
 
-def default_graph(display: bool | None = None) -> Graph:
-    """The built-in demo; ``display=None`` looks for a display in $DISPLAY."""
+DEMO_RECORDINGS = "recordings"
+"""The demo recorder's folder in the state directory."""
+
+
+def default_graph(display: bool | None = None, state_dir: Path | None = None) -> Graph:
+    """The built-in demo; ``display=None`` looks for a display in $DISPLAY.
+
+    With ``state_dir`` its recorder records into ``state_dir/recordings``, set before the
+    graph is validated; without, into ``recordings`` where the daemon stands.
+    """
     if display is None:
         display = bool(os.environ.get("DISPLAY"))
     data = tomllib.loads(DEFAULT_GRAPH_TOML)
     if not display:
         del data["blocks"]["screen"]
+    if state_dir is not None:
+        data["blocks"]["recorder"]["directory"] = str(state_dir / DEMO_RECORDINGS)
     return _Loader(BUILTIN_SOURCE).build(data, None)
 
 
