@@ -60,6 +60,8 @@ class Supervision:
     backoff_max: float = 30.0
     restart_limit: int = 5
     restart_window: float = 60.0
+    retry_failed_after: float = 300.0
+    """A block FAILED by crashes tries again after this long; 0: it stays FAILED."""
     watchdog: float = 5.0
     startup_timeout: float = 30.0
     stop_timeout: float = 5.0

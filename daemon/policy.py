@@ -12,7 +12,11 @@ The rules, with the block's ``[supervisor]`` keys (graph.Supervision):
 - An exit nobody asked for restarts after a backoff: ``backoff_initial``, doubling with
   each crash in a row up to ``backoff_max``. A worker that ran STABLE_AFTER seconds
   before it crashed starts the streak again.
-- More than ``restart_limit`` such exits within ``restart_window`` seconds: FAILED.
+- More than ``restart_limit`` such exits within ``restart_window`` seconds: FAILED, and
+  launched again after ``retry_failed_after`` seconds (0: never), as Kubernetes' crash
+  loop back-off never gives up: a box nobody visits gets its camera back once it
+  returns. Crashes before the pause still count if they are within the window. A
+  worker that cannot be launched at all is FAILED the same way.
 - Exit 78 (EX_CONFIG): FAILED at once; the block said it cannot run this configuration.
 - ``restart = "never"``, or ``"on-failure"`` and exit 0: EXITED.
 - No first heartbeat within ``startup_timeout``, or none for ``watchdog`` seconds once
@@ -53,12 +57,12 @@ class RestartPolicy:
     ):
         self.settings = settings
         self.clock = clock
-        self.on_move = on_move  # told of every move: the watcher logs it
+        self.on_move = on_move  # told of every move: the watcher logs it, drops its timer
         self.state = State.STOPPED
         self.reason: str | None = None
         self.restarts = 0
         self.restart_in: float | None = None
-        """Seconds after which to launch again unasked (in BACKOFF); None: not by itself."""
+        """Seconds after which to launch again unasked (BACKOFF, or FAILED for a pause)."""
         self._launched = 0.0
         self._running_since: float | None = None
         self._crashes: list[float] = []
@@ -71,8 +75,8 @@ class RestartPolicy:
     def start(self) -> bool:
         """A start was asked for: True if a worker is to be launched now.
 
-        A block that is up or on its way up or down is left alone; one waiting in BACKOFF
-        starts at once.
+        A block that is up or on its way up or down is left alone; one waiting to restart
+        (BACKOFF, or FAILED for a pause) starts at once.
         """
         if self.state not in STARTABLE and self.state != State.BACKOFF:
             return False
@@ -82,10 +86,11 @@ class RestartPolicy:
     def stop(self) -> bool:
         """A stop was asked for: True if the worker is to be signalled (it is STOPPING).
 
-        A block waiting in BACKOFF is STOPPED at once, its pending restart cancelled.
+        A block waiting to restart (BACKOFF, or FAILED for a pause) is STOPPED at once,
+        its pending restart cancelled.
         """
         self._start_after_stop = False
-        if self.state == State.BACKOFF:
+        if self.restart_in is not None:
             self._move(State.STOPPED)
         if self.state in (State.STARTING, State.RUNNING):
             self._move(State.STOPPING)
@@ -101,7 +106,7 @@ class RestartPolicy:
 
     def launch_failed(self, error: str) -> None:
         """The worker could not be launched (no memory, no file descriptors left)."""
-        self._move(State.FAILED, f"cannot launch the worker: {error}")
+        self._fail(f"cannot launch the worker: {error}")
 
     def check(self, beat: Beat | None) -> str | None:
         """Look at the worker's latest heartbeat; returns why to kill it, if it must die.
@@ -158,10 +163,9 @@ class RestartPolicy:
         what = _summary(code, killed_for)
         self._crashes = [t for t in self._crashes if now - t <= s.restart_window] + [now]
         if len(self._crashes) > s.restart_limit:
-            self._move(
-                State.FAILED,
+            self._fail(
                 f"exited {len(self._crashes)} times within {s.restart_window:g} s"
-                f" (restart_limit {s.restart_limit}); last: {what}",
+                f" (restart_limit {s.restart_limit}); last: {what}"
             )
             return False
         self._streak = 1 if ran >= STABLE_AFTER else self._streak + 1
@@ -199,6 +203,13 @@ class RestartPolicy:
         self._launched = self.clock()
         self._running_since = None
         self._killing = False
+
+    def _fail(self, reason: str) -> None:
+        """FAILED; launched again after the long pause, if there is one (and it says so)."""
+        pause = self.settings.retry_failed_after
+        self._move(State.FAILED, f"{reason}; trying again in {pause:g} s" if pause else reason)
+        if pause:
+            self.restart_in = pause
 
     def _kill(self, reason: str) -> str:
         self._killing = True

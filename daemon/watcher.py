@@ -41,7 +41,7 @@ class Watcher:
         self.spec = spec
         self.args = args
         self.heartbeat = heartbeat
-        self.policy = RestartPolicy(spec.supervision, clock, on_move=self._log_move)
+        self.policy = RestartPolicy(spec.supervision, clock, on_move=self._moved)
         self.process: WorkerProcess | None = None  # the latest worker, alive or not
         self.last_exit: dict[str, Any] | None = None
         self._beat: Beat | None = None  # the latest beat of this worker
@@ -67,17 +67,17 @@ class Watcher:
         return self.policy.restarts
 
     @property
-    def running(self) -> WorkerProcess | None:
-        """The worker while it has not exited."""
+    def live(self) -> WorkerProcess | None:
+        """The worker while it has not exited (STARTING, RUNNING, STOPPING)."""
         return self.process if self.state in ALIVE else None
 
     @property
     def pid(self) -> int | None:
-        return self.running.pid if self.running is not None else None
+        return self.live.pid if self.live is not None else None
 
     @property
     def fps(self) -> float:
-        return self.running.fps if self.running is not None else 0.0
+        return self.live.fps if self.live is not None else 0.0
 
     @property
     def _log_extra(self) -> dict[str, Any]:
@@ -95,8 +95,9 @@ class Watcher:
     def stop(self) -> asyncio.Future[None]:
         """Ask the worker to stop: SIGTERM, then SIGKILL after stop_timeout.
 
-        The future completes once the block is STOPPED. A block in BACKOFF stops at once:
-        its pending restart is cancelled, so a stop is never undone by the restart logic.
+        The future completes once the block is STOPPED. A block waiting to restart
+        (BACKOFF, or FAILED for a pause) stops at once: its pending restart is cancelled,
+        so a stop is never undone by the restart policy.
         """
         loop = asyncio.get_running_loop()
         if self.policy.stop():
@@ -146,7 +147,7 @@ class Watcher:
             self.process.sample(self._beat)
 
     def status(self) -> dict[str, Any]:
-        beat, running = self._beat, self.running
+        beat, live = self._beat, self.live
         return {
             "name": self.name,
             "type": self.spec.type,
@@ -154,17 +155,17 @@ class Watcher:
             "pid": self.pid,
             "restarts": self.restarts,
             "uptime_s": round(self.policy.uptime(), 3),
-            "fps": round(running.fps, 2) if running else 0.0,
-            "fps_in": round(running.fps_in, 2) if running else 0.0,
+            "fps": round(live.fps, 2) if live else 0.0,
+            "fps_in": round(live.fps_in, 2) if live else 0.0,
             "frames_out": beat.frames_out if beat else 0,
             "frames_in": beat.frames_in if beat else 0,
             "dropped": beat.dropped if beat else 0,
             "busy_s": round(beat.busy_ns / 1e9, 3) if beat else 0.0,
             "busy_hist": list(beat.busy_hist) if beat else [],
-            "cpu_percent": round(running.cpu_percent, 1) if running else 0.0,
-            "rss_bytes": running.rss_bytes if running else 0,
+            "cpu_percent": round(live.cpu_percent, 1) if live else 0.0,
+            "rss_bytes": live.rss_bytes if live else 0,
             "reason": self.reason,
-            "detail": beat.detail if beat and running else None,
+            "detail": beat.detail if beat and live else None,
             "last_exit": self.last_exit,
             "inputs": list(self.spec.inputs),
         }
@@ -217,15 +218,11 @@ class Watcher:
         self._arm()
 
     def _arm(self) -> None:
-        """Keep one loop timer for the policy's pending restart, and none without one.
+        """Set the loop timer for the policy's pending restart, after every decision.
 
-        Called after every decision: a timer already armed for the same wait runs on.
+        A timer already set is for this very wait: every move cancels it (``_moved``).
         """
-        if self.policy.restart_in is None:
-            if self._restart_timer is not None:
-                self._restart_timer.cancel()
-                self._restart_timer = None
-        elif self._restart_timer is None:
+        if self.policy.restart_in is not None and self._restart_timer is None:
             loop = asyncio.get_running_loop()
             self._restart_timer = loop.call_later(self.policy.restart_in, self._due)
 
@@ -236,9 +233,13 @@ class Watcher:
         self._arm()
 
     def _signal(self, sig: int) -> None:
-        if self.running is not None:
-            self.running.signal(sig)
+        if self.live is not None:
+            self.live.signal(sig)
 
-    def _log_move(self, old: State, new: State, reason: str | None) -> None:
+    def _moved(self, old: State, new: State, reason: str | None) -> None:
+        """Told by the policy of each move: log it; a pending restart is over with it."""
+        if self._restart_timer is not None:
+            self._restart_timer.cancel()
+            self._restart_timer = None
         why = f" ({reason})" if reason else ""
         log.info("%s: %s -> %s%s", self.name, old, new, why, extra=self._log_extra)

@@ -1,22 +1,25 @@
 """The restart policy and the state machine, without processes, on a clock the test turns.
 
-Every move of states.py, every rule of policy.py, and clocks that jump both ways. The
-whole file runs in milliseconds: the supervisor's tests prove the watcher carries the
-decisions out with real workers.
+Every move of states.py, every rule of policy.py, clocks that jump both ways, and the
+watcher's one restart timer. The whole file runs in milliseconds: the supervisor's
+tests prove the watcher carries the decisions out with real workers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from dataclasses import replace
 
 import pytest
 
-from pipelined.daemon.graph import Supervision
+from pipelined.daemon.graph import Supervision, parse_graph
 from pipelined.daemon.policy import STABLE_AFTER, RestartPolicy
+from pipelined.daemon.process import worker_args
 from pipelined.daemon.states import TRANSITIONS, State, check_move
+from pipelined.daemon.watcher import Watcher
 from pipelined.workers.contract import EX_CONFIG
-from pipelined.workers.ipc.heartbeat import RUNNING, STARTING, WAITING, Beat
+from pipelined.workers.ipc.heartbeat import RUNNING, STARTING, WAITING, Beat, Heartbeat
 
 SIGKILL, SIGTERM = -9, -15
 
@@ -114,6 +117,12 @@ def test_the_policy_makes_every_move_of_the_table() -> None:
     config.crash(EX_CONFIG)  # RUNNING -> FAILED
     made |= set(config.moves)
 
+    flapping = Block(restart_limit=0, retry_failed_after=300.0)
+    flapping.running()
+    flapping.crash()  # RUNNING -> FAILED, for a pause
+    assert not flapping.policy.stop()  # FAILED -> STOPPED
+    made |= set(flapping.moves)
+
     assert made == {(old, new) for old, news in TRANSITIONS.items() for new in news}
 
 
@@ -205,11 +214,12 @@ def test_start_after_stop_of_a_block_that_is_not_stopping_is_ignored() -> None:
 
 
 def test_a_worker_that_cannot_be_launched_fails_with_the_reason() -> None:
-    b = Block()
+    b = Block(retry_failed_after=0.0)
     b.policy.start()
     b.policy.launch_failed("[Errno 24] Too many open files")
     assert b.policy.state == State.FAILED
     assert b.policy.reason == "cannot launch the worker: [Errno 24] Too many open files"
+    assert b.policy.restart_in is None
     assert b.policy.start()  # a start by hand tries again
 
 
@@ -267,7 +277,7 @@ def test_stable_counts_from_the_first_heartbeat_not_from_the_launch() -> None:
 
 
 def test_more_than_restart_limit_crashes_within_the_window_fail() -> None:
-    b = Block(restart_limit=3, restart_window=60.0)
+    b = Block(restart_limit=3, restart_window=60.0, retry_failed_after=0.0)
     b.running()
     for _ in range(3):
         b.crash(after=1.0)
@@ -345,6 +355,82 @@ def test_the_restart_key(restart: str, code: int, state: State, reason: str) -> 
     b.crash(code)
     assert (b.policy.state, b.policy.reason) == (state, reason)
     assert (b.policy.restart_in is not None) == (state == State.BACKOFF)
+
+
+# -- failed, for a long pause ------------------------------------------------------------
+
+
+def test_a_block_failed_by_crashes_tries_again_after_the_long_pause() -> None:
+    """A box nobody visits gets its camera back: FAILED, with its reason, then a new try."""
+    b = Block(restart_limit=2, restart_window=60.0, retry_failed_after=300.0)
+    b.running()
+    for _ in range(2):
+        b.crash(after=1.0)
+        b.restart_when_due()
+    b.crash(after=1.0)
+    p = b.policy
+    assert p.state == State.FAILED and p.restarts == 2
+    assert p.reason == (
+        "exited 3 times within 60 s (restart_limit 2); last: exit code 1; trying again in 300 s"
+    )
+    assert p.restart_in == 300.0
+    b.clock.advance(300.0)
+    assert p.due() and p.state == State.STARTING and p.restarts == 3
+    p.check(b.beat())
+    b.crash(after=1.0)  # the old crashes are out of the window: a whole new round
+    assert p.state == State.BACKOFF
+
+
+def test_retry_failed_after_0_stays_failed() -> None:
+    b = Block(restart_limit=0, retry_failed_after=0.0)
+    b.running()
+    b.crash()
+    assert b.policy.state == State.FAILED and b.policy.restart_in is None
+    assert "trying again" not in b.policy.reason
+    b.clock.advance(1e9)
+    assert not b.policy.due() and b.policy.state == State.FAILED
+
+
+def test_a_pause_shorter_than_the_window_gives_one_try_per_pause() -> None:
+    b = Block(restart_limit=1, restart_window=3600.0, retry_failed_after=60.0)
+    b.running()
+    b.crash()
+    b.restart_when_due()
+    b.crash()
+    assert b.policy.state == State.FAILED
+    b.restart_when_due()
+    b.crash()  # within the hour: FAILED again at once, for another pause
+    assert b.policy.state == State.FAILED and b.policy.restart_in == 60.0
+    assert b.policy.reason.startswith("exited 3 times within 3600 s")
+
+
+def test_a_configuration_it_cannot_run_stays_failed() -> None:
+    b = Block(retry_failed_after=300.0)
+    b.running()
+    b.crash(EX_CONFIG)
+    assert b.policy.state == State.FAILED and b.policy.restart_in is None
+
+
+def test_a_worker_that_cannot_be_launched_is_tried_again_after_the_pause() -> None:
+    b = Block(retry_failed_after=300.0)
+    b.policy.start()
+    b.policy.launch_failed("[Errno 12] Cannot allocate memory")
+    assert b.policy.reason.endswith("Cannot allocate memory; trying again in 300 s")
+    assert b.policy.restart_in == 300.0
+    assert b.policy.due() and b.policy.state == State.STARTING
+
+
+def test_a_stop_during_the_pause_is_never_undone_and_a_start_ends_it() -> None:
+    b = Block(restart_limit=0, retry_failed_after=300.0)
+    b.running()
+    b.crash()
+    assert not b.policy.stop()
+    assert b.policy.state == State.STOPPED and b.policy.restart_in is None
+    assert not b.policy.due()
+    b.running()
+    b.crash()
+    assert b.policy.start() and b.policy.restart_in is None  # at once, by hand
+    assert b.policy.restarts == 0
 
 
 # -- heartbeats: running, waiting, hung -------------------------------------------------
@@ -458,3 +544,32 @@ def test_a_pending_restart_is_a_delay_whatever_the_clock_does() -> None:
         b.clock.advance(jump)
         assert b.policy.restart_in == 0.5 and b.policy.state == State.BACKOFF
     assert b.policy.due()
+
+
+# -- the watcher keeps one timer per wait -------------------------------------------------
+
+
+def test_the_watchers_timer_is_always_for_the_current_wait(names) -> None:
+    """A start during a pause that fails again waits a whole new pause, not the old one's
+    rest. No process runs: the worker's arguments are too long to launch."""
+    text = '[blocks.count]\ntype = "userblocks.runtime_blocks:Counter"\nretry_failed_after = 60.0\n'
+    spec = parse_graph(text, "t.toml").blocks["count"]
+    args = worker_args(names, spec, {"count": []}, None)
+    args.params = {**args.params, "label": "x" * 200_000}  # past the kernel's 128 KiB
+    heartbeat = Heartbeat.create(names, "count")
+
+    async def scenario() -> None:
+        w = Watcher(spec, args, heartbeat)
+        w.start()
+        assert w.state == State.FAILED and w.reason.endswith("trying again in 60 s")
+        first = w._restart_timer.when()
+        await asyncio.sleep(0.05)
+        w.start()  # by hand: fails again, and waits from now
+        assert w.state == State.FAILED and w._restart_timer.when() > first
+        await w.stop()
+        assert w.state == State.STOPPED and w._restart_timer is None
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        heartbeat.close()
