@@ -20,8 +20,8 @@ The commands and their results (what pipectl sends and expects):
 - ``hello`` -> ``{"protocol": 1, "version", "instance", "commands": [...]}``
 - ``status`` ``{"blocks": [names]}`` (empty: all) -> the status object of
   docs/design.md; an unknown name is ``no_such_block``
-- ``start`` / ``stop`` / ``restart`` ``{"blocks": [names]}`` (empty: all) ->
-  ``{"blocks": [{"name", "state"}, ...]}``, the blocks acted on
+- ``start`` / ``stop`` / ``restart`` ``{"blocks": [names]}`` (empty: all; restart
+  refuses it) -> ``{"blocks": [{"name", "state"}, ...]}``, the blocks acted on
 - ``reload`` -> an object of lists, e.g. ``{"restarted": [...], "unchanged": [...]}``
 - ``graph`` -> ``{"blocks": [{"name", "type", "state", "inputs": [...]}, ...]}``
 - ``wires`` -> ``{"wires": [...]}``, each as in "status --json"

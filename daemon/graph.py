@@ -63,6 +63,8 @@ class Supervision:
     backoff_max: float = 30.0
     restart_limit: int = 5
     restart_window: float = 60.0
+    retry_failed_after: float = 300.0
+    """A block FAILED by crashes tries again after this long; 0: it stays FAILED."""
     watchdog: float = 5.0
     startup_timeout: float = 30.0
     stop_timeout: float = 5.0
@@ -150,13 +152,23 @@ DEMO_GRAPH = Path(__file__).with_name("demo.toml")
 """The built-in demo's graph file; examples/five-blocks.toml is a link to it."""
 
 
-def default_graph(display: bool | None = None) -> Graph:
-    """The built-in demo; ``display=None`` looks for a display in $DISPLAY."""
+DEMO_RECORDINGS = "recordings"
+"""The demo recorder's folder in the state directory."""
+
+
+def default_graph(display: bool | None = None, state_dir: Path | None = None) -> Graph:
+    """The built-in demo; ``display=None`` looks for a display in $DISPLAY.
+
+    With ``state_dir`` its recorder records into ``state_dir/recordings``, set before the
+    graph is validated; without, into ``recordings`` where the daemon stands.
+    """
     if display is None:
         display = bool(os.environ.get("DISPLAY"))
     data = tomllib.loads(DEMO_GRAPH.read_text(encoding="utf-8"))
     if not display:
         del data["blocks"]["screen"]
+    if state_dir is not None:
+        data["blocks"]["recorder"]["directory"] = str(state_dir / DEMO_RECORDINGS)
     return _Loader(BUILTIN_SOURCE).build(data, None)
 
 

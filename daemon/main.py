@@ -98,12 +98,8 @@ def check(path: str) -> int:
 
 def builtin(state_dir: str | None, instance: str) -> Graph:
     """The demo graph, recording into the state directory rather than wherever we stand."""
-    graph = default_graph()
     base = Path(state_dir or os.environ.get("STATE_DIRECTORY") or _user_state(instance))
-    for spec in graph.blocks.values():
-        if "directory" in spec.params and not os.path.isabs(spec.params["directory"]):
-            spec.params["directory"] = str(base / spec.params["directory"])
-    return graph
+    return default_graph(state_dir=base)
 
 
 def _user_state(instance: str) -> Path:

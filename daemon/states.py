@@ -2,11 +2,15 @@
 
 STOPPED --start--> STARTING --first heartbeat--> RUNNING
 STARTING/RUNNING --crash, policy restarts--> BACKOFF --delay--> STARTING
-STARTING/RUNNING --crash, too many in the window--> FAILED
+STARTING/RUNNING --crash, too many in the window--> FAILED --long pause--> STARTING
 STARTING/RUNNING --exit, policy does not restart--> EXITED
 STARTING/RUNNING --cannot run this configuration (exit 78)--> FAILED
+STARTING --the worker cannot be launched--> FAILED
 STARTING/RUNNING/BACKOFF --stop--> STOPPING --exit--> STOPPED   (BACKOFF: at once)
+FAILED, waiting for its long pause --stop--> STOPPED
 STOPPED/EXITED/FAILED --start--> STARTING
+
+Which move a block makes is the restart policy's decision (policy.py).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ class State(StrEnum):
     BACKOFF = "BACKOFF"  # crashed, waiting to restart
     STOPPING = "STOPPING"
     EXITED = "EXITED"  # ended on its own; its policy does not restart it
-    FAILED = "FAILED"  # gave up: too many restarts, or a configuration it cannot run
+    FAILED = "FAILED"  # gave up (for a long pause): too many restarts; a bad configuration
 
 
 ALIVE = frozenset({State.STARTING, State.RUNNING, State.STOPPING})
@@ -36,10 +40,10 @@ TRANSITIONS: dict[State, frozenset[State]] = {
         {State.RUNNING, State.BACKOFF, State.STOPPING} | {State.EXITED, State.FAILED}
     ),
     State.RUNNING: frozenset({State.BACKOFF, State.STOPPING, State.EXITED, State.FAILED}),
-    State.BACKOFF: frozenset({State.STARTING, State.STOPPED, State.FAILED}),
+    State.BACKOFF: frozenset({State.STARTING, State.STOPPED}),
     State.STOPPING: frozenset({State.STOPPED}),
     State.EXITED: frozenset({State.STARTING}),
-    State.FAILED: frozenset({State.STARTING}),
+    State.FAILED: frozenset({State.STARTING, State.STOPPED}),
 }
 
 

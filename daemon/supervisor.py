@@ -1,9 +1,11 @@
-"""The supervisor: owns one run of a graph, its wires, heartbeats and block processes.
+"""The supervisor: owns one run of a graph, its wires, heartbeats and block watchers.
 
-It creates every wire before any worker starts (a reader never finds its input
-missing), starts blocks sources first, and keeps the wires across a block's restarts,
-so the readers of a restarting block simply wait. Stopping unlinks everything of the
-run. Control commands (daemon/commands/) call the public methods here.
+As circus's arbiter holds its watchers, the supervisor holds one ``Watcher`` per block
+(watcher.py), which runs the block's worker by its restart policy. The supervisor
+creates every wire before any worker starts (a reader never finds its input missing),
+starts blocks sources first, and keeps the wires across a block's restarts, so the
+readers of a restarting block simply wait. Stopping unlinks everything of the run.
+Control commands (daemon/commands/) call the public methods here.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from pipelined.workers.ipc.heartbeat import Heartbeat
@@ -21,9 +24,9 @@ from pipelined.workers.ipc.wire import Wire
 
 from . import runs
 from .graph import BlockSpec, Graph
-from .launch import worker_args
-from .process import BlockProcess
+from .process import worker_args
 from .states import State
+from .watcher import Watcher
 
 log = logging.getLogger("pipelined")
 SPARE_READERS = 2
@@ -43,7 +46,7 @@ class Supervisor:
         self.group = group
         self.wires: dict[str, Wire] = {}
         self.packet_wires: dict[str, PacketWire] = {}
-        self.blocks: dict[str, BlockProcess] = {}
+        self.blocks: dict[str, Watcher] = {}
         self.started = time.monotonic()
         self._ticker: asyncio.Task[None] | None = None
         self._reloading = asyncio.Lock()
@@ -69,7 +72,7 @@ class Supervisor:
         )
 
     def _create(self, spec: BlockSpec) -> None:
-        """Make the block's process, and its wire and heartbeat unless they exist already.
+        """Make the block's watcher, and its wire and heartbeat unless they exist already.
 
         A block restarted by a reload keeps both, so its readers stay attached.
         """
@@ -86,7 +89,7 @@ class Supervisor:
             )
         old = self.blocks.get(name)
         beat = old.heartbeat if old else Heartbeat.create(self.names, name, self.group)
-        self.blocks[name] = BlockProcess(spec, worker_args(self.names, spec, self.graph), beat)
+        self.blocks[name] = Watcher(spec, worker_args(self.names, spec, self.graph), beat)
 
     def _drop_wire(self, name: str) -> None:
         """Unlink the block's frame and packet wires (readers that have them mapped keep them)."""
@@ -97,51 +100,61 @@ class Supervisor:
 
     def _drop(self, name: str) -> None:
         """Forget a stopped block: unlink its wire and heartbeat."""
-        proc = self.blocks.pop(name)
-        proc.heartbeat.unlink()
-        proc.heartbeat.close()
+        watcher = self.blocks.pop(name)
+        watcher.heartbeat.unlink()
+        watcher.heartbeat.close()
         self._drop_wire(name)
 
     # -- running -----------------------------------------------------------------------
 
     async def run(self) -> None:
         """Start every block and watch them until cancelled."""
-        self.start_blocks([])
+        self.start_blocks(self.every())
         self._ticker = asyncio.create_task(self._tick_forever())
 
     async def _tick_forever(self) -> None:
         next_sample = 0.0
         while True:
-            now_ns = time.monotonic_ns()
-            for proc in list(self.blocks.values()):
-                proc.tick(now_ns)
+            for watcher in list(self.blocks.values()):
+                watcher.tick()
             if time.monotonic() >= next_sample:
                 next_sample = time.monotonic() + SAMPLE_EVERY
-                for proc in list(self.blocks.values()):
-                    proc.sample()
-            starting = any(p.state == State.STARTING for p in self.blocks.values())
+                for watcher in list(self.blocks.values()):
+                    watcher.sample()
+            starting = any(w.state == State.STARTING for w in self.blocks.values())
             await asyncio.sleep(STARTING_TICK if starting else TICK)
 
-    def select(self, names: list[str]) -> list[BlockProcess]:
-        """The named blocks in graph order (all of them for an empty list)."""
+    def every(self) -> list[Watcher]:
+        """Every block, in graph order: what "all blocks" means, said out loud."""
+        return self._in_order(self.blocks.values())
+
+    def select(self, names: Iterable[str]) -> list[Watcher]:
+        """The named blocks (no name: none), in graph order; KeyError lists unknown names."""
+        names = list(names)
         unknown = [n for n in names if n not in self.blocks]
         if unknown:
             raise KeyError(", ".join(unknown))
-        wanted = set(names) or set(self.blocks)
-        return [self.blocks[n] for n in self.graph.order() if n in wanted]
+        return self._in_order(self.blocks[n] for n in dict.fromkeys(names))
 
-    def start_blocks(self, names: list[str]) -> None:
-        """Start the named blocks, sources first; a block already up is left alone."""
-        for proc in self.select(names):
-            proc.start()
+    def _in_order(self, watchers: Iterable[Watcher]) -> list[Watcher]:
+        """Sources first: each block after the blocks it reads."""
+        rank = {name: i for i, name in enumerate(self.graph.order())}
+        return sorted(watchers, key=lambda w: rank.get(w.name, len(rank)))
 
-    async def stop_blocks(self, names: list[str]) -> None:
-        """Stop the named blocks (readers first) and wait until every one has exited."""
-        await asyncio.gather(*(proc.stop() for proc in reversed(self.select(names))))
+    def start_blocks(self, watchers: Iterable[Watcher]) -> None:
+        """Start these blocks, sources first; a block already up is left alone."""
+        for watcher in self._in_order(watchers):
+            watcher.start()
 
-    def restart_blocks(self, names: list[str]) -> None:
-        for proc in self.select(names):
-            proc.restart()
+    async def stop_blocks(self, watchers: Iterable[Watcher]) -> None:
+        """Stop these blocks (readers first) and wait until every one has exited."""
+        stopping = [w.stop() for w in reversed(self._in_order(watchers))]
+        await asyncio.gather(*stopping)
+
+    def restart_blocks(self, watchers: Iterable[Watcher]) -> None:
+        """Stop and start these blocks again, each once its old worker is gone."""
+        for watcher in self._in_order(watchers):
+            watcher.restart()
 
     async def reload(self, graph: Graph) -> dict[str, list[str]]:
         """Run ``graph`` instead, restarting only the blocks whose configuration changed.
@@ -166,9 +179,7 @@ class Supervisor:
             }
             for wire in rewired:
                 changed |= {wire, *new.readers(wire), *new.packet_readers(wire)}
-            going = [n for n in old.order() if n in changed or n in removed]
-            if going:  # an empty list would mean every block
-                await self.stop_blocks(going)
+            await self.stop_blocks(self.select(changed | set(removed)))
             for name in removed:
                 self._drop(name)
             for name in rewired:
@@ -177,9 +188,7 @@ class Supervisor:
             for name in new.order():
                 if name in added or name in changed:
                     self._create(new.blocks[name])
-            coming = [n for n in new.order() if n in added or n in changed]
-            if coming:
-                self.start_blocks(coming)
+            self.start_blocks(self.select(changed | set(added)))
             result = {"added": added, "removed": removed, "restarted": sorted(changed)}
             log.info("reloaded %s: %s", new.source, result)
             return result
@@ -188,9 +197,9 @@ class Supervisor:
         """Stop every block, then unlink every object of the run."""
         if self._ticker is not None:
             self._ticker.cancel()
-        await self.stop_blocks([])
-        for proc in self.blocks.values():
-            proc.heartbeat.close()
+        await self.stop_blocks(self.every())
+        for watcher in self.blocks.values():
+            watcher.heartbeat.close()
         for wire in [*self.wires.values(), *self.packet_wires.values()]:
             wire.close()
         removed = unlink_run(self.names)
@@ -198,14 +207,14 @@ class Supervisor:
 
     # -- reporting ---------------------------------------------------------------------
 
-    def status(self, names: list[str] | None = None) -> dict[str, Any]:
-        procs = self.select(names or [])
+    def status(self, watchers: Iterable[Watcher]) -> dict[str, Any]:
+        """The object of ``pipectl status --json``, with these blocks (and every wire)."""
         return {
             "instance": self.names.instance,
             "run": self.names.run,
             "uptime_s": round(time.monotonic() - self.started, 3),
             "graph": str(self.graph.path) if self.graph.path else None,
-            "blocks": [p.status() for p in procs],
+            "blocks": [w.status() for w in self._in_order(watchers)],
             "wires": self.wire_status(),
             "packet_wires": self.packet_wire_status(),
         }

@@ -195,7 +195,7 @@ class BlockJournalHandler(journal.JournalHandler):
         fields: dict[str, Any] = dict(self._extra)
         fields["PRIORITY"] = str(self.map_priority(record.levelno))
         fields["LOGGER"] = record.name
-        block = getattr(record, "block", None)  # daemon/process.py sets it on every record
+        block = getattr(record, "block", None)  # set on every record about a block
         if isinstance(block, str):
             fields["PIPELINED_BLOCK"] = block
             pid = getattr(record, "worker_pid", None)

@@ -352,6 +352,17 @@ def test_built_in_demo_without_a_display(monkeypatch: pytest.MonkeyPatch) -> Non
     assert "screen" in default_graph().blocks
 
 
+def test_built_in_demo_records_into_the_state_directory_it_is_given(tmp_path: Path) -> None:
+    """Given to loading, and only the recorder's folder: no graph is changed once made."""
+    placed = default_graph(display=True, state_dir=tmp_path)
+    plain = default_graph(display=True)
+    assert placed.blocks["recorder"].params["directory"] == str(tmp_path / "recordings")
+    assert plain.blocks["recorder"].params["directory"] == "recordings"
+    assert {n: b for n, b in placed.blocks.items() if n != "recorder"} == {
+        n: b for n, b in plain.blocks.items() if n != "recorder"
+    }
+
+
 def test_describe() -> None:
     text = describe(default_graph(display=True))
     assert text.startswith("<built-in>: 6 blocks, 3 wires")

@@ -11,7 +11,7 @@ import pytest
 from harness.daemon import wait_for
 from standins import BLOCKS, launch_chain, wait_running
 
-from pipelined.daemon.launch import launch
+from pipelined.daemon.process import launch
 from pipelined.workers.contract import EX_CONFIG, WorkerArgs
 from pipelined.workers.ipc.heartbeat import RUNNING, Heartbeat
 from pipelined.workers.ipc.liveness import ProcessIdentity, start_time

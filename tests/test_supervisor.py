@@ -71,6 +71,28 @@ def test_block_that_always_crashes_ends_failed_and_the_rest_runs(tmp_path):
         d.close()
 
 
+def test_a_failed_block_tries_again_after_its_pause_until_it_is_stopped(tmp_path):
+    crash = f'[blocks.bad]\ntype = "{BLOCKS}:CrashAtOnce"\nrestart_limit = 1\n'
+    crash += "retry_failed_after = 1.0\n"  # shorter than the window: one try per pause
+    d = RunningDaemon(graph(counter(), crash, supervisor=FAST)).start()
+    try:
+        failed = d.wait_state("bad", "FAILED", timeout=90)
+        assert failed["reason"].endswith("; trying again in 1 s")
+        again = wait_for(
+            lambda: (b := d.block("bad"))["restarts"] >= 2 and b["state"] == "FAILED" and b,
+            90,
+            "bad to be tried again after its pause, and to fail again",
+        )
+        assert "exited 3 times" in again["reason"]
+        assert d.call("stop", blocks=["bad"])["blocks"] == [{"name": "bad", "state": "STOPPED"}]
+        time.sleep(2.5)  # past the pause: the cancelled retry must not fire
+        bad = d.block("bad")
+        assert bad["state"] == "STOPPED" and bad["restarts"] == again["restarts"]
+        assert d.block("count")["state"] == "RUNNING" and d.block("count")["restarts"] == 0
+    finally:
+        d.close()
+
+
 def test_configuration_error_fails_at_once_without_restarts(tmp_path):
     hw = f'[blocks.hw]\ntype = "{BLOCKS}:NeedsHardware"\n'
     d = RunningDaemon(graph(counter(), hw)).start()
@@ -283,15 +305,15 @@ def test_a_worker_that_cannot_be_launched_fails_with_the_reason(names):
     """Graph loading refuses parameters too long for a command line; should a launch
     fail anyway (no memory, no file descriptors), the block ends FAILED, not STARTING."""
     from pipelined.daemon.graph import parse_graph
-    from pipelined.daemon.launch import worker_args
-    from pipelined.daemon.process import BlockProcess
+    from pipelined.daemon.process import worker_args
+    from pipelined.daemon.watcher import Watcher
     from pipelined.workers.ipc.heartbeat import Heartbeat
 
     graph = parse_graph(counter(), "t.toml")
     spec = graph.blocks["count"]
     args = worker_args(names, spec, graph)
     args.params = {**args.params, "label": "x" * 200_000}  # past the kernel's 128 KiB
-    block = BlockProcess(spec, args, Heartbeat.create(names, "count"))
+    block = Watcher(spec, args, Heartbeat.create(names, "count"))
 
     async def start() -> None:
         block.start()

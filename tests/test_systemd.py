@@ -158,7 +158,7 @@ def _record(name: str, msg: str, *args: object, **extra: object) -> logging.LogR
 
 def test_journal_entries_carry_block_instance_and_worker_pid() -> None:
     """Only valid journal fields go out, with PIPELINED_BLOCK and PIPELINED_PID from the
-    record's extras (daemon/process.py sets them on every line about a block)."""
+    record's extras (the watcher and the worker process set them on every line about a block)."""
     sent: list[tuple[str, dict[str, object]]] = []
     handler = sd.BlockJournalHandler("main")
     handler.send = lambda message, **fields: sent.append((message, fields))  # type: ignore[method-assign]

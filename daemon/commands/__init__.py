@@ -1,20 +1,46 @@
-"""The control commands, one module each; ``table()`` binds them to a running daemon."""
+"""The control commands, one module each; ``table()`` binds them to a running daemon.
+
+Each command gets what it acts on, already checked. The block commands (status, start,
+stop, restart) get the supervisor and the blocks the request names, resolved here, once:
+a request that names no block means ``supervisor.every()`` (restart refuses it), so no
+layer below ever sees an empty list that stands for "all". ``graph`` and ``wires`` get
+the supervisor; ``reload`` gets the daemon, which re-reads its graph file. The control
+socket (control.py) and the web page's buttons (web/api.py) call these same handlers.
+"""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from . import graph, reload, restart, start, status, stop, wires
+from .blocks import WhenNone, every, resolve
 
 if TYPE_CHECKING:
     from ..app import Daemon
+    from ..supervisor import Supervisor
+    from ..watcher import Watcher
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
-MODULES = {"status": status, "start": start, "stop": stop, "restart": restart}
-MODULES |= {"reload": reload, "graph": graph, "wires": wires}
+BlockCommand = Callable[["Supervisor", list["Watcher"]], Awaitable[Any]]
 
 
 def table(daemon: Daemon) -> dict[str, Handler]:
-    return {name: functools.partial(module.handle, daemon) for name, module in MODULES.items()}
+    """The handler of each command, by name, for ``daemon``."""
+
+    def on_blocks(command: BlockCommand, when_none: WhenNone = every) -> Handler:
+        async def handler(args: dict[str, Any]) -> Any:
+            supervisor = daemon.supervisor
+            return await command(supervisor, resolve(supervisor, args, when_none))
+
+        return handler
+
+    return {
+        "status": on_blocks(status.handle),
+        "start": on_blocks(start.handle),
+        "stop": on_blocks(stop.handle),
+        "restart": on_blocks(restart.handle, restart.none_named),
+        "reload": lambda args: reload.handle(daemon),
+        "graph": lambda args: graph.handle(daemon.supervisor),
+        "wires": lambda args: wires.handle(daemon.supervisor),
+    }

@@ -37,7 +37,7 @@ def get_arg(
 
 
 def get_blocks(args: Mapping[str, Any]) -> list[str]:
-    """The ``blocks`` argument: a list of block names, empty (or absent) meaning all."""
+    """The ``blocks`` argument: a list of block names, empty (or absent) if it names none."""
     blocks = get_arg(args, "blocks", list, [])
     for name in blocks:
         if not isinstance(name, str) or not BLOCK_RE.match(name):

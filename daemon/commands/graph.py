@@ -5,20 +5,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..app import Daemon
+    from ..supervisor import Supervisor
 
 
-async def handle(daemon: Daemon, args: dict[str, Any]) -> dict[str, Any]:
-    sup = daemon.supervisor
+async def handle(supervisor: Supervisor) -> dict[str, Any]:
     return {
-        "source": sup.graph.source,
+        "source": supervisor.graph.source,
         "blocks": [
             {
-                "name": p.name,
-                "type": p.spec.type,
-                "state": p.state.value,
-                "inputs": list(p.spec.inputs),
+                "name": w.name,
+                "type": w.spec.type,
+                "state": w.state.value,
+                "inputs": list(w.spec.inputs),
             }
-            for p in sup.select([])
+            for w in supervisor.every()
         ],
     }

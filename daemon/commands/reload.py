@@ -8,5 +8,5 @@ if TYPE_CHECKING:
     from ..app import Daemon
 
 
-async def handle(daemon: Daemon, args: dict[str, Any]) -> dict[str, Any]:
+async def handle(daemon: Daemon) -> dict[str, Any]:
     return await daemon.reload()

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pipelined.ctl.protocol import BAD_REQUEST, CommandError
 
-from .blocks import acted_on, blocks_arg
+from .blocks import acted_on
 
 if TYPE_CHECKING:
-    from ..app import Daemon
+    from ..supervisor import Supervisor
+    from ..watcher import Watcher
 
 
-async def handle(daemon: Daemon, args: dict[str, Any]) -> dict[str, Any]:
-    if not args.get("blocks"):
-        raise CommandError(BAD_REQUEST, "restart needs the names of the blocks to restart")
-    procs = blocks_arg(daemon, args)
-    daemon.supervisor.restart_blocks([p.name for p in procs])
-    return acted_on(procs)
+def none_named(supervisor: Supervisor) -> NoReturn:
+    """Restarting the whole graph by leaving out a name is too easy a slip."""
+    raise CommandError(BAD_REQUEST, "restart needs the names of the blocks to restart")
+
+
+async def handle(supervisor: Supervisor, blocks: list[Watcher]) -> dict[str, Any]:
+    supervisor.restart_blocks(blocks)
+    return acted_on(blocks)

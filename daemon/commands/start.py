@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .blocks import acted_on, blocks_arg
+from .blocks import acted_on
 
 if TYPE_CHECKING:
-    from ..app import Daemon
+    from ..supervisor import Supervisor
+    from ..watcher import Watcher
 
 
-async def handle(daemon: Daemon, args: dict[str, Any]) -> dict[str, Any]:
-    procs = blocks_arg(daemon, args)
-    daemon.supervisor.start_blocks([p.name for p in procs])
-    return acted_on(procs)
+async def handle(supervisor: Supervisor, blocks: list[Watcher]) -> dict[str, Any]:
+    supervisor.start_blocks(blocks)
+    return acted_on(blocks)

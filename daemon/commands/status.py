@@ -1,15 +1,13 @@
-"""``status [BLOCK…]``: the object of docs/design.md, for pipectl's table and --json."""
+"""``status [BLOCK…]``: the daemon, the blocks asked for and every wire (pipectl's table)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .blocks import blocks_arg
-
 if TYPE_CHECKING:
-    from ..app import Daemon
+    from ..supervisor import Supervisor
+    from ..watcher import Watcher
 
 
-async def handle(daemon: Daemon, args: dict[str, Any]) -> dict[str, Any]:
-    procs = blocks_arg(daemon, args)
-    return daemon.supervisor.status([p.name for p in procs])
+async def handle(supervisor: Supervisor, blocks: list[Watcher]) -> dict[str, Any]:
+    return supervisor.status(blocks)

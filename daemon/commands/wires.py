@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..app import Daemon
+    from ..supervisor import Supervisor
 
 
-async def handle(daemon: Daemon, args: dict[str, Any]) -> dict[str, Any]:
-    sup = daemon.supervisor
-    return {"wires": sup.wire_status(), "packet_wires": sup.packet_wire_status()}
+async def handle(supervisor: Supervisor) -> dict[str, Any]:
+    return {"wires": supervisor.wire_status(), "packet_wires": supervisor.packet_wire_status()}

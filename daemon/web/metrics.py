@@ -48,7 +48,8 @@ class DaemonCollector(Collector):
         self.started = time.time() - (time.monotonic() - daemon.supervisor.started)
 
     def collect(self) -> Iterator[Metric]:
-        status = self.daemon.supervisor.status()
+        supervisor = self.daemon.supervisor
+        status = supervisor.status(supervisor.every())
         yield from self._daemon(status)
         yield from self._blocks(status["blocks"])
         yield from self._wires(status["wires"])
