@@ -26,7 +26,7 @@ import math
 import os
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,25 +55,39 @@ def wire_bytes(frame_bytes: int, readers: int = 1) -> int:
     return wire.wire_bytes(frame_bytes, readers, SLOTS)
 
 
+def _key(default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"doc": doc})
+
+
 @dataclass(frozen=True)
 class Supervision:
     """How the supervisor runs one block: the ``[supervisor]`` keys of docs/design.md."""
 
-    restart: str = "always"
-    backoff_initial: float = 0.1
-    backoff_max: float = 30.0
-    restart_limit: int = 5
-    restart_window: float = 60.0
-    retry_failed_after: float = 300.0
-    """A block FAILED by crashes tries again after this long; 0: it stays FAILED."""
-    watchdog: float = 5.0
-    startup_timeout: float = 30.0
-    stop_timeout: float = 5.0
-    liveness_interval: float = 0.5
+    restart: str = _key("always", "always | on-failure (not after exit 0) | never")
+    backoff_initial: float = _key(0.1, "seconds before the first restart; doubles per crash")
+    backoff_max: float = _key(30.0, "the longest backoff, in seconds")
+    restart_limit: int = _key(5, "more crashes than this within restart_window: FAILED")
+    restart_window: float = _key(60.0, "seconds over which restart_limit counts crashes")
+    retry_failed_after: float = _key(
+        300.0, "seconds after which a block FAILED by crashes starts again; 0 = never"
+    )
+    watchdog: float = _key(5.0, "seconds without a heartbeat before a worker is killed; 0 = off")
+    startup_timeout: float = _key(30.0, "seconds from launch to the first heartbeat; 0 = none")
+    stop_timeout: float = _key(5.0, "seconds from SIGTERM to SIGKILL when stopping")
+    liveness_interval: float = _key(
+        0.5, "seconds between a worker's checks that the daemon is alive (> 0)"
+    )
 
 
 SUPERVISOR_KEYS = tuple(f.name for f in fields(Supervision))
-COMMON_KEYS = ("type", "input", "inputs", "max_frame_bytes", *SUPERVISOR_KEYS)
+BLOCK_KEYS = {
+    "type": 'the block\'s type: a built-in, or "package.module:Class" for your own',
+    "input": "the block it reads (one name)",
+    "inputs": "the blocks it reads, in order (an array of names)",
+    "max_frame_bytes": "raises the output slot above what the type computes, never below",
+}
+"""The keys every block has besides its type's parameters (and the [supervisor] keys)."""
+COMMON_KEYS = (*BLOCK_KEYS, *SUPERVISOR_KEYS)
 
 
 @dataclass(frozen=True)

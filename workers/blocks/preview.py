@@ -56,6 +56,7 @@ BIND_RETRY = 3.0  # seconds between attempts while the port is in use
 
 
 def _listen(value: Any) -> str | None:
+    """ADDR:PORT ([::1]:8081 for IPv6)"""
     try:
         parse_listen(value)
     except ValueError as exc:
@@ -64,7 +65,11 @@ def _listen(value: Any) -> str | None:
 
 
 class Preview(Block):
-    """A sink: serves every input as MJPEG and JPEG snapshots (see the module docstring)."""
+    """A sink: serves every input as an MJPEG stream and JPEG snapshots over HTTP.
+
+    http://ADDR:PORT/ shows every input; /stream/NAME.mjpg?fps=&quality=&width= and
+    /snapshot/NAME.jpg serve one, by block name or position. A viewer gets the newest
+    frame, never a queue, and no viewer costs the graph nothing."""
 
     min_inputs = 1
     max_inputs = None
