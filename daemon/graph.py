@@ -19,6 +19,7 @@ Decisions (docs/design.md, "The graph file"):
 
 from __future__ import annotations
 
+import builtins
 import copy
 import difflib
 import math
@@ -95,7 +96,7 @@ class BlockSpec:
 
     name: str
     type: str
-    cls: type[Block]
+    cls: builtins.type[Block]  # builtins: the field above shadows `type` here
     params: dict[str, Any]
     inputs: tuple[str, ...]
     supervision: Supervision
@@ -109,7 +110,8 @@ class BlockSpec:
 
     @property
     def kinds(self) -> tuple[Kind, ...]:
-        return self.input_kinds or ("frames",) * len(self.inputs)
+        frames: tuple[Kind, ...] = ("frames",)
+        return self.input_kinds or frames * len(self.inputs)
 
 
 @dataclass(frozen=True)
@@ -422,7 +424,7 @@ class _Loader:
         if not isinstance(table, dict):
             self.say(None, f"[supervisor] must be a table, not {_show(table)}")
             return base
-        changes = {}
+        changes: dict[str, Any] = {}
         for key, value in table.items():
             if key not in SUPERVISOR_KEYS:
                 if block is None:

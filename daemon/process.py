@@ -44,6 +44,7 @@ def worker_args(names: RunNames, spec: BlockSpec, graph: Graph) -> WorkerArgs:
     frames = [w for w, kind in zip(spec.inputs, spec.kinds, strict=True) if kind == "frames"]
     packets = [w for w, kind in zip(spec.inputs, spec.kinds, strict=True) if kind == "packets"]
     beside = graph.path.parent if graph.path else None
+    me = ProcessIdentity.me()
     return WorkerArgs(
         instance=names.instance,
         run=names.run,
@@ -54,7 +55,7 @@ def worker_args(names: RunNames, spec: BlockSpec, graph: Graph) -> WorkerArgs:
         output=spec.frame_bytes is not None,
         packet_inputs=[(w, graph.packet_readers(w).index(spec.name)) for w in packets],
         packet_output=spec.packet_bytes is not None,
-        supervisor=tuple(ProcessIdentity.me().encode()),
+        supervisor=(me.pid, me.start_time),
         liveness_interval=spec.supervision.liveness_interval,
         beside=str(beside) if beside is not None else None,
     )
@@ -75,6 +76,7 @@ def launch(args: WorkerArgs) -> subprocess.Popen:
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     if command.stdin is not None:
+        assert proc.stdin is not None  # a pipe, asked for above
         try:
             proc.stdin.write(command.stdin)
             proc.stdin.close()
@@ -105,6 +107,7 @@ class WorkerProcess:
         self.rss_bytes = 0
         self._on_exit = on_exit
         self._pidfd: int | None = pidfd
+        assert popen.stderr is not None  # launch() pipes it
         self._stderr_fd: int | None = popen.stderr.fileno()
         self._partial = b""
         self._sample: tuple[float, int, int] | None = None
@@ -131,7 +134,8 @@ class WorkerProcess:
         except OSError:
             popen.kill()
             popen.wait()
-            popen.stderr.close()
+            if popen.stderr is not None:
+                popen.stderr.close()
             raise
         return cls(args.block, popen, pidfd, on_exit)
 
@@ -186,14 +190,17 @@ class WorkerProcess:
         self._on_exit(self)
 
     def _read_stderr(self) -> None:
+        fd = self._stderr_fd
+        if fd is None:
+            return  # read to its end already
         try:
-            chunk = os.read(self._stderr_fd, 65536)
+            chunk = os.read(fd, 65536)
         except BlockingIOError:
             return
         except OSError:
             chunk = b""
         if not chunk:
-            asyncio.get_running_loop().remove_reader(self._stderr_fd)
+            asyncio.get_running_loop().remove_reader(fd)
             self._stderr_fd = None
             chunk, self._partial = self._partial + b"\n", b""
             if chunk == b"\n":

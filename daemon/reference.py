@@ -96,7 +96,8 @@ def _inputs(cls: type[Block]) -> str:
 
 def _outputs(cls: type[Block]) -> str:
     out = "frames" if cls.has_output else "none (a sink)"
-    if cls.packet_bytes.__func__ is not Block.packet_bytes.__func__:  # type: ignore[attr-defined]
+    # Overridden: the classmethod found first along cls's MRO is not Block's own.
+    if inspect.getattr_static(cls, "packet_bytes") is not vars(Block)["packet_bytes"]:
         out += "; encoded packets" + (f", {cls.packets_when}" if cls.packets_when else "")
     return out
 

@@ -194,6 +194,7 @@ class Watcher:
             self._kill_timer.cancel()
             self._kill_timer = None
         code = process.returncode
+        assert code is not None  # reaped before on_exit is called
         self.last_exit = {
             "code": code if code >= 0 else None,
             "signal": signal_name(-code) if code < 0 else None,

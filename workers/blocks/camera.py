@@ -354,7 +354,7 @@ class Camera(Block):
         cap = cv2.VideoCapture(self.source.target, cv2.CAP_V4L2)
         if cap.isOpened():
             if self.p["fourcc"]:
-                cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*self.p["fourcc"]))
+                cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter.fourcc(*self.p["fourcc"]))
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.size[0])
             cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.size[1])
             cap.set(cv2.CAP_PROP_FPS, self.fps)

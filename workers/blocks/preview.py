@@ -116,14 +116,13 @@ class Preview(Block):
         return []
 
     def setup(self) -> None:
-        self._server: PreviewServer | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="preview-http", daemon=True
         )
         self._thread.start()
         names = _input_names(self.context)
-        self._server = self._call(self._make_server(names or []))
+        self._server: PreviewServer = self._call(self._make_server(names or []))
         self._bound = False
         self._retry_at = 0.0
         self._try_bind()
@@ -176,14 +175,15 @@ class Preview(Block):
         loop = getattr(self, "_loop", None)
         if loop is None:
             return
-        if self._server is not None:
+        server: PreviewServer | None = getattr(self, "_server", None)  # None: setup failed
+        if server is not None:
             try:
-                self._call(self._server.close(), timeout=5.0)
+                self._call(server.close(), timeout=5.0)
             except Exception as exc:  # closing must not hide why the worker stops
                 self.context.log.warning("closing the HTTP server: %s", exc)
         loop.call_soon_threadsafe(loop.stop)
         self._thread.join(5.0)
-        self._loop = None
+        del self._loop  # closed: a second close() does nothing
 
 
 def _input_names(context: Any) -> list[str] | None:

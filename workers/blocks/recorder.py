@@ -218,7 +218,7 @@ class Recorder(Block):
         self._largest_write = max(self._largest_write, width * height * 3 // 8)  # a guess
         self._check_free_space()
         path = self._new_path()
-        fourcc = cv2.VideoWriter_fourcc(*"MJPG")
+        fourcc = cv2.VideoWriter.fourcc(*"MJPG")
         writer = cv2.VideoWriter(
             str(path), cv2.CAP_OPENCV_MJPEG, fourcc, self.p["fps"], (width, height)
         )

@@ -48,8 +48,10 @@ import os
 import struct
 import time
 from dataclasses import dataclass
+from typing import Any, TypedDict
 
 import numpy as np
+import numpy.typing as npt
 import posix_ipc
 
 from . import _atomics
@@ -92,6 +94,22 @@ class FrameTooLarge(WireError):
 
 def _align(n: int, to: int) -> int:
     return (n + to - 1) // to * to
+
+
+_FrameKey = tuple[tuple[int, ...], np.dtype[Any]]
+"""A frame's shape and dtype: what a slot's description says."""
+
+
+class ReaderStats(TypedDict):
+    attached_pid: int
+    frames: int
+    dropped: int
+
+
+class WireStats(TypedDict):
+    frames: int
+    writer_pid: int
+    readers: list[ReaderStats]
 
 
 @dataclass(frozen=True)
@@ -198,7 +216,10 @@ def _open_segment(names: RunNames, block: str) -> _Mapping:
             f"wire {block!r} has layout version {version}; this pipelined reads version"
             f" {LAYOUT_VERSION}. Restart the daemon so that every worker runs one version."
         )
-    u = lambda off: _atomics.load_relaxed(mm, off)  # noqa: E731
+
+    def u(offset: int) -> int:
+        return _atomics.load_relaxed(mm, offset)
+
     layout = Layout(slots=u(_SLOTS), slot_bytes=u(_SLOT_BYTES), readers=u(_READERS))
     if len(mm) < layout.total:
         segment.close()
@@ -259,10 +280,10 @@ class Wire:
     def layout(self) -> Layout:
         return self._m.layout
 
-    def stats(self) -> dict:
+    def stats(self) -> WireStats:
         """Frames written, and per reader index the frames read and dropped."""
         m = self._m
-        readers = []
+        readers: list[ReaderStats] = []
         for i in range(m.layout.readers):
             base = m.layout.reader(i)
             readers.append(
@@ -303,7 +324,7 @@ class WireWriter:
         self._bells = [open_semaphore(names.doorbell(block, i)) for i in range(layout.readers)]
         self._next = _atomics.load_acquire(self._m.mm, _HEAD) + 1
         self._loaned: int | None = None
-        self._described: list[tuple[tuple, np.ndarray] | None] = [None] * layout.slots
+        self._described: list[tuple[_FrameKey, np.ndarray] | None] = [None] * layout.slots
         _atomics.store_relaxed(self._m.mm, _WRITER_PID, os.getpid())
 
     @property
@@ -315,14 +336,13 @@ class WireWriter:
         """Frames published so far on this wire, by this writer and its predecessors."""
         return self._next - 1
 
-    def borrow(self, shape: tuple[int, ...], dtype: np.dtype | str = np.uint8) -> np.ndarray:
+    def borrow(self, shape: tuple[int, ...], dtype: npt.DTypeLike = np.uint8) -> np.ndarray:
         """The next slot as an array to fill in place; ``publish()`` sends it.
 
         Each slot remembers the frame description last written into it, so a stream of
         same-sized frames costs two atomic stores here and no new numpy object.
         """
-        dtype = np.dtype(dtype)
-        key = (tuple(map(int, shape)), dtype)
+        key = (tuple(map(int, shape)), np.dtype(dtype))
         m, f = self._m, self._next
         index = f % m.layout.slots
         slot = m.layout.slot(index)
@@ -337,7 +357,7 @@ class WireWriter:
         self._loaned = f
         return cached[1]
 
-    def _describe(self, key: tuple[tuple[int, ...], np.dtype], index: int):
+    def _describe(self, key: _FrameKey, index: int) -> tuple[bytes, np.ndarray]:
         """The slot header bytes and the array view for frames of this shape and dtype."""
         shape, dtype = key
         nbytes = math.prod(shape) * dtype.itemsize
@@ -402,7 +422,7 @@ class WireReader:
             raise WireError(
                 f"{self._m.label} has reader slots 0..{layout.readers - 1}, not {reader}"
             )
-        self._bell = open_semaphore(names.doorbell(block, reader))
+        self._bell: posix_ipc.Semaphore | None = open_semaphore(names.doorbell(block, reader))
         self._row = layout.reader(reader)
         self._last = 0
         self._views: dict[tuple[int, bytes], np.ndarray | None] = {}
@@ -427,6 +447,8 @@ class WireReader:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return None
+            if self._bell is None:
+                raise WireError(f"{self._m.label}: read after close()")
             try:
                 self._bell.acquire(remaining)
             except posix_ipc.BusyError:
@@ -468,9 +490,10 @@ class WireReader:
         """
         mm = self._m.mm
         key = (data, mm[slot + _DESC_START : slot + _DESC_END])
-        view = self._views.get(key, False)
-        if view is not False:
-            return view
+        try:
+            return self._views[key]
+        except KeyError:
+            pass  # a new size: parse it once
         view = self._parse(key[1], data)
         if len(self._views) >= _VIEW_CACHE:
             self._views.clear()

@@ -145,7 +145,7 @@ class Worker:
         if self.heartbeat is None or (not force and now - self._last_beat < BEAT_INTERVAL):
             return
         self._last_beat = now
-        dropped = self.stale + sum(r.dropped for r in [*self.readers, *self.packet_readers])
+        dropped = self.stale + sum(r.dropped for r in self.all_readers)
         self.heartbeat.publish(
             Beat(
                 state=self.state,
@@ -222,6 +222,7 @@ class Worker:
             self.stale += 1
             return
         start = time.perf_counter_ns()
+        assert self.block is not None  # set_up() made it
         self.block.process_packet(packet, codec)
         self._count_busy(start)
 
@@ -247,15 +248,17 @@ class Worker:
             newer = reader.read_copy(timeout=0 if self._held[i] is not None else 1.0)
             if newer is not None:
                 self._held[i] = newer
-        if any(f is None for f in self._held):
+        held = [f for f in self._held if f is not None]
+        if len(held) < len(self._held):
             return None  # wait until every input has sent a frame
-        return list(self._held)
+        return held
 
     def produce(self, arrays: list[np.ndarray], frames: list[Frame], ts: int | None) -> int:
         """Run the block once; 1 if a frame went out, else 0."""
         block, writer = self.block, self.writer
+        assert block is not None  # set_up() made it
         shape = block.output_like(arrays) if writer is not None else None
-        if shape is not None:
+        if shape is not None and writer is not None:  # (a shape only comes with a writer)
             out = writer.borrow(*shape)
             if not block.process_into(arrays, out) or not self._inputs_intact(frames):
                 return 0
@@ -266,6 +269,10 @@ class Worker:
             return 0
         writer.write(np.ascontiguousarray(result), ts)
         return 1
+
+    @property
+    def all_readers(self) -> list[WireReader | PacketReader]:
+        return [*self.readers, *self.packet_readers]
 
     @property
     def held_first(self) -> Frame | None:
@@ -286,7 +293,7 @@ class Worker:
             except Exception:
                 traceback.print_exc()
         self._held = []
-        for reader in [*self.readers, *self.packet_readers]:
+        for reader in self.all_readers:
             reader.close()
         for writer in (self.writer, self.packet_writer):
             if writer is not None:
