@@ -143,3 +143,29 @@ def scene_jpegs(count: int, size: tuple[int, int] = (320, 240)) -> list[bytes]:
 
     scene = TestScene(*size)
     return [cv2.imencode(".jpg", scene.render(n))[1].tobytes() for n in range(count)]
+
+
+def encode_noise(count: int, size: tuple[int, int] = (320, 240), gop: int = 5, fps: int = 25):
+    """Random pictures encoded like ``encode_clip``: packets that do not shrink (~46 KB at
+    320x240), to fill a disk quickly."""
+    from fractions import Fraction
+
+    import av
+
+    context = av.CodecContext.create("libx264", "w")
+    context.width, context.height, context.pix_fmt = *size, "yuv420p"
+    context.time_base, context.framerate = Fraction(1, 90000), Fraction(fps)
+    context.flags |= av.codec.context.Flags.global_header
+    context.options = {"preset": "ultrafast", "x264-params": f"keyint={gop}:min-keyint={gop}"}
+    context.open()
+    rng = np.random.default_rng(1)
+    packets = []
+    for n in range(count + 1):
+        frame = None
+        if n < count:
+            picture = rng.integers(0, 256, (size[1], size[0], 3), np.uint8)
+            frame = av.VideoFrame.from_ndarray(picture, format="bgr24").reformat(format="yuv420p")
+            frame.pts, frame.time_base = n * 90000 // fps, context.time_base
+        for p in context.encode(frame):
+            packets.append((bytes(p), p.pts, p.dts, p.is_keyframe))
+    return bytes(context.extradata), packets
