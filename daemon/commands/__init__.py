@@ -6,14 +6,14 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from . import graph, reload, restart, start, status, stop, wires
+from . import graph, recordings, reload, restart, start, status, stop, wires
 
 if TYPE_CHECKING:
     from ..app import Daemon
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 MODULES = {"status": status, "start": start, "stop": stop, "restart": restart}
-MODULES |= {"reload": reload, "graph": graph, "wires": wires}
+MODULES |= {"reload": reload, "graph": graph, "wires": wires, "recordings": recordings}
 
 
 def table(daemon: Daemon) -> dict[str, Handler]:

@@ -102,14 +102,14 @@ class H264Camera(Block):
             self._publish(packet)
 
     def _publish(self, packet: av.Packet) -> None:
-        data = bytes(packet)
+        data, now = bytes(packet), time.time_ns()
         number = self.context.packets.write(
             data, pts=packet.pts, dts=packet.dts, duration=packet.duration or 0,
-            keyframe=packet.is_keyframe,
+            keyframe=packet.is_keyframe, time_ns=now,
         )  # fmt: skip
         if self.log is not None:
             line = {"number": number, "generation": self.generation, "data": data.hex(),
-                    "keyframe": packet.is_keyframe, "pts": packet.pts}  # fmt: skip
+                    "keyframe": packet.is_keyframe, "pts": packet.pts, "time_ns": now}  # fmt: skip
             self.log.write(json.dumps(line) + "\n")
             self.log.flush()
 

@@ -6,18 +6,19 @@ record and length-prefixed NAL units; FFmpeg's mov muxer converts both, but only
 the stream's codec parameters carry the Annex B headers as extradata, and PyAV 18 has
 no setter that reaches the muxer (``add_mux_stream`` has none; a codec context's
 ``extradata`` is not copied for a stream that is never encoded). So the stream is made
-from a template: the headers and the first keyframe are demuxed from memory by FFmpeg's
-own raw H.264/H.265 demuxer, whose stream then carries exactly the extradata the muxer
-needs (``add_stream_from_template`` copies the codec parameters whole). This also covers
-a camera that sends its SPS/PPS in-band only (empty extradata): the demuxer finds them
-in the keyframe. A source that already gives avcC/hvcC and length-prefixed packets (an
-MP4 file) is turned into Annex B first, so every stream takes the same way.
+from a template: the headers are demuxed from memory by FFmpeg's own raw H.264/H.265
+demuxer, whose stream then carries exactly the extradata the muxer needs
+(``add_stream_from_template`` copies the codec parameters whole). A camera that sends
+its SPS/PPS in-band only (empty extradata) has them read from its first keyframe. A
+source that already gives avcC/hvcC and length-prefixed packets (an MP4 file) is turned
+into Annex B first, so every stream takes the same way.
 
 The file is fragmented (``frag_keyframe+empty_moov+default_base_moof``, and a fragment
 at least every ``FRAGMENT_SECONDS``): the header is written first, and each fragment is
-a self-contained ``moof``+``mdat`` flushed to the disk as it is complete
-(``flush_packets``) and synced (``fdatasync``, at most once a second). A SIGKILL or a
-power cut loses at most the fragment being written; everything before it plays.
+a self-contained ``moof``+``mdat`` written in one go as it is complete (``flush_packets``,
+a buffer larger than a fragment) and synced (``fdatasync``, at most once a second). A
+SIGKILL or a power cut loses at most the fragment being written; everything before it
+plays.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ MUXABLE = ("h264", "hevc", "mjpeg")
 """The codecs an MP4 segment takes (FFmpeg's names)."""
 FRAGMENT_SECONDS = 1.0
 """The longest fragment: what a power cut can cost, at most."""
+WRITE_BUFFER = 8 * 1024 * 1024
+"""Bytes FFmpeg gathers before it writes: more than a fragment (a second at 8 Mbit/s is
+1 MB), so that each fragment reaches the file in one write() and a kill between two
+writes cannot leave half a fragment at its end."""
 SYNC_INTERVAL = 1.0
 """Seconds between fdatasync calls: a fragment reaches the card within about this."""
 START_CODE = b"\x00\x00\x00\x01"
@@ -67,7 +72,10 @@ class Mp4Writer:
         self._length_size = _length_size(params)
         self._file = open(path, "xb", buffering=0)  # noqa: SIM115 (closed in close())
         try:
-            self._container = av.open(self._file, "w", format="mp4", options=_options(params.codec))
+            self._container = av.open(
+                self._file, "w", format="mp4", options=_options(params.codec),
+                buffer_size=WRITE_BUFFER,
+            )  # fmt: skip
             self._stream = self._add_stream(first)
         except BaseException:
             self._file.close()
@@ -84,7 +92,11 @@ class Mp4Writer:
         if params.codec not in _RAW_FORMATS:  # MJPEG: every packet stands alone
             stream = self._container.add_mux_stream(params.codec, **size)
         else:
-            headers = self._annexb(params.extradata, headers=True) + self._annexb(first)
+            headers = (
+                self._annexb(params.extradata, headers=True)
+                if params.extradata  # alone: every segment of a stream gets the same record
+                else self._annexb(first)  # a camera that sends SPS/PPS in-band only
+            )
             try:
                 with av.open(io.BytesIO(headers), format=_RAW_FORMATS[params.codec]) as demux:
                     stream = self._container.add_stream_from_template(
