@@ -138,7 +138,7 @@ class PacketSegmenter:
 
     def _write(self, seg: _Open, packet: Packet) -> None:
         dts = _dts(packet, seg.time_base)
-        pts = packet.pts if packet.pts != NO_PTS else dts
+        pts = max(packet.pts, dts)  # no pts (or a broken one): shown when decoded
         if seg.packets:
             self._interval = dts - seg.last_dts
         # Cameras rarely say how long a picture lasts; the muxer needs it for the last
