@@ -37,6 +37,7 @@ from pipelined.workers.blocks.recorder import SNAPSHOT, Recorder
 from pipelined.workers.blocks.testsrc import TestScene
 from pipelined.workers.ipc.packets import CodecParams, Packet
 from pipelined.workers.video.segments import Namer
+from pipelined.workers.video.storage import Limits, Storage
 
 NS = 1_000_000_000
 
@@ -356,6 +357,16 @@ def test_pruning_never_walks_the_folder_again(tmp_path, monkeypatch):
     block.close()
     assert scans == [tmp_path]  # once, at the start
     assert block.storage.deleted > 50 and len(segments(tmp_path)) < 150
+
+
+def test_a_long_backlog_is_deleted_a_bounded_number_at_a_time(tmp_path):
+    fill(tmp_path, "rec", time.time_ns() - 30 * 86400 * NS, 150, size=100)
+    storage = Storage(tmp_path, Namer("rec"), Limits(max_age_seconds=86400), logging.getLogger())
+    counts = []
+    while storage.index.oldest() is not None:
+        storage.make_room(time.time_ns())  # each call short: the watchdog must not fire
+        counts.append(storage.deleted)
+    assert counts == [64, 128, 150] and segments(tmp_path) == []
 
 
 # -- what cannot be written -------------------------------------------------------------------

@@ -19,6 +19,10 @@ from pathlib import Path
 
 from .segments import Namer, Segment, SegmentIndex
 
+DELETIONS_PER_CALL = 64
+"""Files deleted by one ``make_room`` at most: a limit lowered by a lot is met over a few
+seconds, not in one long stall (the watchdog would take the block for hung)."""
+
 
 class DiskFull(OSError):
     """Not enough room even without this recorder's old segments; ``str()`` says why.
@@ -69,7 +73,10 @@ class Storage:
         """
         limits = self.limits
         oldest_kept = now_ns - int(limits.max_age_seconds * 1e9)
-        while (oldest := self.index.oldest()) is not None:
+        for _ in range(DELETIONS_PER_CALL):
+            oldest = self.index.oldest()
+            if oldest is None:
+                break
             if limits.max_age_seconds and oldest.end_ns < oldest_kept:
                 why = "older than max_age_seconds"
             elif (
@@ -82,6 +89,8 @@ class Storage:
             else:
                 break
             self._delete(self.index.pop_oldest(), why)
+        else:
+            return  # more to delete: the next call goes on
         if limits.min_free_bytes:
             free = self.free_bytes()
             if free < limits.min_free_bytes:
