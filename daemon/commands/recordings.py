@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelined.ctl.protocol import BAD_REQUEST, CommandError
-from pipelined.workers.blocks.recorder import Recorder
 from pipelined.workers.video.segments import Namer, Segment
 
 from .args import get_arg
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 5000
 ORDERS = ("oldest", "newest")
+RECORDER = "pipelined.workers.blocks.recorder"
 _reader = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="recordings")
 
 Key = tuple[int, str, str]
@@ -71,14 +72,24 @@ async def handle(daemon: Daemon, args: dict[str, Any]) -> dict[str, Any]:
 
 def recorders(specs: list[BlockSpec], named: bool) -> list[BlockSpec]:
     """The recorders among ``specs``; a block named that is not one is a bad request."""
-    chosen = [s for s in specs if issubclass(s.cls, Recorder)]
+    chosen = [s for s in specs if is_recorder(s.cls)]
     if named and len(chosen) < len(specs):
-        other = next(s for s in specs if not issubclass(s.cls, Recorder))
+        other = next(s for s in specs if not is_recorder(s.cls))
         raise CommandError(
             BAD_REQUEST, f"block {other.name!r} is a {other.type!r}, not a recorder: it has no"
             " recordings",
         )  # fmt: skip
     return chosen
+
+
+def is_recorder(cls: type) -> bool:
+    """Whether ``cls`` is the built-in recorder or a subclass of it.
+
+    Its module is imported with a graph that has a recorder; without one, the daemon
+    does not import it (and OpenCV with it) just to find that none is there.
+    """
+    module = sys.modules.get(RECORDER)
+    return module is not None and issubclass(cls, module.Recorder)
 
 
 def directory(spec: BlockSpec) -> Path:
