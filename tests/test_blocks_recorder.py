@@ -219,13 +219,15 @@ def test_latest_jpg_is_a_decoded_keyframe_at_most_once_a_second(tmp_path):
     done = threading.Event()
     watcher = threading.Thread(target=watch)
     watcher.start()
+    began = time.monotonic()
     try:
         Camera(block).send(extradata, packets, pace=0.04)
     finally:
+        elapsed = time.monotonic() - began
         done.set()
         watcher.join()
         block.close()
-    assert 3 <= len(seen) <= 4  # at 0, 1, 2 (and maybe 3) s
+    assert 3 <= len(seen) <= int(elapsed) + 1  # at 0, 1, 2… s: at most one a second
     picture = cv2.imread(str(latest))
     assert picture.shape == (240, 320, 3)
     b, g, r = (picture[..., i].astype(int) for i in range(3))
@@ -266,14 +268,17 @@ def test_frames_side_by_side_are_encoded_to_h264(tmp_path):
     block = recorder(tmp_path, codec="h264", fps=25, snapshot_interval=0)
     scene = TestScene(321, 241)
     grey = np.full((120, 81), 200, np.uint8)  # grey at about half the height: 163 wide
-    feed(block, [[scene.render(n), grey] for n in range(30)], fps=25)
+    frames = [[scene.render(n), grey] for n in range(30)]
+    began = time.monotonic()
+    feed(block, frames, fps=25)
+    fed = time.monotonic() - began  # what the file must last: its time is the wall clock's
     block.close()
 
     [path] = segments(tmp_path)
     probe = ffprobe(path)
     assert probe["errors"] == "" and probe["codec"] == "h264"
     assert (probe["width"], probe["height"], probe["frames"]) == (484, 240, 30)  # 4:2:0: 241 -> 240
-    assert 0.9 < probe["duration"] < 1.8  # real time: 30 frames at about 25 fps
+    assert abs(probe["duration"] - fed) < 0.25  # plays in real time, however fast it came
     frame = decoded_frames(path)[15].astype(int)
     left, right = frame[:, :320], frame[:, 320:]
     red = (left[..., 2] > 150) & (left[..., 1] < 90) & (left[..., 0] < 90)
