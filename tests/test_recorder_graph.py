@@ -147,7 +147,7 @@ def _export(d: RunningDaemon, tmp_path: Path, listing: dict):
         probe = ffprobe(tmp_path / "joined.mp4")
         assert probe["errors"] == ""
         assert probe["frames"] == sum(ffprobe(Path(e["path"]))["frames"] for e in run)
-        assert abs(probe["duration"] - (last["end"] - first["start"])) < 0.2
+        assert abs(probe["duration"] - (last["end"] - first["start"])) < 0.5  # arrival jitter
         joined = [u for u, _, _ in mp4_samples(tmp_path / "joined.mp4")]
         parts = [u for e in run for u, _, _ in mp4_samples(e["path"])]
         assert joined == parts  # copied, not re-encoded
