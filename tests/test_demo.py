@@ -10,7 +10,7 @@ from video import play
 
 
 def recordings(d: RunningDaemon) -> list[str]:
-    return sorted(glob.glob(str(d.dir / "state" / "recordings" / "*.avi")))
+    return sorted(glob.glob(str(d.dir / "state" / "recordings" / "*.mp4")))
 
 
 def test_demo_graph_records_filtered_and_edge_images():

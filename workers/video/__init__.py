@@ -1,0 +1,1 @@
+"""Encoded video: muxing packets into files, encoding frames, decoding pictures, with PyAV."""
