@@ -12,6 +12,7 @@ contract, in ``pipelined.workers.contract``.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import sys
@@ -34,6 +35,8 @@ from ..ipc.wire import Frame, WireReader, WireWriter
 from ..registry import resolve
 
 BEAT_INTERVAL = 0.1
+READERS_RECHECK = 0.25
+"""Seconds a "does anyone take the frames?" answer is kept: a system call per reader."""
 DEATH_SIGNAL = signal.SIGUSR1
 
 
@@ -64,6 +67,9 @@ class _Context:
     def packets(self) -> PacketWriter | None:
         return self._worker.packet_writer
 
+    def frames_wanted(self) -> bool:
+        return self._worker.frames_wanted()
+
     def sleep(self, seconds: float) -> bool:
         end = time.monotonic() + seconds
         while not self._worker.stopping:
@@ -92,6 +98,7 @@ class Worker:
         self.writer: WireWriter | None = None
         self.packet_readers: list[PacketReader] = []
         self.packet_writer: PacketWriter | None = None
+        self._wanted = (False, -math.inf)  # (answer, when)
         self.heartbeat: Heartbeat | None = None
         self.block: Block | None = None
         self._held: list[Frame | None] = []
@@ -158,6 +165,18 @@ class Worker:
                 detail=self.detail,
             )
         )
+
+    def frames_wanted(self) -> bool:
+        """Whether a reader is attached to the block's frame wire; the answer is kept for
+        ``READERS_RECHECK`` seconds."""
+        if self.writer is None:
+            return False
+        answer, when = self._wanted
+        now = time.monotonic()
+        if now - when >= READERS_RECHECK:
+            answer = self.writer.attached_readers() > 0
+            self._wanted = (answer, now)
+        return answer
 
     # -- the run ---------------------------------------------------------------------
 
