@@ -242,11 +242,14 @@ def encode_clip(
     bit_rate: int = 1_000_000,
     seconds: float = 2.0,
     start: int = 0,
+    noise: float = 0.0,
 ) -> list[AccessUnit]:
     """A clip of the synthetic scene, encoded with libx264 as a camera would send it:
     Annex B, the SPS and PPS before each keyframe, an access unit delimiter in front of
     each picture, no B-frames, a keyframe exactly every ``gop`` frames, about
-    ``bit_rate`` bits a second. Frame numbers begin at ``start``."""
+    ``bit_rate`` bits a second. Frame numbers begin at ``start``. ``noise`` (the standard
+    deviation of a sensor's noise, in grey levels) makes the encoder spend its bits on a
+    picture as busy as a camera's, so that decoding costs what it would."""
     from fractions import Fraction
 
     import av
@@ -270,10 +273,17 @@ def encode_clip(
             f":vbv-maxrate={bit_rate // 1000}:vbv-bufsize={bit_rate // 1000}"
         ),
     }
+    import numpy as np
+
     scene = TestScene(width, height, fps=fps)
+    grain = np.random.default_rng(0)
     clip: list[AccessUnit] = []
     for n in range(round(seconds * fps)):
-        yuv = cv2.cvtColor(scene.render(start + n), cv2.COLOR_BGR2YUV_I420)
+        picture = scene.render(start + n)
+        if noise:
+            shaken = picture + grain.normal(0, noise, picture.shape).astype(np.float32)
+            picture = np.clip(shaken, 0, 255).astype(np.uint8)
+        yuv = cv2.cvtColor(picture, cv2.COLOR_BGR2YUV_I420)
         frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
         frame.pts = n
         clip += [AccessUnit(bytes(p), p.is_keyframe) for p in context.encode(frame)]
