@@ -11,6 +11,10 @@
     RtspServer.clip(clip, fps=30)         # a clip's access units, looped forever
     RtspServer.mjpeg(...), RtspServer.audio()   # JPEG over RTP; a stream with no video
 
+Each client gets a pipeline of its own (a server whose clients share one can abort when
+a client comes back while it is torn down): an ``h264`` client's stream starts at its
+own first keyframe, a ``clip`` client's at the clip's first access unit.
+
 Kinds: ``h264`` encodes ``videotestsrc`` live with x264enc (a known GOP, and a copy of
 every byte it sent in ``sent()``); ``clip`` serves pre-encoded access units paced to
 ``fps`` (cheap for the server, so a benchmark measures the client; a clip whose
@@ -211,9 +215,9 @@ class RtspServer:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def sent(self) -> bytes:
-        """Every byte of H.264 the ``h264`` server encoded since it first started."""
-        path = self._dir / "sent.h264"
-        return path.read_bytes() if path.exists() else b""
+        """Every byte of H.264 the ``h264`` server encoded since it first started: each
+        client's session (its own encoder) after the other."""
+        return b"".join(p.read_bytes() for p in sorted(self._dir.glob("sent.h264.*")))
 
 
 # -- clips ------------------------------------------------------------------------------
@@ -295,21 +299,21 @@ def encode_clip(
 
 _LAUNCH = {
     "h264": (
-        "( videotestsrc is-live=true pattern=ball"
+        "( videotestsrc is-live=false pattern=ball"
         " ! video/x-raw,format=I420,width={width},height={height},framerate={fps}/1"
         " ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={gop}"
         " bitrate={kbps} option-string=scenecut=0"
         " ! video/x-h264,profile=baseline,stream-format=byte-stream,alignment=au"
         " ! tee name=t ! queue ! rtph264pay name=pay0 pt=96"
-        " t. ! queue ! filesink location={sent} append=true buffer-mode=unbuffered )"
+        " t. ! queue ! filesink location={sent} buffer-mode=unbuffered )"
     ),
     "mjpeg": (
-        "( videotestsrc is-live=true pattern=smpte"
+        "( videotestsrc is-live=false pattern=smpte"
         " ! video/x-raw,format=I420,width={width},height={height},framerate={fps}/1"
         " ! jpegenc ! rtpjpegpay name=pay0 pt=26 )"
     ),
     "audio": (
-        "( audiotestsrc is-live=true ! audio/x-raw,rate=8000,channels=1"
+        "( audiotestsrc is-live=false ! audio/x-raw,rate=8000,channels=1"
         " ! mulawenc ! rtppcmupay name=pay0 pt=0 )"
     ),
 }
@@ -324,37 +328,45 @@ def _serve(config_path: str) -> None:  # pragma: no cover - runs in the server p
 
     config = json.loads(Path(config_path).read_text())
     Gst.init(None)
-    if config["kind"] == "clip":
-        units = read_clip(Path(config["clip"]))
-        fps = config["fps"]
+    kind, fps = config["kind"], config["fps"]
+    units = read_clip(Path(config["clip"])) if kind == "clip" else []
+    sessions = [0]
 
-        class ClipFactory(GstRtspServer.RTSPMediaFactory):
-            def do_create_element(self, url):
-                return Gst.parse_launch(
-                    "appsrc name=src is-live=true format=time"
+    class Factory(GstRtspServer.RTSPMediaFactory):
+        """A pipeline of its own for each client: a shared one can abort the server
+        (gst_rtsp_media_get_rates) when a client comes back while it is torn down."""
+
+        def do_create_element(self, url):
+            sessions[0] += 1
+            if kind == "clip":
+                launch = (
+                    "appsrc name=src is-live=false format=time"
                     " caps=video/x-h264,stream-format=byte-stream,alignment=au"
                     f",framerate={fps}/1 ! h264parse ! rtph264pay name=pay0 pt=96"
                 )
+            else:
+                sent = f"{config['sent']}.{sessions[0]:04d}"
+                launch = _LAUNCH[kind].format(**{**config, "sent": sent})
+            return Gst.parse_launch(launch)
 
-            def do_configure(self, media):
-                src = media.get_element().get_child_by_name("src")
-                count = [0]
+        def do_configure(self, media):
+            if kind != "clip":
+                return
+            src = media.get_element().get_child_by_name("src")
+            count = [0]
 
-                def need_data(src, _length):
-                    n = count[0]
-                    buffer = Gst.Buffer.new_wrapped(units[n % len(units)].data)
-                    buffer.pts = buffer.dts = n * Gst.SECOND // fps
-                    buffer.duration = Gst.SECOND // fps
-                    count[0] = n + 1
-                    src.emit("push-buffer", buffer)
+            def need_data(src, _length):
+                n = count[0]
+                buffer = Gst.Buffer.new_wrapped(units[n % len(units)].data)
+                buffer.pts = buffer.dts = n * Gst.SECOND // fps
+                buffer.duration = Gst.SECOND // fps
+                count[0] = n + 1
+                src.emit("push-buffer", buffer)
 
-                src.connect("need-data", need_data)
+            src.connect("need-data", need_data)
 
-        factory = ClipFactory()
-    else:
-        factory = GstRtspServer.RTSPMediaFactory()
-        factory.set_launch(_LAUNCH[config["kind"]].format(**config))
-    factory.set_shared(True)
+    factory = Factory()
+    factory.set_shared(False)
     server = GstRtspServer.RTSPServer()
     server.set_address("127.0.0.1")
     server.set_service(str(config["port"]))
