@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..block import Block, Param, in_range, int_list
+from ..ipc.packets import CodecParams
 from ..video import capabilities
 from ..video.pace import Pacer
 from ..video.policy import DecodePolicy, Want
@@ -184,7 +185,7 @@ class Camera(Block):
         self._reason: str | None = None
         self._detail: str | None = None
         self._finished = False
-        self._frames = 0  # frames delivered since the source was (re)opened
+        self._frames = 0  # testsrc's frame number
         self.decoded = 0  # packets decoded since setup
         self._scene: TestScene | None = None
         if self.source.kind == "testsrc":
@@ -207,7 +208,7 @@ class Camera(Block):
         self._feed: Feed | None = None
         self._decoder: Decoder | None = None
         self._decoder_how: str | None = None  # as last reported
-        self._decode_problem: tuple[Any, str] | None = None  # (params, why) when none opens
+        self._decode_problem: tuple[CodecParams, str] | None = None  # when no decoder opens
         self._want = Want.NOTHING
         self._measured: tuple[float, int, int] | None = None  # (when, packets, bytes)
         self._settled = False  # the first window after connecting is over
@@ -240,8 +241,9 @@ class Camera(Block):
         return item is not None and self._decode_into(item, feed, out)
 
     def close(self) -> None:
-        if self._scene is None and self._feed is not None:
-            self._feed.stop()
+        feed = getattr(self, "_feed", None)  # None, or never made: setup() may have failed
+        if feed is not None:
+            feed.stop()
             self._feed = None
 
     # -- connecting -----------------------------------------------------------------------
@@ -270,7 +272,6 @@ class Camera(Block):
         if not feed.opened:
             return self._lost(feed, feed.failure or "the source did not open")
         self._feed = feed
-        self._frames = 0
         self._decoder = None
         self._measured = None
         self.delivered_fps = None if self.source.live else feed.stream_fps
@@ -304,7 +305,6 @@ class Camera(Block):
         self._set_reason(f"waiting for source {self.source.show()}: {why}")
         self.context.sleep(self._backoff)
         self._backoff = min(self._backoff * 2, self.p["retry_max"])
-        return None
 
     def _finish(self, feed: Feed) -> None:
         feed.stop()
@@ -350,8 +350,7 @@ class Camera(Block):
             return False
         frame = frames[-1]
         to_bgr(frame, out)
-        self._frames += 1
-        if self._frames == 1:
+        if (frame.width, frame.height) != self.delivered_size:
             self.delivered_size = (frame.width, frame.height)
             self._report_delivery(feed)
         return True
@@ -409,7 +408,7 @@ class Camera(Block):
     def _report_delivery(self, feed: Feed) -> None:
         """The status detail: what the source delivers, and what is decoded how."""
         params = feed.params
-        size = self.delivered_size or ((params.width, params.height) if params else (0, 0))
+        size = (params.width, params.height) if params else self.delivered_size or (0, 0)
         codec = f" {params.codec}" if params else ""
         fps = f" at {self.delivered_fps:.3g} fps" if self.delivered_fps else ""
         bits = self._bit_rate or (params.bit_rate if params else 0)

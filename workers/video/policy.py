@@ -85,8 +85,8 @@ class DecodePolicy:
         if want is Want.NOTHING:
             return "not decoding: no one reads its frames"
         if want is Want.KEYFRAMES:
-            every = f", one every {keyframe_interval:.2g} s" if keyframe_interval else ""
-            return f"decoding keyframes only{every}, {self.rate:g} a second at most"
+            every = f"one every {keyframe_interval:.2g} s, " if keyframe_interval else ""
+            return f"decoding keyframes only ({every}at most {self.rate:g} a second)"
         if self.decode_fps:
-            return f"decoding every frame, converting {self.rate:g} a second"
+            return f"decoding every frame (converting {self.rate:g} a second)"
         return "decoding every frame"
