@@ -320,7 +320,14 @@ _LAUNCH = {
 
 
 def _serve(config_path: str) -> None:  # pragma: no cover - runs in the server process
+    import ctypes
+
     import gi
+
+    # Die with the test that started us, even one that never called stop().
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() == 1:
+        sys.exit("the process that started the server is gone")
 
     gi.require_version("Gst", "1.0")
     gi.require_version("GstRtspServer", "1.0")
