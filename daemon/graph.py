@@ -37,6 +37,7 @@ from pipelined.workers.ipc import wire
 from pipelined.workers.ipc.names import SHM_DIR, check_block
 from pipelined.workers.ipc.packets import packet_wire_bytes
 from pipelined.workers.registry import BlockTypeError, resolve
+from pipelined.workers.video.options import EncodeOptions, parse_encode
 
 RESTART_POLICIES = ("always", "on-failure", "never")
 SLOTS = 4
@@ -85,6 +86,7 @@ BLOCK_KEYS = {
     "input": "the block it reads (one name)",
     "inputs": "the blocks it reads, in order (an array of names)",
     "max_frame_bytes": "raises the output slot above what the type computes, never below",
+    "encode": 'encode the block\'s frames once for every reader of video: "h264" or a table',
 }
 """The keys every block has besides its type's parameters (and the [supervisor] keys)."""
 COMMON_KEYS = (*BLOCK_KEYS, *SUPERVISOR_KEYS)
@@ -103,6 +105,7 @@ class BlockSpec:
     frame_bytes: int | None
     packet_bytes: int | None = None  # the ring of its packet wire, when it publishes packets
     input_kinds: tuple[Kind, ...] = ()  # what it takes of each input: frames or packets
+    encode: EncodeOptions | None = None  # its frames encoded by the runtime (``encode``)
 
     def reads(self, name: str, kind: Kind = "frames") -> bool:
         """Whether this block reads ``name``'s wire of that kind."""
@@ -212,6 +215,8 @@ def describe(graph: Graph) -> str:
         settings, _ = split_secrets({**b.params, **_changed(b.supervision)})  # output gets pasted
         if settings:
             lines.append("      " + ", ".join(f"{k} = {_show(v)}" for k, v in settings.items()))
+        if b.encode is not None:
+            lines.append(f"      encode: {b.encode.describe()}")
     return "\n".join(lines)
 
 
@@ -276,6 +281,12 @@ class _Loader:
         packets = {
             n: b for n, c in classes.items() if n in params and (b := self.packets(n, c, params[n]))
         }
+        encodes = {
+            n: e
+            for n, t in tables.items()
+            if "encode" in t and (e := self.encode(n, t, classes, packets, frames))
+        }
+        packets |= {n: e.ring_bytes() for n, e in encodes.items()}
         kinds = {
             n: k
             for n, c in classes.items()
@@ -297,6 +308,7 @@ class _Loader:
                 frames.get(n),
                 packets.get(n),
                 kinds.get(n, ()),
+                encodes.get(n),
             )
             for n, t in tables.items()
         }
@@ -383,6 +395,33 @@ class _Loader:
             self.say(name, f"{cls.__name__}.packet_bytes returned {size!r}, not a size >= 4096")
             return None
         return size
+
+    def encode(
+        self,
+        name: str,
+        table: dict[str, Any],
+        classes: dict[str, type[Block]],
+        packets: dict[str, int],
+        frames: dict[str, int],
+    ) -> EncodeOptions | None:
+        """The block's ``encode`` key: checked, and only where there are frames to encode."""
+        options, problems = parse_encode(table["encode"])
+        for problem in problems:
+            self.say(name, problem)
+        if options is None:
+            return None
+        cls = classes.get(name)
+        if cls is not None and not cls.has_output:
+            self.say(name, f"type {table['type']!r} has no output to encode: remove encode")
+            return None
+        if name in packets:
+            self.say(
+                name,
+                "publishes its source's own encoded packets already (an rtsp:// camera, a"
+                " file, a device asked for MJPEG or H264): remove encode",
+            )
+            return None
+        return options if name in frames else None
 
     def kinds(
         self,

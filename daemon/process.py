@@ -55,6 +55,7 @@ def worker_args(names: RunNames, spec: BlockSpec, graph: Graph) -> WorkerArgs:
         output=spec.frame_bytes is not None,
         packet_inputs=[(w, graph.packet_readers(w).index(spec.name)) for w in packets],
         packet_output=spec.packet_bytes is not None,
+        encode=spec.encode.to_dict() if spec.encode is not None else None,
         supervisor=(me.pid, me.start_time),
         liveness_interval=spec.supervision.liveness_interval,
         beside=str(beside) if beside is not None else None,

@@ -197,6 +197,15 @@ class Context(Protocol):
         """The block's packet wire, when it publishes encoded video (``packet_bytes``)."""
         ...
 
+    def frames_wanted(self) -> bool:
+        """Whether anyone takes the block's frames now: a reader attached to its wire (a
+        block, a live view on the daemon's page) or the encoder of its ``encode`` key.
+
+        A camera decodes nothing while this is False. It costs a system call per reader
+        slot: ask a few times a second, not for every packet.
+        """
+        ...
+
 
 class Block:
     """Base of every block. Subclasses set ``params`` and override ``process``."""
@@ -312,3 +321,6 @@ class _Detached:
     @property
     def packets(self) -> None:
         return None
+
+    def frames_wanted(self) -> bool:
+        return True  # the caller of process() takes them

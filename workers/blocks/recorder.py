@@ -114,7 +114,7 @@ class Recorder(Block):
         "preset": Param(
             str, default="veryfast", check=_one_of(PRESETS), doc="h264: the x264 preset"
         ),
-        "bitrate": Param(
+        "bit_rate": Param(
             int,
             default=2_000_000,
             check=in_range(50_000, 100_000_000),
@@ -383,28 +383,21 @@ class FrameEncoding:
         self.generation = 0
         self.number = 0
         self.start_ns = 0
-        self.last_pts = -1
 
     def take(self, picture: np.ndarray, time_ns: int) -> bool:
         height, width = picture.shape[0] // 2 * 2, picture.shape[1] // 2 * 2
         if self.encoder is None or self.size != (width, height):
             self.flush()
             self._open(width, height, time_ns)
-        tb = self.encoder.params.time_base
-        pts = max(self.last_pts + 1, (time_ns - self.start_ns) * tb[1] // (tb[0] * 10**9))
-        self.last_pts = pts
-        return self._hand_on(self.encoder.encode(picture[:height, :width], pts))
+        return self._hand_on(self.encoder.encode(picture, time_ns))
 
     def _open(self, width: int, height: int, time_ns: int) -> None:
-        # INTEGRATOR: `from ..video.encode import FrameEncoder` once the camera branch is on
-        # main, and delete workers/video/_encoder_stub.py.
-        from ..video._encoder_stub import FrameEncoder
+        from ..video.encode import Encoder
+        from ..video.options import EncodeOptions
 
-        self.encoder = FrameEncoder(
-            width, height, self.p["fps"], codec="h264", preset=self.p["preset"],
-            bitrate=self.p["bitrate"],
-        )  # fmt: skip
-        self.size, self.start_ns, self.last_pts = (width, height), time_ns, -1
+        options = EncodeOptions(preset=self.p["preset"], bit_rate=self.p["bit_rate"])
+        self.encoder = Encoder(options, width, height, self.p["fps"])
+        self.size, self.start_ns = (width, height), time_ns
         self.generation += 1
 
     def _hand_on(self, packets: list[Any]) -> bool:

@@ -305,6 +305,19 @@ class Wire:
         self._m.close()
 
 
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists (it may belong to another user: that is no answer)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OverflowError:
+        return False  # not a pid at all: a corrupt line
+    return True
+
+
 def _unlink(segment: str, semaphores: list[str]) -> None:
     """Unlink what exists of a wire; a part already gone is no error (another got there)."""
     unlink_segment(segment)
@@ -390,6 +403,17 @@ class WireWriter:
         out = self.borrow(frame.shape, frame.dtype)
         np.copyto(out, frame, casting="no")
         return self.publish(timestamp_ns)
+
+    def attached_readers(self) -> int:
+        """How many reader slots a live process holds now: whether anyone takes the frames.
+
+        A reader writes its pid into its slot's line when it attaches and clears it when
+        it closes; one that was killed leaves its pid behind, so each pid is also asked
+        whether it still runs. A camera decodes nothing while this is 0.
+        """
+        m = self._m
+        pids = (m.u64(m.layout.reader(i) + _R_PID) for i in range(m.layout.readers))
+        return sum(1 for pid in pids if pid and _running(pid))
 
     def _check_fits(self, shape: tuple[int, ...], dtype: np.dtype, nbytes: int) -> None:
         if len(shape) > MAX_DIMS:
