@@ -82,6 +82,25 @@ def test_a_live_source_converts_the_newest_frame_only() -> None:
     assert policy.convert_now(Want.EVERYTHING, backlog=0)
     files = DecodePolicy(fps=30, decode_fps=0, live=False, clock=Clock())
     assert all(files.convert_now(Want.EVERYTHING, backlog=3) for _ in range(10))  # every one
+    # Decoding starts at the last keyframe: the decoder catches up, the newest is shown.
+    start = DecodePolicy(fps=30, decode_fps=0, live=True, clock=Clock())
+    shown = [start.convert_now(Want.EVERYTHING, backlog=b) for b in (4, 3, 2, 1, 0)]
+    assert shown == [False, False, False, False, True]
+
+
+def test_a_decoder_that_cannot_catch_up_still_converts_as_many_as_asked() -> None:
+    """A box too busy for the stream: two packets always wait. Waiting for none to wait
+    would never show a frame; the due ones are shown, a little late."""
+    clock = Clock()
+    policy = DecodePolicy(fps=30, decode_fps=5, live=True, clock=clock)
+    converted = []
+    for n in range(60):  # 2 s
+        clock.now = 100.0 + n / 30
+        if policy.convert_now(Want.EVERYTHING, backlog=2):
+            converted.append(n)
+    assert len(converted) == 10 and converted[0] == 1  # 5 a second, after the first look
+    assert policy.want(False, 1.0, False) is Want.NOTHING  # decoding stops, then starts:
+    assert not policy.convert_now(Want.EVERYTHING, backlog=2)  # it catches up again first
 
 
 SPS = bytes.fromhex("6742c00dda0507ec05a830303528000003000800000300f478a155")

@@ -10,7 +10,8 @@ The thread opens the source, then takes every packet as it arrives and
   wants (``want``): nothing, keyframes, or everything from a keyframe on. It keeps the
   packets since the last keyframe, so that decoding can start at once when a reader
   comes, rather than at the next keyframe. A decoder that falls behind a live source
-  loses whole groups of pictures, never one packet in the middle of one.
+  loses whole groups of pictures, never one packet in the middle of one: when a
+  keyframe arrives while packets still wait, they go, and it goes on from the keyframe.
 
 Everything the thread learns (opened, failed, how many packets) it leaves in attributes
 for the camera's thread to read; it never calls into the block or the runtime. After
@@ -78,6 +79,14 @@ class _Handoff:
             self._items.extend(items)
             self._ready.notify_all()
             return True
+
+    def restart(self, item: Item) -> None:
+        """Drop what waits and queue ``item``, a keyframe: the decoder goes on from there."""
+        with self._ready:
+            self.dropped += len(self._items)
+            self._items.clear()
+            self._items.append(item)
+            self._ready.notify_all()
 
     def clear(self) -> None:
         with self._ready:
@@ -382,6 +391,12 @@ class Feed:
             if head is not None and head is not self._given:
                 self._given = head
                 self._handoff.put([head], self._stop, wait=not self.live)
+            return
+        if self._synced and item.keyframe and self.live and len(self._handoff):
+            # Packets still wait for the decoder when a new group of pictures begins: it
+            # is too slow for the source. Rather than fall further behind, it goes on from
+            # this keyframe: never more than a group of pictures late.
+            self._handoff.restart(item)
             return
         if self._synced:
             batch = [item]
