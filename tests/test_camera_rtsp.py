@@ -135,6 +135,11 @@ def test_a_decoder_too_slow_for_the_camera_still_gives_frames_a_group_behind_at_
     assert len(r.packets) >= 50  # and the packet wire got every packet meanwhile
     numbers = [p.number for p in r.packets]
     assert numbers == list(range(numbers[0], numbers[-1] + 1))
+    r.run_until(lambda: "too slow" in r.context.details[-1], "the status to say so")
+    assert r.context.details[-1].endswith(
+        "decoding every frame (converting 5 a second) in software (no hardware decoder works"
+        " here), too slow for the stream: dropping groups of pictures"
+    )
 
 
 def test_keyframes_alone_when_they_come_often_enough(rig, h264):
