@@ -189,8 +189,9 @@ def test_latest_jpg_is_a_decoded_keyframe_at_most_once_a_second(tmp_path):
 
     def watch() -> None:
         while not done.is_set():
-            try:
-                seen.add(latest.stat().st_ino)
+            try:  # an inode number can come back for the next file: the time cannot
+                stat = latest.stat()
+                seen.add((stat.st_ino, stat.st_mtime_ns))
             except FileNotFoundError:
                 pass
             time.sleep(0.005)
