@@ -21,12 +21,16 @@ class RecordingContext:
         self.sleeps: list[float] = []
         self.stopping = False
         self.sleep_cap = sleep_cap
+        self.whole = True  # what intact() answers: False plays a writer that lapped the view
 
     def waiting(self, reason: str | None) -> None:
         self.reasons.append(reason)
 
     def detail(self, text: str | None) -> None:
         self.details.append(text)
+
+    def intact(self) -> bool:
+        return self.whole
 
     def sleep(self, seconds: float) -> bool:
         self.sleeps.append(seconds)

@@ -37,6 +37,7 @@ from pipelined.daemon.graph import GraphError, parse_graph
 from pipelined.workers.blocks.recorder import SNAPSHOT, Recorder
 from pipelined.workers.blocks.testsrc import TestScene
 from pipelined.workers.ipc.packets import CodecParams, Packet
+from pipelined.workers.picture import side_by_side_whole
 from pipelined.workers.video.segments import Namer
 from pipelined.workers.video.storage import Limits, Storage
 
@@ -189,8 +190,9 @@ def test_latest_jpg_is_a_decoded_keyframe_at_most_once_a_second(tmp_path):
 
     def watch() -> None:
         while not done.is_set():
-            try:
-                seen.add(latest.stat().st_ino)
+            try:  # an inode number can come back for the next file: the time cannot
+                stat = latest.stat()
+                seen.add((stat.st_ino, stat.st_mtime_ns))
             except FileNotFoundError:
                 pass
             time.sleep(0.005)
@@ -510,3 +512,30 @@ def test_a_small_disk_keeps_the_newest_recordings_and_a_full_one_stops_and_resum
     assert result["after_space_came_back"] is None
     assert result["final"]
     assert not list(mount.iterdir())  # the tmpfs went away with its namespace
+
+
+@pytest.mark.parametrize("codec", ["h264", "mjpeg"])
+def test_a_frame_overwritten_while_it_was_taken_is_never_written(tmp_path, codec):
+    """The recorder's input is a view into the wire: when the writer lapped it while the
+    picture was made, neither latest.jpg nor a segment gets it."""
+    block = recorder(tmp_path, codec=codec, fps=50, snapshot_interval=1.0)
+    frame = TestScene(320, 240).render(0)
+    try:
+        block.context.whole = False
+        for _ in range(5):
+            block.process([frame])
+            time.sleep(0.03)
+        assert not (tmp_path / SNAPSHOT).exists()
+        assert not [p for p in tmp_path.iterdir() if p.suffix in (".mp4", ".avi")]
+        block.context.whole = True
+        block.process([frame])
+        assert (tmp_path / SNAPSHOT).exists()
+    finally:
+        block.close()
+
+
+def test_side_by_side_whole_is_a_copy_checked_after_it_was_made():
+    frame = np.zeros((4, 6, 3), np.uint8)
+    picture = side_by_side_whole([frame], lambda: True)
+    assert picture is not None and not np.may_share_memory(picture, frame)
+    assert side_by_side_whole([frame], lambda: False) is None

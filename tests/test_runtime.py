@@ -7,8 +7,10 @@ import signal
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
-from harness.daemon import wait_for
+from harness.daemon import RunningDaemon, wait_for
+from harness.graphs import counter, graph
 from standins import BLOCKS, launch_chain, wait_running
 
 from pipelined.daemon.process import launch
@@ -17,6 +19,8 @@ from pipelined.workers.ipc.heartbeat import RUNNING, Heartbeat
 from pipelined.workers.ipc.liveness import ProcessIdentity, start_time
 from pipelined.workers.ipc.names import RunNames
 from pipelined.workers.ipc.segment import run_entries, unlink_run
+from pipelined.workers.ipc.wire import Wire, WireReader, WireWriter
+from pipelined.workers.runtime.worker import Worker
 
 
 @pytest.fixture
@@ -122,3 +126,67 @@ def test_orphan_of_an_old_run_cannot_touch_a_new_run(names):
         assert [f"/{e}" for e in run_entries(names)] == mine
     finally:
         unlink_run(other)
+
+
+def test_a_view_of_the_input_is_never_published_torn(names):
+    """A block that returns a view of its input (a mirror): the writer laps the input
+    between the output being written and published, every time (the runtime's hook).
+    Whatever is published is whole; what could not be checked whole is dropped."""
+    shape = (24, 32, 3)
+    size = 24 * 32 * 3
+    Wire.create(names, "src", size, readers=1).close()
+    Wire.create(names, "mirror", size, readers=1).close()
+    Heartbeat.create(names, "mirror").close()
+    src = WireWriter(names, "src")
+    out = WireReader(names, "mirror", 0)
+    args = WorkerArgs(
+        names.instance, names.run, "mirror", f"{BLOCKS}:Mirror", {}, [("src", 0)], True
+    )
+    worker = Worker(args)
+    try:
+        worker.set_up()
+        laps = iter(range(1000))
+
+        def lap() -> None:
+            if next(laps) % 2 == 0:  # every other frame: half are lapped, half are not
+                for _ in range(4):
+                    src.write(np.full(shape, 99, np.uint8))
+
+        worker.before_publish = lap
+        published = []
+        for n in range(1, 21):
+            src.write(np.full(shape, n, np.uint8))
+            worker.step()
+            if (frame := out.read_copy(timeout=0)) is not None:
+                published.append(frame.array)
+        assert published, "nothing went out: the test proved nothing"
+        assert all((f == f.flat[0]).all() and f.flat[0] != 99 for f in published)
+        assert worker.stale == 20 - len(published) > 0  # the lapped ones, counted
+    finally:
+        worker.tear_down()
+        out.close()
+        src.close()
+
+
+def test_mirror_and_crop_of_a_flat_out_source_reach_a_sink_whole(tmp_path):
+    """Real workers: a source flat out, a mirror and a crop of it (views), sinks that
+    check every frame: zero torn frames out."""
+    mirrored, cropped = tmp_path / "mirrored", tmp_path / "cropped"
+    text = graph(
+        counter("src", fps=2000, extra="side = 256"),
+        f'[blocks.mirror]\ntype = "{BLOCKS}:Mirror"\ninput = "src"\n',
+        f'[blocks.crop]\ntype = "{BLOCKS}:Crop"\ninput = "src"\n',
+        f'[blocks.m]\ntype = "{BLOCKS}:Uniform"\ninput = "mirror"\npath = "{mirrored}"\n',
+        f'[blocks.c]\ntype = "{BLOCKS}:Uniform"\ninput = "crop"\npath = "{cropped}"\n',
+    )
+    with RunningDaemon(text) as d:
+        d.start().wait_all_running()
+        for path in (mirrored, cropped):
+            counts = wait_for(
+                lambda p=path: (
+                    p.exists() and (c := p.read_text().split()) and int(c[0]) > 200 and c
+                ),
+                120,
+                f"{path.name} to see 200 frames",
+            )
+            assert counts[1] == "0", f"{path.name}: torn frames reached the sink: {counts}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cv2
 import numpy as np
 
@@ -30,6 +32,18 @@ def side_by_side(frames: list[np.ndarray]) -> np.ndarray:
             bgr = cv2.resize(bgr, (width, height), interpolation=interpolation)
         row.append(bgr)
     return row[0] if len(row) == 1 else cv2.hconcat(row)
+
+
+def side_by_side_whole(frames: list[np.ndarray], intact: Callable[[], bool]) -> np.ndarray | None:
+    """``side_by_side``, as the block's own copy, or None when the first frame (a view
+    into the wire) was overwritten while it was taken: nothing torn leaves a sink.
+
+    The check comes after the picture is made: whatever was read before it is whole.
+    """
+    picture = side_by_side(frames)
+    if np.may_share_memory(picture, frames[0]):
+        picture = picture.copy()
+    return picture if intact() else None
 
 
 def fit_within(image: np.ndarray, max_width: int, max_height: int) -> np.ndarray:

@@ -169,3 +169,40 @@ class PacketTally(Block):
             line = f"{len(self.numbers)} {self.numbers[0]} {number} {self.gaps} {codec.codec}\n"
             tmp.write_text(line)
             tmp.replace(self.p["path"])
+
+
+class Mirror(Block):
+    """Returns a view of its input, flipped left to right: no copy of its own."""
+
+    def process(self, frames):
+        return frames[0][:, ::-1]
+
+
+class Crop(Block):
+    """Returns a view of a corner of its input: no copy of its own."""
+
+    def process(self, frames):
+        return frames[0][: frames[0].shape[0] // 2, : frames[0].shape[1] // 2]
+
+
+class Uniform(Block):
+    """A sink that counts frames in which not every byte is the same: torn frames, for a
+    source that fills each frame with one value. Writes 'frames torn' to ``path``."""
+
+    params = {"path": Param(str, doc="where to write the counts")}
+    has_output = False
+
+    def setup(self) -> None:
+        self.frames = self.torn = 0
+
+    def process(self, frames):
+        frame = frames[0]
+        whole = bool((frame == frame.flat[0]).all())
+        if self.context.intact():  # a view the writer overwrote meanwhile: ours to drop
+            self.frames += 1
+            self.torn += not whole
+            if self.frames % 20 == 1:
+                tmp = Path(self.p["path"] + ".tmp")
+                tmp.write_text(f"{self.frames} {self.torn}\n")
+                tmp.replace(self.p["path"])
+        return None

@@ -290,9 +290,11 @@ class Camera(Block):
 
     def _healthy(self, feed: Feed) -> bool:
         """Whether the connection still delivers; if not, why, and wait to reconnect."""
-        if feed.finished:
+        if feed.finished and not feed.backlog():  # its last frames first: then it is over
             self._finish(feed)
             return False
+        if feed.finished:
+            return True
         if feed.failure is not None or feed.ended:
             self._lost(feed, feed.failure or "the source stopped sending frames")
             return False

@@ -39,7 +39,7 @@ import numpy as np
 
 from ..block import Block, ConfigurationError, Kind, Param, in_range
 from ..ipc.packets import CodecParams, Packet
-from ..picture import side_by_side
+from ..picture import side_by_side_whole
 from ..video.segments import Namer, Segment
 from ..video.storage import DiskFull, Limits, Storage
 
@@ -261,10 +261,14 @@ class Recorder(Block):
 
     def process(self, frames: list[np.ndarray]) -> None:
         now = time.monotonic()
+        schedule = (self._next_snapshot, self._next_frame)
         snapshot_due, frame_due = self._snapshot_due(now), self._frame_due(now)
         if not (snapshot_due or frame_due):
             return  # input faster than fps: not even composed
-        picture = side_by_side(frames)
+        picture = side_by_side_whole(frames, self.context.intact)
+        if picture is None:  # the writer overwrote the frame while it was taken:
+            self._next_snapshot, self._next_frame = schedule  # the next whole one is due
+            return
         if snapshot_due:
             self._guard(lambda: self._write_snapshot(picture), now)
         if not frame_due or self._stopped(now):

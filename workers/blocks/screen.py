@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from ..block import Block, ConfigurationError, Param
-from ..picture import fit_within, side_by_side
+from ..picture import fit_within, side_by_side_whole
 
 INSTEAD = (
     "To see the frames on a headless box, use a recorder block and open its latest.jpg,"
@@ -75,8 +75,10 @@ class Screen(Block):
         self._max_size = (self._root.winfo_screenwidth(), self._root.winfo_screenheight())
 
     def process(self, frames: list[np.ndarray]) -> None:
-        picture = fit_within(side_by_side(frames), *self._max_size)
-        self._show(picture)
+        picture = side_by_side_whole(frames, self.context.intact)
+        if picture is None:
+            return None  # overwritten while it was taken: never shown torn
+        self._show(fit_within(picture, *self._max_size))
         self._root.update()  # draw, and answer the window system, once a frame
         return None
 

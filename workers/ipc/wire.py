@@ -47,6 +47,7 @@ import mmap
 import os
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
@@ -77,11 +78,14 @@ _MAGIC, _VERSION, _SLOTS, _SLOT_BYTES, _READERS, _STRIDE, _DATA = (8 * i for i i
 _HEAD, _WRITER_PID = LINE, LINE + 8
 # Then one line per reader, then one line per slot.
 _READER_TABLE = 2 * LINE
-_R_PID, _R_FRAMES, _R_DROPPED = 0, 8, 16
+_R_PID, _R_FRAMES, _R_DROPPED, _R_LAPPED = 0, 8, 16, 24
 _S_SEQ, _S_TIME, _S_NBYTES, _S_NDIM, _S_SHAPE, _S_DTYPE = 0, 8, 16, 24, 32, 48  # shape: 4 x u32
 _DESCRIPTION = struct.Struct("=QQ4I8s")  # nbytes, ndim, shape, dtype: the slot's bytes 16..56
 _DESC_START, _DESC_END = _S_NBYTES, _S_NBYTES + _DESCRIPTION.size
 _VIEW_CACHE = 64  # frame descriptions a reader remembers the array view of
+TRIES = 64
+"""Attempts at one frame that the writer overwrites before a reader with no deadline
+waits for the doorbell again instead of spinning."""
 
 
 class WireError(Exception):
@@ -104,6 +108,7 @@ class ReaderStats(TypedDict):
     attached_pid: int
     frames: int
     dropped: int
+    lapped: int
 
 
 class WireStats(TypedDict):
@@ -291,6 +296,7 @@ class Wire:
                     "attached_pid": m.u64(base + _R_PID),
                     "frames": m.u64(base + _R_FRAMES),
                     "dropped": m.u64(base + _R_DROPPED),
+                    "lapped": m.u64(base + _R_LAPPED),
                 }
             )
         return {"frames": m.u64(_HEAD), "writer_pid": m.u64(_WRITER_PID), "readers": readers}
@@ -438,7 +444,15 @@ class WireWriter:
 class WireReader:
     """One reader of a wire, at a reader index the owner gave it."""
 
-    def __init__(self, names: RunNames, block: str, reader: int):
+    def __init__(
+        self,
+        names: RunNames,
+        block: str,
+        reader: int,
+        after_copy: Callable[[], None] | None = None,
+    ):
+        """``after_copy`` is a hook for tests: called after a frame's pixels were taken and
+        before they are checked, it lets a test make the writer lap the reader there."""
         self._m = _open_segment(names, block)
         layout = self._m.layout
         if not 0 <= reader < layout.readers:
@@ -450,8 +464,10 @@ class WireReader:
         self._row = layout.reader(reader)
         self._last = 0
         self._views: dict[tuple[int, bytes], np.ndarray | None] = {}
+        self._after_copy = after_copy
         self.frames = 0
         self.dropped = 0
+        self.lapped = 0  # frames the writer overwrote while this reader took them
         _atomics.store_relaxed(self._m.mm, self._row + _R_PID, os.getpid())
 
     def read(self, timeout: float | None = None) -> Frame | None:
@@ -465,7 +481,7 @@ class WireReader:
     def _wait(self, timeout: float | None, copy: bool) -> Frame | None:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            frame = self._take(copy)
+            frame = self._take(copy, deadline)
             if frame is not None:
                 return frame
             remaining = None if deadline is None else deadline - time.monotonic()
@@ -476,14 +492,23 @@ class WireReader:
             try:
                 self._bell.acquire(remaining)
             except posix_ipc.BusyError:
-                return self._take(copy)
+                return self._take(copy, time.monotonic())
             except posix_ipc.SignalError:
                 pass  # a signal handler ran; look again (and let it act)
 
-    def _take(self, copy: bool) -> Frame | None:
-        """The newest frame if there is one we have not had, else None. Never torn."""
+    def _take(self, copy: bool, deadline: float | None) -> Frame | None:
+        """The newest frame if there is one we have not had, else None. Never torn.
+
+        A writer that overwrites every frame while it is taken (a copy slower than the
+        writer's frame period) is not waited out forever: the reader gives up at its
+        deadline (after TRIES attempts when it has none) and counts each lost attempt.
+        """
         m = self._m
+        tries = 0
         while True:
+            if tries and (time.monotonic() >= deadline if deadline else tries >= TRIES):
+                return None
+            tries += 1
             head = _atomics.load_acquire(m.mm, _HEAD)
             if head == self._last:
                 return None
@@ -496,9 +521,13 @@ class WireReader:
             array = self._view(slot, m.layout.slot_data(index))
             if array is not None and copy:
                 array = array.copy()
+            if self._after_copy is not None:
+                self._after_copy()
             _atomics.fence_acquire()
             if _atomics.load_relaxed(m.mm, slot + _S_SEQ) != seq:
-                continue  # overwritten while we read it: torn, never delivered
+                self.lapped += 1  # overwritten while we read it: torn, never delivered
+                _atomics.store_relaxed(m.mm, self._row + _R_LAPPED, self.lapped)
+                continue
             if array is None:
                 raise WireError(f"{m.label}: frame {head} has a corrupt header")
             self._count(head)

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -103,6 +104,8 @@ class Worker:
         self.readers: list[WireReader] = []
         self.writer: WireWriter | None = None
         self.packet_readers: list[PacketReader] = []
+        self.before_publish: Callable[[], None] | None = None
+        """A hook for tests: called between writing an output and checking its input."""
         self.packet_writer: PacketWriter | None = None
         self.encoder: EncoderThread | None = None
         self._wanted = (False, -math.inf)  # (answer, when)
@@ -296,21 +299,32 @@ class Worker:
         return held
 
     def produce(self, arrays: list[np.ndarray], frames: list[Frame], ts: int | None) -> int:
-        """Run the block once; 1 if a frame went out, else 0."""
+        """Run the block once; 1 if a frame went out, else 0.
+
+        Nothing derived from the zero-copy input leaves unless the input was still whole
+        after the output was written: a block's result may be a view of its input (a
+        mirror, a crop, the frame itself), so the check comes after the copy into the
+        output slot and before the slot is published.
+        """
         block, writer = self.block, self.writer
         assert block is not None  # set_up() made it
         shape = block.output_like(arrays) if writer is not None else None
         if shape is not None and writer is not None:  # (a shape only comes with a writer)
             out = writer.borrow(*shape)
-            if not block.process_into(arrays, out) or not self._inputs_intact(frames):
+            if not block.process_into(arrays, out):
                 return 0
         else:
             result = block.process(arrays)
-            if not self._inputs_intact(frames) or result is None or writer is None:
+            if result is None or writer is None:
+                self._inputs_intact(frames)  # a sink: count a torn input all the same
                 return 0
             result = np.ascontiguousarray(result)
             out = writer.borrow(result.shape, result.dtype)
             np.copyto(out, result, casting="no")
+        if self.before_publish is not None:
+            self.before_publish()
+        if not self._inputs_intact(frames):
+            return 0  # the slot stays unpublished; the next frame takes it again
         ts = time.monotonic_ns() if ts is None else ts
         writer.publish(ts)
         if self.encoder is not None:  # a copy of our own slot: ours, whole, until we reuse it
