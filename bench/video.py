@@ -522,6 +522,19 @@ class Sample:
         )
 
 
+def watch_decoders(d: RunningDaemon, seconds: float) -> dict[str, str]:
+    """Wait ``seconds``, looking at the cameras' status every few: those whose decoder was
+    too slow for its stream (it drops groups of pictures), and when."""
+    slow: dict[str, str] = {}
+    start = time.monotonic()
+    while (left := seconds - (time.monotonic() - start)) > 0:
+        time.sleep(min(5.0, left))
+        for b in d.status()["blocks"]:
+            if "too slow for the stream" in (b["detail"] or "") and b["name"] not in slow:
+                slow[b["name"]] = f"at {time.monotonic() - start:.0f} s"
+    return slow
+
+
 def holes(segments: list, since_ns: int, until_ns: int) -> list[float]:
     """Seconds between segments (more than CONTIGUOUS) within the window; -1 if none
     covers its start."""
@@ -566,7 +579,7 @@ def cameras_trial(
         meter, daemon_meter = Meter(pids).start(), Meter(pids[:1]).start()
         server_meter = Meter([s.pid or 0 for s in servers]).start()
         load0 = os.getloadavg()[0]
-        time.sleep(timing.cameras)
+        slow = watch_decoders(d, timing.cameras)
         elapsed, cpu, _ = meter.stop()
         _, daemon_cpu, _ = daemon_meter.stop()
         _, server_cpu, _ = server_meter.stop()
@@ -602,6 +615,8 @@ def cameras_trial(
                 f"{motion} analysed {fps:.2f} frames/s, not {ANALYSIS_FPS}"
                 f" ({analysed} made {made:.2f})"
             )
+        if analysed in slow:
+            problems.append(f"{analysed}'s decoder too slow for the stream: {slow[analysed]}")
         found = holes(Namer(rec_block).scan(rec / str(i)), since_ns, until_ns)
         if found:
             problems.append(f"{rec_block}: holes between segments {found}")
