@@ -109,8 +109,9 @@ def test_a_decoder_too_slow_for_the_camera_still_gives_frames_a_group_behind_at_
     rig, h264, monkeypatch
 ):
     """A box too busy for its cameras: each packet takes longer to decode than the camera
-    takes to send the next. The decoder drops what waits at each keyframe and converts
-    what is due; it neither stops giving frames nor falls ever further behind."""
+    takes to send the next. The decoder drops what waits at a keyframe once it is a
+    quarter of a group behind, and converts what is due; it neither stops giving frames
+    nor falls ever further behind."""
     from pipelined.workers.video.decode import Decoder
 
     decode = Decoder.decode
