@@ -30,7 +30,7 @@ is shown for context and never counted, since on a real box the camera is elsewh
   Keeping up: every camera receives the whole stream, every recorder lost no packet and
   its segments follow each other without a hole, every motion block gets its 5 frames
   a second and drops none of them, nothing restarted. N goes up from 8 while it keeps
-  up, else down. Target: at least 8.
+  up (by 4), else down (by 2), then halves the gap. Target: at least 8.
 
 ``--quick`` is a smoke test (small clips, short windows, N = 1 only): its numbers mean
 nothing. ``--json`` prints the results for machines. A missed target prints MISS, never
@@ -638,8 +638,9 @@ def cameras_trial(
 
 
 def ladder(first: int, lowest: int, highest: int, trial: Callable[[int], bool]) -> int:
-    """The largest N in [lowest, highest] for which ``trial`` passes, searching from
-    ``first``: up by 2 while it passes, down by 2 while it fails, then the one between."""
+    """The largest N in [lowest, highest] for which ``trial`` passes (0 if none), from
+    ``first``: up by 4 while it passes, else down by 2 while it fails, then halving the
+    gap between the largest that passed and the smallest that failed above it."""
     passed: set[int] = set()
     failed: set[int] = set()
 
@@ -648,15 +649,18 @@ def ladder(first: int, lowest: int, highest: int, trial: Callable[[int], bool]) 
             (passed if trial(n) else failed).add(n)
         return n in passed
 
-    n = first
-    step = 2 if known(n) else -2
-    while lowest <= n + step <= highest:
-        if known(n + step) != (step > 0):
-            break
+    n, up = first, known(first)
+    step = 4 if up else -2
+    while lowest <= n + step <= highest and known(n + step) == up:
         n += step
-    best = max(passed, default=0)
-    if best + 1 <= highest and best + 1 not in failed and (best + 2) in failed:
-        known(best + 1)
+    low = max(passed, default=lowest - 1)
+    high = min((f for f in failed if f > low), default=highest + 1)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if known(middle):
+            low = middle
+        else:
+            high = middle
     return max(passed, default=0)
 
 
@@ -784,7 +788,7 @@ def main() -> int:
     parser.add_argument("--decode-seconds", type=float, help="decode: each window (20)")
     parser.add_argument("--cameras-seconds", type=float, help="cameras: each trial (120)")
     parser.add_argument("--cameras", type=int, nargs="+", help="cameras: these N, no search")
-    parser.add_argument("--max-cameras", type=int, default=16)
+    parser.add_argument("--max-cameras", type=int, default=24)
     parser.add_argument("--ways", nargs="+", choices=("main", "sub"), default=["main", "sub"])
     args = parser.parse_args()
     quick = args.quick
