@@ -26,6 +26,7 @@ from . import web
 from .app import Daemon
 from .control import ControlSocketError
 from .graph import Graph, GraphError, default_graph, describe, load_graph
+from .supervisor import RunError
 
 log = logging.getLogger("pipelined")
 
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     daemon = Daemon(graph, instance, path, listen_sock=sd.listen_socket(), http=http)
     try:
         asyncio.run(daemon.serve())
-    except ControlSocketError as exc:
+    except (ControlSocketError, RunError) as exc:
         print(f"pipelined: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -13,14 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pipelined.workers.ipc.heartbeat import Heartbeat
 from pipelined.workers.ipc.names import RunNames, new_run_token
-from pipelined.workers.ipc.packets import PacketWire
-from pipelined.workers.ipc.segment import unlink_run
-from pipelined.workers.ipc.wire import Wire
+from pipelined.workers.ipc.packets import PacketWire, PacketWireError
+from pipelined.workers.ipc.segment import NameTaken, NoRoom, unlink_run
+from pipelined.workers.ipc.wire import Wire, WireError
 
 from . import runs
 from .graph import BlockSpec, Graph
@@ -35,14 +35,27 @@ TICK = 0.1
 STARTING_TICK = 0.01
 """While a block starts, its first heartbeat is looked for often: it marks it RUNNING."""
 SAMPLE_EVERY = 1.0
+RUN_ATTEMPTS = 5
+"""Run tokens tried when a name of the run exists already (a neighbour in /dev/shm)."""
+
+
+class RunError(Exception):
+    """The run's objects cannot be created: the daemon cannot start."""
 
 
 class Supervisor:
     """One daemon start: a run token, the graph it runs, and everything it created."""
 
-    def __init__(self, graph: Graph, instance: str, group: int | None = None):
+    def __init__(
+        self,
+        graph: Graph,
+        instance: str,
+        group: int | None = None,
+        new_token: Callable[[], str] = new_run_token,
+    ):
         self.graph = graph
-        self.names = RunNames(instance, new_run_token())
+        self._new_token = new_token
+        self.names = RunNames(instance, new_token())
         self.group = group
         self.wires: dict[str, Wire] = {}
         self.packet_wires: dict[str, PacketWire] = {}
@@ -54,15 +67,40 @@ class Supervisor:
     # -- the run's objects -------------------------------------------------------------
 
     def open(self) -> None:
-        """Clean up dead runs, then create this run's wires and heartbeats."""
-        runs.remove_dead_runs(self.names.instance, keep=self.names.run)
-        runs.claim(self.names, self.group)
-        try:
-            for name in self.graph.order():
-                self._create(self.graph.blocks[name])
-        except BaseException:
-            unlink_run(self.names)
-            raise
+        """Clean up dead runs, then claim a run and create its wires and heartbeats.
+
+        Another user's entries of the instance are left alone and logged, once. A name
+        that exists already (someone made it first) means another run token, up to
+        RUN_ATTEMPTS times; RunError when the run cannot be made.
+        """
+        instance = self.names.instance
+        runs.remove_dead_runs(instance, keep=self.names.run)
+        foreign = runs.foreign(instance)
+        if foreign:
+            log.warning(
+                "%d entries in /dev/shm with instance %s's names belong to another user;"
+                " leaving them alone: %s",
+                len(foreign),
+                instance,
+                ", ".join(f"{entry} (uid {uid})" for entry, uid in foreign),
+            )
+        for attempt in range(1, RUN_ATTEMPTS + 1):
+            try:
+                self._create_run()
+                break
+            except NameTaken as exc:
+                if attempt == RUN_ATTEMPTS:
+                    raise RunError(
+                        f"cannot create run objects in /dev/shm: {exc}, at each of"
+                        f" {RUN_ATTEMPTS} run tokens tried. Is someone creating pipelined's"
+                        " names there? The packaged unit gives the daemon a /dev/shm of its own."
+                    ) from None
+                old, self.names = self.names, RunNames(instance, self._new_token())
+                log.warning(
+                    "%s; trying another run token (%s, not %s)", exc, self.names.run, old.run
+                )
+            except (OSError, NoRoom, WireError, PacketWireError) as exc:
+                raise RunError(f"cannot create run {self.names.run} in /dev/shm: {exc}") from None
         log.info(
             "run %s of instance %s: %d blocks, %d wires",
             self.names.run,
@@ -70,6 +108,27 @@ class Supervisor:
             len(self.blocks),
             len(self.wires),
         )
+
+    def _create_run(self) -> None:
+        """Claim ``self.names`` and create every object of the graph; all or nothing.
+
+        On failure it removes what it made, and only that: a name that was taken
+        belongs to someone else (perhaps a live daemon of ours with the same token).
+        """
+        claimed = False
+        try:
+            runs.claim(self.names, self.group)
+            claimed = True
+            for name in self.graph.order():
+                self._create(self.graph.blocks[name])
+        except BaseException:
+            for name in list(self.blocks):
+                self._drop(name)
+            for name in list(self.wires) + list(self.packet_wires):
+                self._drop_wire(name)
+            if claimed:
+                runs.unclaim(self.names)
+            raise
 
     def _create(self, spec: BlockSpec) -> None:
         """Make the block's watcher, and its wire and heartbeat unless they exist already.

@@ -27,9 +27,17 @@ INSTANCE_RULE = "use 1-32 of a-z, 0-9, '_' and '-', starting with a letter or di
 BLOCK_RULE = "use 1-64 of A-Z, a-z, 0-9, '_' and '-' (no dots)"
 
 
+RUN_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+RUN_TOKEN_LENGTH = 16
+
+
 def new_run_token() -> str:
-    """A short token, new for each daemon start."""
-    return secrets.token_hex(4)
+    """A token new for each daemon start: 16 of a-z0-9, over 80 random bits.
+
+    Any local user can create names in /dev/shm; one who cannot guess a run's token
+    cannot take its names before the daemon makes them.
+    """
+    return "".join(secrets.choice(RUN_ALPHABET) for _ in range(RUN_TOKEN_LENGTH))
 
 
 def check_instance(instance: object) -> str:
