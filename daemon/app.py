@@ -20,7 +20,7 @@ from . import commands
 from . import systemd as sd
 from .control import ControlServer
 from .graph import Graph, GraphError, load_graph
-from .supervisor import Supervisor
+from .supervisor import ReloadError, Supervisor
 
 if TYPE_CHECKING:
     from .web import Listener
@@ -97,19 +97,22 @@ class Daemon:
         try:
             try:
                 graph = await asyncio.to_thread(load_graph, path)
-            except GraphError as exc:
+                return await self.supervisor.reload(graph)
+            except (GraphError, ReloadError) as exc:
                 raise CommandError(
                     FAILED, f"the graph was not reloaded; the running graph carries on:\n{exc}"
                 ) from None
-            return await self.supervisor.reload(graph)
         finally:
             self.notifier.reloaded(sd.status_line(self.supervisor))
 
     async def _sighup(self) -> None:
+        """A reload asked for by SIGHUP: nobody waits for an answer, so the log has it."""
         try:
             await self.reload()
         except CommandError as exc:
             log.error("%s", exc.message)
+        except Exception:
+            log.exception("the reload asked for by SIGHUP failed (a bug in the daemon)")
 
     def stop(self) -> None:
         self._stop.set()

@@ -67,8 +67,9 @@ def test_run_tokens_are_unguessable():
         assert RUN_RE.match(token) and len(token) == 16  # 16 of a-z0-9: over 80 bits
 
 
-def test_a_run_with_our_pid_but_another_start_time_is_dead(names):
+def test_a_run_with_our_pid_but_another_start_time_is_dead():
     """After a reboot (or in a new pid namespace) a dead daemon's pid may be ours now."""
+    names = RunNames("t" + new_run_token()[:8], new_run_token())  # its own instance
     me = ProcessIdentity.me()
     owner = Segment.create(names.owner(), 16)
     owner.mm[:16] = me.pid.to_bytes(8, "little") + (me.start_time - 1).to_bytes(8, "little")
@@ -76,7 +77,10 @@ def test_a_run_with_our_pid_but_another_start_time_is_dead(names):
     assert not runs.owner_alive(names)
     assert runs.remove_dead_runs(names.instance) == [names.owner()[1:]]
     runs.claim(names)  # the same pid and start time: this very process
-    assert runs.owner_alive(names)
+    try:
+        assert runs.owner_alive(names)
+    finally:
+        unlink_run(names)
 
 
 def test_a_taken_name_makes_the_supervisor_try_a_new_token(caplog):

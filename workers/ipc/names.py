@@ -89,3 +89,17 @@ class RunNames:
     def owner(self) -> str:
         """The segment that says which daemon owns this run."""
         return f"/{self.stem}owner"
+
+    def staged(self) -> RunNames:
+        """Where a reload makes the run's new objects before it renames them into place."""
+        return _StagedNames(self.instance, self.run)
+
+
+@dataclass(frozen=True)
+class _StagedNames(RunNames):
+    """``/pipelined.<instance>.<run>.next.<kind>…``: a run's objects made by a reload
+    that has not switched to them yet; the run's cleanup removes them with the rest."""
+
+    @property
+    def stem(self) -> str:
+        return f"{PREFIX}.{self.instance}.{self.run}.next."

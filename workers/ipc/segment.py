@@ -265,21 +265,15 @@ def unlink_entry(entry: str) -> bool:
     return unlink_segment("/" + entry)
 
 
-def rename_entries(old: str, new: str) -> list[str]:
-    """Give every entry named ``old…`` (a stem) the name ``new…``, replacing what is there.
+def rename_entry(old: str, new: str) -> None:
+    """Give a /dev/shm entry of ours another name, replacing what has that name.
 
-    rename(2) replaces atomically: the name is never missing, so no other process can
-    take it in between. Processes that have the replaced object mapped keep it.
+    rename(2) replaces atomically: the new name is never missing, so no other process
+    can take it in between. Processes that have the replaced object mapped keep it.
     """
-    moved = []
-    for entry in _listing():
-        sem = entry.startswith("sem.")
-        name = _strip_sem(entry)
-        if name.startswith(old) and is_mine(entry):
-            target = ("sem." if sem else "") + new + name[len(old) :]
-            os.rename(f"{SHM_DIR}/{entry}", f"{SHM_DIR}/{target}")
-            moved.append(target)
-    return moved
+    if not is_mine(old):
+        raise PermissionError(errno.EPERM, "not this user's entry", f"{SHM_DIR}/{old}")
+    os.rename(f"{SHM_DIR}/{old}", f"{SHM_DIR}/{new}")
 
 
 def _listing() -> list[str]:
