@@ -413,7 +413,7 @@ class ControlServer:
             try:
                 result = await handler(request.args)
             except CommandError as exc:
-                return encode_error(request.id, exc.code, exc.message)
+                return self._error_reply(request.id, exc.code, exc.message)
             except Exception as exc:
                 log.exception("control command %r failed", request.cmd)
                 message = (
@@ -430,6 +430,19 @@ class ControlServer:
             log.error("the result of %r is %d bytes, over the line limit", request.cmd, len(reply))
             message = f"the result of {request.cmd!r} is over {self.max_line} bytes"
             return encode_error(request.id, INTERNAL, message)
+        return reply
+
+    def _error_reply(self, request_id: Any, code: str, message: str) -> bytes:
+        """An error reply that fits one line: a long message keeps its start, with a note."""
+        reply = encode_error(request_id, code, message)
+        if len(reply) <= self.max_line + 1:
+            return reply
+        note = " … (cut to fit one reply)"
+        keep = len(message)
+        while len(reply) > self.max_line + 1 and keep > 0:
+            # non-ASCII takes up to 12 bytes (\\uXXXX pairs): shrink in proportion, then again
+            keep = min(keep - 1, keep * (self.max_line - 1024) // len(reply))
+            reply = encode_error(request_id, code, message[: max(keep, 0)] + note)
         return reply
 
     def _hello(self) -> dict[str, Any]:

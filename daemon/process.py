@@ -8,6 +8,11 @@ A ``WorkerProcess`` is what the daemon holds of one launched worker: a pidfd, wh
 the event loop watches to learn of the exit at once; its stderr, logged line by line
 with the last lines kept to explain an exit; and psutil samples for status. It decides
 nothing: the watcher (watcher.py) and its restart policy do.
+
+A worker's stderr is read on the daemon's one event loop, so whatever a block prints
+costs the loop time in proportion to what it printed, never more: a line ends at a
+newline or a carriage return (a progress bar is many lines), a line longer than
+LINE_BYTES is cut (and says so), and the tail is bounded in lines and bytes.
 """
 
 from __future__ import annotations
@@ -16,10 +21,11 @@ import asyncio
 import collections
 import logging
 import os
+import re
 import select
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psutil
@@ -32,8 +38,91 @@ from pipelined.workers.ipc.names import RunNames
 from .graph import BlockSpec, Graph
 
 log = logging.getLogger("pipelined.block")
-STDERR_LINES = 20
+TAIL_LINES = 20
 """Lines of a worker's stderr kept for ``last_exit``: enough for a traceback's end."""
+TAIL_BYTES = 16 * 1024
+"""...and at most this many bytes of them (the oldest lines go first)."""
+LINE_BYTES = 4096
+"""The longest line of a worker's stderr logged and kept; the rest of it is dropped."""
+_LINE_ENDS = re.compile(rb"[\r\n]")
+
+
+class Lines:
+    """Bytes in, lines out: each line ends at \\n or \\r and is cut at ``limit`` bytes.
+
+    Work and memory are bounded by what is fed and by ``limit``, however long a line
+    goes on: the part past the limit is dropped as it comes, never joined.
+    """
+
+    def __init__(self, limit: int = LINE_BYTES):
+        self.limit = limit
+        self._partial = bytearray()
+        self._cut = False
+
+    def feed(self, chunk: bytes) -> list[str]:
+        """The lines that ``chunk`` completes (empty ones skipped)."""
+        *complete, rest = _LINE_ENDS.split(chunk)
+        lines = []
+        for part in complete:
+            self._add(part)
+            line = self._take()
+            if line:
+                lines.append(line)
+        self._add(rest)
+        return lines
+
+    def end(self) -> list[str]:
+        """The last line, if the stream ended without a line end."""
+        line = self._take()
+        return [line] if line else []
+
+    def pending(self) -> int:
+        """Bytes held of the line not yet ended."""
+        return len(self._partial)
+
+    def _add(self, part: bytes) -> None:
+        room = self.limit - len(self._partial)
+        if len(part) > room:
+            self._partial += part[:room]
+            self._cut = True
+        else:
+            self._partial += part
+
+    def _take(self) -> str:
+        line = self._partial.decode("utf-8", "replace").rstrip()
+        if self._cut:
+            line += f" [cut: the line is longer than {self.limit} bytes]"
+        self._partial = bytearray()
+        self._cut = False
+        return line
+
+
+class Tail:
+    """The last lines of a stream, at most ``lines`` of them and ``size`` bytes (UTF-8)."""
+
+    def __init__(self, lines: int = TAIL_LINES, size: int = TAIL_BYTES):
+        self._lines: collections.deque[tuple[str, int]] = collections.deque()
+        self._max_lines = lines
+        self._max_size = size
+        self._size = 0
+
+    def append(self, line: str) -> None:
+        size = len(line.encode("utf-8", "replace"))
+        self._lines.append((line, size))
+        self._size += size
+        while len(self._lines) > self._max_lines or (
+            self._size > self._max_size and len(self._lines) > 1
+        ):
+            self._size -= self._lines.popleft()[1]
+
+    def __iter__(self) -> Iterator[str]:
+        return (line for line, _ in self._lines)
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    def __getitem__(self, index: int) -> str:
+        return self._lines[index][0]
 
 
 def worker_args(names: RunNames, spec: BlockSpec, graph: Graph) -> WorkerArgs:
@@ -100,13 +189,13 @@ class WorkerProcess:
     ):
         self.name = name
         self.popen = popen
-        self.tail: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
+        self.tail = Tail()
         self.fps = self.fps_in = self.cpu_percent = 0.0
         self.rss_bytes = 0
         self._on_exit = on_exit
         self._pidfd: int | None = pidfd
         self._stderr_fd: int | None = popen.stderr.fileno()
-        self._partial = b""
+        self._lines = Lines()
         self._sample: tuple[float, int, int] | None = None
         try:
             self._ps: psutil.Process | None = psutil.Process(popen.pid)
@@ -192,19 +281,15 @@ class WorkerProcess:
             return
         except OSError:
             chunk = b""
-        if not chunk:
+        if chunk:
+            lines = self._lines.feed(chunk)
+        else:
             asyncio.get_running_loop().remove_reader(self._stderr_fd)
             self._stderr_fd = None
-            chunk, self._partial = self._partial + b"\n", b""
-            if chunk == b"\n":
-                return
-        lines = (self._partial + chunk).split(b"\n")
-        self._partial = lines.pop()
-        for raw in lines:
-            line = raw.decode("utf-8", "replace").rstrip()
-            if line:
-                self.tail.append(line)
-                log.info("%s: %s", self.name, line, extra=self.log_extra)
+            lines = self._lines.end()
+        for line in lines:
+            self.tail.append(line)
+            log.info("%s: %s", self.name, line, extra=self.log_extra)
 
     def _close_fds(self) -> None:
         loop = asyncio.get_running_loop()
@@ -222,5 +307,7 @@ class WorkerProcess:
 
 
 def _readable(fd: int) -> bool:
-    ready, _, _ = select.select([fd], [], [], 0)
-    return bool(ready)
+    """Whether a read would not block (poll: select() cannot take fds past 1023)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))

@@ -41,6 +41,7 @@ from pipelined.ctl.protocol import (
     TIMEOUT,
     TOO_LARGE,
     UNKNOWN_COMMAND,
+    CommandError,
     encode_request,
 )
 
@@ -117,6 +118,28 @@ def test_handler_exception_is_internal_and_logged(
         "'boom' failed" in r.getMessage() and r.exc_info and "kaput" in str(r.exc_info[1])
         for r in caplog.records
     )
+    assert_alive(server.path)
+
+
+def test_an_error_message_of_any_length_fits_one_reply_line(server: ServerThread) -> None:
+    """A reload's error carries every problem of the graph (user code's words among them):
+    however long, the reply fits the line limit, cut with a note, its start kept."""
+    with Client(server.path, timeout=10) as c:
+        with pytest.raises(CommandError) as small:
+            c.call("refuse", size=10)
+        assert small.value.message == "why " + "é" * 10 + " the end"
+    with connect(server.path) as sock:
+        sock.sendall(encode_request("refuse", {"size": 3_000_000}, id=7))
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = sock.recv(1 << 20)
+            assert chunk, "the server closed the connection instead of answering"
+            buf += chunk
+    assert len(buf) <= MAX_LINE + 1
+    reply = json.loads(buf)
+    assert reply["id"] == 7 and reply["error"]["code"] == "failed"
+    assert reply["error"]["message"].startswith("why éé")
+    assert reply["error"]["message"].endswith("cut to fit one reply)")
     assert_alive(server.path)
 
 

@@ -90,6 +90,22 @@ class CrashAtOnce(_TinySource):
         raise RuntimeError("this block always crashes")
 
 
+class Chatty(_TinySource):
+    """A source that floods its stderr, then dies: a line of ``flood`` bytes without a
+    newline, a progress bar drawn with carriage returns, and its last words."""
+
+    params = {"flood": Param(int, default=32 << 20)}
+
+    def setup(self) -> None:
+        chunk = b"x" * 65536
+        for _ in range(self.p["flood"] // len(chunk)):
+            os.write(2, chunk)
+        for i in range(1, 4):
+            os.write(2, f"\rprogress {i}/3".encode())
+        os.write(2, b"\r\nlast words\n")
+        raise RuntimeError("flooded")
+
+
 class NeedsHardware(_TinySource):
     """A source whose configuration cannot run here: FAILED at once, no restarts."""
 
