@@ -212,22 +212,46 @@ def test_many_clients_at_once(server: ServerThread) -> None:
     assert time.monotonic() - t0 < 4  # one after the other would take 25 s
 
 
-def test_connection_cap(tmp_path: Path) -> None:
-    srv = ServerThread(tmp_path / "cap.sock", max_clients=3)
+def test_idle_connections_cannot_lock_anyone_out(tmp_path: Path) -> None:
+    """At the cap, a new connection closes the one idle longest: an admin's request
+    always gets through, however many connections a script left open."""
+    srv = ServerThread(tmp_path / "cap.sock", max_clients=3, idle_timeout=30.0)
     try:
         held = [connect(srv.path) for _ in range(3)]
-        for sock in held:  # each admitted and served
+        for sock in held:  # each admitted and served, then left idle, the first longest
             sock.sendall(encode_request("hello"))
             assert read_lines(sock, 1)[0]["ok"]
-        with connect(srv.path) as extra:
-            assert [r["error"]["code"] for r in read_lines(extra)] == [BUSY]
-        held.pop().close()
-        deadline = time.monotonic() + 3
-        while srv.server.connections > 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert_alive(srv.path)
+            time.sleep(0.05)
+        with Client(srv.path, timeout=5) as admin:
+            assert admin.call("status")["run"] == STATUS["run"]
+        [goodbye] = read_lines(held[0])  # then the server closed it
+        assert goodbye["id"] is None and goodbye["error"]["code"] == TIMEOUT
+        assert "to make room" in goodbye["error"]["message"]
+        for sock in held[1:]:  # the others are still served
+            sock.sendall(encode_request("hello", id="still"))
+            assert read_lines(sock, 1)[0]["id"] == "still"
         for sock in held:
             sock.close()
+    finally:
+        srv.stop()
+
+
+def test_busy_only_when_every_connection_is_mid_request(tmp_path: Path) -> None:
+    srv = ServerThread(tmp_path / "cap.sock", max_clients=2, idle_timeout=30.0)
+    try:
+        working = [connect(srv.path) for _ in range(2)]
+        for sock in working:
+            sock.sendall(encode_request("slow", {"seconds": 2.0}))
+        time.sleep(0.5)  # both are inside their command now
+        with connect(srv.path) as extra:
+            assert [r["error"]["code"] for r in read_lines(extra)] == [BUSY]
+        for sock in working:
+            assert read_lines(sock, 1)[0]["result"] == "done"
+            sock.close()
+        deadline = time.monotonic() + 3
+        while srv.server.connections > 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert_alive(srv.path)
     finally:
         srv.stop()
 
