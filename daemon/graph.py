@@ -31,7 +31,15 @@ from typing import Any
 
 from pipelined.workers import codec
 from pipelined.workers.block import Block, Kind, Param
-from pipelined.workers.contract import split_secrets
+from pipelined.workers.contract import (
+    SECRET_PLACEHOLDER,
+    is_secret_name,
+    mask,
+    redact,
+    secret_strings,
+    split_secrets,
+    url_password_problem,
+)
 from pipelined.workers.ipc import wire
 from pipelined.workers.ipc.names import SHM_DIR, check_block
 from pipelined.workers.ipc.packets import packet_wire_bytes
@@ -207,6 +215,7 @@ class _Loader:
         self.beside: Path | None = None  # the graph file's folder: user modules may live there
         self.problems: list[str] = []
         self.miswired: set[str] = set()  # blocks with wrong inputs: not sized, not to pile on
+        self.secrets: dict[str, list[str]] = {}  # per block: values no problem may show
 
     def fits_command_line(self, name: str, params: dict[str, Any]) -> None:
         """A worker gets its parameters as one argument: refuse now what exec would."""
@@ -225,7 +234,10 @@ class _Loader:
             )
 
     def say(self, block: str | None, problem: str) -> None:
+        """Report a problem; a block's secrets are hidden in it, whoever wrote the words
+        (a user block's check or ``validate`` may quote any parameter)."""
         where = f"block {block!r}: " if block is not None else ""
+        problem = mask(problem, self.secrets.get(block, [])) if block is not None else problem
         self.problems.append(f"{self.source}: {where}{problem}")
 
     def build(self, data: dict[str, Any], path: Path | None) -> Graph:
@@ -248,6 +260,7 @@ class _Loader:
             if not isinstance(table, dict):
                 self.say(name, f"must be a table ([blocks.{name}]), not {_show(table)}")
         tables = {n: t for n, t in tables.items() if isinstance(t, dict)}
+        self.secrets = {n: secret_strings(t) for n, t in tables.items()}
 
         classes = {n: c for n, t in tables.items() if (c := self.block_class(n, t))}
         params = {
@@ -317,7 +330,11 @@ class _Loader:
                 if param.required:
                     self.say(name, f"missing parameter {key!r}{_doc(param.doc)}")
                 values[key] = copy.deepcopy(param.default)
+            elif shown_problem := _url_problem(table[key]):
+                self.say(name, f"parameter {key!r} = {shown_problem}")
             elif problem := _param_problem(param, table[key]):
+                if is_secret_name(key):  # "not int 123456": never a secret's value
+                    problem = _hide_value(problem, table[key])
                 self.say(name, f"parameter {key!r} {problem}")
             else:
                 values[key] = table[key]
@@ -566,6 +583,27 @@ class _Loader:
             self.say(name, f"{cls.__name__}.max_output_bytes returned {size!r}, not a size > 0")
             return None
         return size
+
+
+def _url_problem(value: Any) -> str | None:
+    """``'URL': why`` for the first URL in ``value`` whose password cannot be sent as
+    written; its password is not shown."""
+    if isinstance(value, str):
+        problem = url_password_problem(value)
+        return f"{redact(value)!r}: {problem}" if problem else None
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    for item in items:
+        if found := _url_problem(item):
+            return found
+    return None
+
+
+def _hide_value(problem: str, value: Any) -> str:
+    """``problem`` without ``value`` (a secret) in any of the ways it may be written."""
+    for shown in sorted({repr(value), str(value)}, key=len, reverse=True):
+        if shown:
+            problem = problem.replace(shown, SECRET_PLACEHOLDER)
+    return problem
 
 
 def _param_problem(param: Param, value: Any) -> str | None:

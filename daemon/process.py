@@ -30,7 +30,7 @@ from typing import Any
 
 import psutil
 
-from pipelined.workers.contract import WorkerArgs, launch_command
+from pipelined.workers.contract import WorkerArgs, launch_command, mask, secret_strings
 from pipelined.workers.ipc.heartbeat import Beat
 from pipelined.workers.ipc.liveness import ProcessIdentity
 from pipelined.workers.ipc.names import RunNames
@@ -161,7 +161,7 @@ def launch(args: WorkerArgs) -> subprocess.Popen:
         # Its own session: a Ctrl-C or a terminal hang-up reaches the daemon only, which
         # stops the blocks in order, instead of every block at once behind its back.
         start_new_session=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env=command.env,
     )
     if command.stdin is not None:
         try:
@@ -186,9 +186,11 @@ class WorkerProcess:
         popen: subprocess.Popen,
         pidfd: int,
         on_exit: Callable[[WorkerProcess], None],
+        secrets: list[str] | None = None,
     ):
         self.name = name
         self.popen = popen
+        self.secrets = secrets or []  # hidden in every line it prints (``mask``)
         self.tail = Tail()
         self.fps = self.fps_in = self.cpu_percent = 0.0
         self.rss_bytes = 0
@@ -222,7 +224,7 @@ class WorkerProcess:
             popen.wait()
             popen.stderr.close()
             raise
-        return cls(args.block, popen, pidfd, on_exit)
+        return cls(args.block, popen, pidfd, on_exit, secret_strings(args.params))
 
     @property
     def pid(self) -> int:
@@ -288,6 +290,7 @@ class WorkerProcess:
             self._stderr_fd = None
             lines = self._lines.end()
         for line in lines:
+            line = mask(line, self.secrets)
             self.tail.append(line)
             log.info("%s: %s", self.name, line, extra=self.log_extra)
 
