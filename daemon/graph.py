@@ -15,6 +15,9 @@ Decisions (docs/design.md, "The graph file"):
 - A block reads each input once; ``liveness_interval`` must be above 0 (0 would spin).
 - The /dev/shm check counts the whole graph against the space free now, so a reload
   of a graph that needs more than half of /dev/shm can be refused while the old one runs.
+- A user's block type is never imported here: its class and checks are asked of a
+  short-lived worker process (probe.py), so nothing its module does can end, hang or
+  change the daemon. Built-in types are imported as before.
 """
 
 from __future__ import annotations
@@ -43,7 +46,12 @@ from pipelined.workers.contract import (
 from pipelined.workers.ipc import wire
 from pipelined.workers.ipc.names import SHM_DIR, check_block
 from pipelined.workers.ipc.packets import packet_wire_bytes
-from pipelined.workers.registry import BlockTypeError, resolve
+from pipelined.workers.registry import BlockTypeError
+
+from .probe import RemoteBlock, UserCodeError, UserTypes
+
+BlockType = type[Block] | RemoteBlock
+"""A built-in's class, or what a user's class declares (asked of a probe process)."""
 
 RESTART_POLICIES = ("always", "on-failure", "never")
 SLOTS = 4
@@ -89,7 +97,7 @@ class BlockSpec:
 
     name: str
     type: str
-    cls: type[Block]
+    cls: BlockType
     params: dict[str, Any]
     inputs: tuple[str, ...]
     supervision: Supervision
@@ -135,7 +143,7 @@ class GraphError(Exception):
         self.problems = problems
 
 
-def load_graph(path: str | Path) -> Graph:
+def load_graph(path: str | Path, types: UserTypes | None = None) -> Graph:
     """Read and validate a graph file. ``source`` is the path as given, for messages."""
     path = Path(path)
     try:
@@ -144,16 +152,23 @@ def load_graph(path: str | Path) -> Graph:
         raise GraphError([f"{path}: cannot read the graph file: {exc.strerror or exc}"]) from None
     except UnicodeDecodeError as exc:
         raise GraphError([f"{path}: the graph file is not UTF-8 text: {exc}"]) from None
-    return parse_graph(text, str(path), path.absolute())
+    return parse_graph(text, str(path), path.absolute(), types)
 
 
-def parse_graph(text: str, source: str, path: Path | None = None) -> Graph:
-    """Validate graph text; ``source`` names it in every problem."""
+def parse_graph(
+    text: str, source: str, path: Path | None = None, types: UserTypes | None = None
+) -> Graph:
+    """Validate graph text; ``source`` names it in every problem.
+
+    User block types are asked of ``types`` (by default a new ``UserTypes``, whose probe
+    process ends with the load).
+    """
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise GraphError([f"{source}: not valid TOML: {exc}"]) from None
-    return _Loader(source).build(data, path)
+    with types or UserTypes() as asked:
+        return _Loader(source, asked).build(data, path)
 
 
 DEMO_GRAPH = Path(__file__).with_name("demo.toml")
@@ -177,7 +192,8 @@ def default_graph(display: bool | None = None, state_dir: Path | None = None) ->
         del data["blocks"]["screen"]
     if state_dir is not None:
         data["blocks"]["recorder"]["directory"] = str(state_dir / DEMO_RECORDINGS)
-    return _Loader(BUILTIN_SOURCE).build(data, None)
+    with UserTypes() as types:  # built-ins only: no process is started
+        return _Loader(BUILTIN_SOURCE, types).build(data, None)
 
 
 def describe(graph: Graph) -> str:
@@ -210,8 +226,9 @@ def describe(graph: Graph) -> str:
 class _Loader:
     """One validation pass: collects every problem, builds the Graph only if there is none."""
 
-    def __init__(self, source: str):
+    def __init__(self, source: str, types: UserTypes):
         self.source = source
+        self.types = types
         self.beside: Path | None = None  # the graph file's folder: user modules may live there
         self.problems: list[str] = []
         self.miswired: set[str] = set()  # blocks with wrong inputs: not sized, not to pile on
@@ -299,7 +316,7 @@ class _Loader:
         }
         return Graph(self.source, path, blocks)
 
-    def block_class(self, name: str, table: dict[str, Any]) -> type[Block] | None:
+    def block_class(self, name: str, table: dict[str, Any]) -> BlockType | None:
         type_name = table.get("type")
         if type_name is None:
             self.say(name, 'no type: set type = "camera", say, or "package.module:ClassName"')
@@ -308,7 +325,7 @@ class _Loader:
             self.say(name, f"type must be a string, not {_show(type_name)}")
             return None
         try:
-            cls = resolve(type_name, self.beside)
+            cls = self.types.resolve(type_name, self.beside)
         except BlockTypeError as exc:
             self.say(name, str(exc))
             return None
@@ -316,7 +333,7 @@ class _Loader:
             self.say(name, f"block type {type_name!r} declares parameter {key!r}, a reserved key")
         return cls
 
-    def params(self, name: str, cls: type[Block], table: dict[str, Any]) -> dict[str, Any] | None:
+    def params(self, name: str, cls: BlockType, table: dict[str, Any]) -> dict[str, Any] | None:
         """The block's own parameters, defaults filled in; None if any is wrong."""
         before = len(self.problems)
         for key in table:
@@ -344,7 +361,7 @@ class _Loader:
             for problem in cls.validate(values):
                 self.say(name, problem)
         except Exception as exc:  # user code
-            self.say(name, f"{cls.__name__}.validate failed: {type(exc).__name__}: {exc}")
+            self.say(name, f"{cls.__name__}.validate failed: {_failure(exc)}")
         return values if len(self.problems) == before else None
 
     def fits_shared_memory(
@@ -373,12 +390,12 @@ class _Loader:
                 f" {_size(free)} free",
             )
 
-    def packets(self, name: str, cls: type[Block], params: dict[str, Any]) -> int | None:
+    def packets(self, name: str, cls: BlockType, params: dict[str, Any]) -> int | None:
         """The size of the block's packet ring, if it publishes packets."""
         try:
             size = cls.packet_bytes(params)
         except Exception as exc:  # user code
-            self.say(name, f"{cls.__name__}.packet_bytes failed: {type(exc).__name__}: {exc}")
+            self.say(name, f"{cls.__name__}.packet_bytes failed: {_failure(exc)}")
             return None
         if size is not None and not (_is_int(size) and size >= MIN_PACKET_BYTES):
             self.say(name, f"{cls.__name__}.packet_bytes returned {size!r}, not a size >= 4096")
@@ -388,7 +405,7 @@ class _Loader:
     def kinds(
         self,
         name: str,
-        cls: type[Block],
+        cls: BlockType,
         params: dict[str, Any],
         inputs: tuple[str, ...],
         packets: dict[str, int],
@@ -399,7 +416,7 @@ class _Loader:
         try:
             kinds = tuple(cls.input_kinds(params, offered))
         except Exception as exc:  # user code
-            self.say(name, f"{cls.__name__}.input_kinds failed: {type(exc).__name__}: {exc}")
+            self.say(name, f"{cls.__name__}.input_kinds failed: {_failure(exc)}")
             return None
         if len(kinds) != len(inputs) or not set(kinds) <= {"frames", "packets"}:
             self.say(
@@ -445,7 +462,7 @@ class _Loader:
         name: str,
         table: dict[str, Any],
         tables: dict[str, Any],
-        classes: dict[str, type[Block]],
+        classes: dict[str, BlockType],
     ) -> tuple[str, ...]:
         """The blocks ``name`` reads, as written; reports names, counts and self-reads."""
         raw = self.input_names(name, table)
@@ -518,7 +535,7 @@ class _Loader:
     def frame_sizes(
         self,
         tables: dict[str, Any],
-        classes: dict[str, type[Block]],
+        classes: dict[str, BlockType],
         params: dict[str, dict[str, Any]],
         inputs: dict[str, tuple[str, ...]],
     ) -> dict[str, int]:
@@ -564,7 +581,7 @@ class _Loader:
         return sizes
 
     def output_bytes(
-        self, name: str, cls: type[Block], params: dict[str, Any], sizes: list[int], declared: bool
+        self, name: str, cls: BlockType, params: dict[str, Any], sizes: list[int], declared: bool
     ) -> int | None:
         """What the block says its largest frame is; None if it cannot say."""
         try:
@@ -577,7 +594,7 @@ class _Loader:
                 )
             return None
         except Exception as exc:  # user code
-            self.say(name, f"{cls.__name__}.max_output_bytes failed: {type(exc).__name__}: {exc}")
+            self.say(name, f"{cls.__name__}.max_output_bytes failed: {_failure(exc)}")
             return None
         if not (_is_int(size) and size > 0):
             self.say(name, f"{cls.__name__}.max_output_bytes returned {size!r}, not a size > 0")
@@ -606,11 +623,16 @@ def _hide_value(problem: str, value: Any) -> str:
     return problem
 
 
-def _param_problem(param: Param, value: Any) -> str | None:
+def _param_problem(param: Param | Any, value: Any) -> str | None:
     try:
         return param.problem(value)
-    except Exception as exc:  # a user block's check
-        return f"cannot be checked: {type(exc).__name__}: {exc}"
+    except Exception as exc:  # a check of ours (a user block's is asked of its process)
+        return f"cannot be checked: {_failure(exc)}"
+
+
+def _failure(exc: Exception) -> str:
+    """``TypeName: message`` of what a block's code raised (there, or here)."""
+    return str(exc) if isinstance(exc, UserCodeError) else f"{type(exc).__name__}: {exc}"
 
 
 def _supervisor_problem(key: str, value: Any) -> str | None:

@@ -15,7 +15,7 @@ from harness.graphs import BLOCKS, counter, graph
 
 from pipelined.ctl.protocol import MAX_LINE, encode_result
 from pipelined.daemon.commands.status import fit
-from pipelined.daemon.process import LINE_BYTES, TAIL_BYTES, TAIL_LINES, Lines, Tail
+from pipelined.daemon.lines import LINE_BYTES, TAIL_BYTES, TAIL_LINES, Lines, Tail
 
 
 def test_a_flood_without_newlines_is_cut_and_status_still_answers():
