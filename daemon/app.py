@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipelined.ctl.protocol import FAILED, CommandError
 
-from . import commands
+from . import commands, limits
 from . import systemd as sd
 from .control import ControlServer
 from .graph import Graph, GraphError, load_graph
@@ -40,8 +40,10 @@ class Daemon:
         listen_sock: socket.socket | None = None,
         group: int | None = None,
         http: Listener | None = None,
+        token: str | None = None,
     ):
-        self.supervisor = Supervisor(graph, instance, group)
+        # The token opens the page, and the previews that set none of their own.
+        self.supervisor = Supervisor(graph, instance, group, preview_token=token)
         self.socket_path = socket_path
         self.listen_sock = listen_sock
         self.group = group
@@ -56,6 +58,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._sighup()))
+        limits.raise_open_files()
         self.supervisor.open()
         notifying: asyncio.Task[None] | None = None
         try:
@@ -70,7 +73,9 @@ class Daemon:
                 from .web.server import WebServer  # aiohttp and OpenCV: only with a page
 
                 self.web = WebServer(self, self.http)
-                await self.web.start()
+                await self.web.start(
+                    limits.http_connections(len(self.supervisor.blocks), self.control.max_clients)
+                )
             await self.supervisor.run()
             log.info("started %d blocks", len(self.supervisor.blocks))
             notifying = asyncio.create_task(self.notifier.run(self.supervisor))

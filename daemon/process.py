@@ -39,11 +39,17 @@ from .lines import Lines, Tail
 log = logging.getLogger("pipelined.block")
 
 
-def worker_args(names: RunNames, spec: BlockSpec, graph: Graph) -> WorkerArgs:
+def worker_args(
+    names: RunNames, spec: BlockSpec, graph: Graph, preview_token: str | None = None
+) -> WorkerArgs:
     """The arguments of ``spec``'s worker in ``graph``: its reader slot on each input.
 
-    The graph file's folder goes along: a user's block module may live there.
+    The graph file's folder goes along: a user's block module may live there. A preview
+    block that sets no token gets ``preview_token``, the daemon's (its page's) own.
     """
+    params = spec.params
+    if spec.type == "preview" and not params.get("token") and preview_token:
+        params = {**params, "token": preview_token}
     frames = [w for w, kind in zip(spec.inputs, spec.kinds, strict=True) if kind == "frames"]
     packets = [w for w, kind in zip(spec.inputs, spec.kinds, strict=True) if kind == "packets"]
     beside = graph.path.parent if graph.path else None
@@ -52,7 +58,7 @@ def worker_args(names: RunNames, spec: BlockSpec, graph: Graph) -> WorkerArgs:
         run=names.run,
         block=spec.name,
         type=spec.type,
-        params=spec.params,
+        params=params,
         inputs=[(w, graph.readers(w).index(spec.name)) for w in frames],
         output=spec.frame_bytes is not None,
         packet_inputs=[(w, graph.packet_readers(w).index(spec.name)) for w in packets],

@@ -122,8 +122,10 @@ class Supervisor:
         instance: str,
         group: int | None = None,
         new_token: Callable[[], str] = new_run_token,
+        preview_token: str | None = None,
     ):
         self.graph = graph
+        self.preview_token = preview_token  # for preview blocks that set no token
         self._new_token = new_token
         self.names = RunNames(instance, new_token())
         self.group = group
@@ -205,7 +207,9 @@ class Supervisor:
         for (kind, name), wire in self._make_wires(self.names, spec, self.graph).items():
             self._wires(kind)[name] = wire
         beat = Heartbeat.create(self.names, spec.name, self.group)
-        self.blocks[spec.name] = Watcher(spec, worker_args(self.names, spec, self.graph), beat)
+        self.blocks[spec.name] = Watcher(
+            spec, worker_args(self.names, spec, self.graph, self.preview_token), beat
+        )
 
     def _drop_wire(self, name: str) -> None:
         """Unlink the block's frame and packet wires (readers that have them mapped keep them)."""
@@ -311,7 +315,7 @@ class Supervisor:
                     made.staged.update(self._make_wires(made.staging, spec, new))
                 if name in plan.changed:
                     beat = made.beats.get(name) or self.blocks[name].heartbeat
-                    args = worker_args(self.names, spec, new)
+                    args = worker_args(self.names, spec, new, self.preview_token)
                     made.watchers[name] = Watcher(spec, args, beat)
         except Exception as exc:
             made.undo()

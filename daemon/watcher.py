@@ -41,7 +41,7 @@ class Watcher:
         self.spec = spec
         self.args = args
         self.heartbeat = heartbeat
-        self._secrets = secret_strings(spec.params)  # hidden in whatever status shows
+        self._secrets = secret_strings(args.params)  # hidden in whatever status shows
         self.policy = RestartPolicy(spec.supervision, clock, on_move=self._moved)
         self.process: WorkerProcess | None = None  # the latest worker, alive or not
         self.last_exit: dict[str, Any] | None = None
