@@ -6,6 +6,10 @@ creates every wire before any worker starts (a reader never finds its input miss
 starts blocks sources first, and keeps the wires across a block's restarts, so the
 readers of a restarting block simply wait. Stopping unlinks everything of the run.
 Control commands (daemon/commands/) call the public methods here.
+
+Creating is all or nothing, at start as at a reload: a run whose names are taken in
+/dev/shm tries another token; a reload makes everything the new graph needs before it
+stops anything, and a reload that cannot make it changes nothing (``ReloadError``).
 """
 
 from __future__ import annotations
@@ -44,8 +48,6 @@ STARTING_TICK = 0.01
 SAMPLE_EVERY = 1.0
 RUN_ATTEMPTS = 5
 """Run tokens tried when a name of the run exists already (a neighbour in /dev/shm)."""
-
-
 FRAMES, PACKETS = "frames", "packets"
 
 
