@@ -151,12 +151,15 @@ class Supervisor:
         runs.remove_dead_runs(instance, keep=self.names.run)
         foreign = runs.foreign(instance)
         if foreign:
+            shown = ", ".join(f"{entry} (uid {uid})" for entry, uid in foreign[:10])
+            more = f" and {len(foreign) - 10} more" if len(foreign) > 10 else ""
             log.warning(
                 "%d entries in /dev/shm with instance %s's names belong to another user;"
-                " leaving them alone: %s",
+                " leaving them alone: %s%s",
                 len(foreign),
                 instance,
-                ", ".join(f"{entry} (uid {uid})" for entry, uid in foreign),
+                shown,
+                more,
             )
         for attempt in range(1, RUN_ATTEMPTS + 1):
             try:

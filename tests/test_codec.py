@@ -455,5 +455,9 @@ def test_redact_takes_linear_time_on_long_text() -> None:
     200 KB); at a megabyte, quadratic time would run past the suite's timeout."""
     text = "x" * 1_000_000 + " rtsp://admin:hunter2@cam/stream"
     assert redact(text).endswith(" rtsp://admin:***@cam/stream")
+    # Many URL beginnings in one run, with no "@" or with one at its very end.
+    assert redact("log " + "a://b:" * 200_000) == "log " + "a://b:" * 200_000
+    assert redact("log " + "a://b:" * 200_000 + "@h") == "log a://b:***@h"
+    assert redact("log " + "a://b: " * 200_000).count("***") == 0
     public, secrets = split_secrets({"label": text})
     assert "hunter2" not in public["label"] and secrets

@@ -160,14 +160,15 @@ SECRET_PLACEHOLDER = "***"
 """What stands in for a secret in the public configuration, in logs and in status."""
 
 # In free text a URL's password runs from "scheme://user:" to the last "@" before
-# whitespace (ffmpeg reads a URL's userinfo to its last "@"), at most 512 characters. The
-# scheme may only start where no scheme character stands before it, and the password's
-# length is bounded: a long run of letters is never rescanned from every position
+# whitespace (ffmpeg reads a URL's userinfo to its last "@"). The scheme may only start
+# where no scheme character stands before it, and each run of text is searched for its
+# last "@" once, whatever URLs it holds: nothing is rescanned from every position
 # (quadratic time; a 200 KB parameter once took a minute). A user part holds no
 # brackets: "https://[::1]:8443/x@y" is an IPv6 host, not a password.
 _SCHEME = r"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]*://"
 _USER = r"[^:/?#\s\[\]]*"
-_URL_PASSWORD = re.compile(rf"(?P<head>{_SCHEME}{_USER}:)\S{{1,512}}(?=@)")
+_URL_HEAD = re.compile(rf"{_SCHEME}{_USER}:")
+_WHITESPACE = re.compile(r"\s")
 _WHOLE_URL = re.compile(rf"\s*(?P<head>{_SCHEME}{_USER}:)")
 _WORDS = re.compile(r"[_\-.\s]+|(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 SECRET_WORDS = frozenset(
@@ -223,7 +224,29 @@ def redact(text: str) -> str:
     whole = _url_password(text)
     if whole is not None and whole[1]:
         return whole[0] + SECRET_PLACEHOLDER + whole[2]
-    return _URL_PASSWORD.sub(rf"\g<head>{SECRET_PLACEHOLDER}", text)
+    out, pos = [], 0
+    for start, end in _passwords_in(text):
+        out += [text[pos:start], SECRET_PLACEHOLDER]
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _passwords_in(text: str) -> list[tuple[int, int]]:
+    """Where the URL passwords of free text are: (start, end) spans, in order."""
+    spans = []
+    pos = 0
+    while (head := _URL_HEAD.search(text, pos)) is not None:
+        start = head.end()
+        space = _WHITESPACE.search(text, start)
+        run_end = space.start() if space else len(text)
+        at = text.rfind("@", start, run_end)
+        if at > start:
+            spans.append((start, at))
+            pos = at  # URLs inside the password are hidden with it
+        else:
+            pos = run_end  # no "@" after this head: none after any later one in the run
+    return spans
 
 
 def url_password_problem(value: str) -> str | None:
@@ -266,7 +289,7 @@ def _collect(value: object, secret: bool, found: set[str]) -> None:
         whole = _url_password(value)
         if whole is not None and whole[1]:
             found.add(whole[1])
-        found.update(m.group(0)[len(m.group("head")) :] for m in _URL_PASSWORD.finditer(value))
+        found.update(value[start:end] for start, end in _passwords_in(value))
 
 
 def mask(text: str, secrets: list[str]) -> str:
