@@ -328,3 +328,41 @@ def action(verb: str, result: Any) -> str:
             lines.append(f"{clean(key)}: {shown or DASH}")
         return "\n".join(lines) if lines else f"{verb}: done"
     return f"{verb}: done" if result is None else f"{verb}: {clean(result)}"
+
+
+GAP = 1.0
+"""Seconds between one segment's end and the next one's start shown as a gap."""
+
+
+def recordings(result: Any, width: int | None = None) -> str:
+    """The `pipectl recordings` table, local times, with a line for each gap in a recording."""
+    entries = [e for e in (result or {}).get("recordings") or [] if isinstance(e, dict)]
+    if not entries:
+        recorders = ", ".join(clean(r.get("block")) for r in result.get("recorders") or [])
+        return f"no recordings ({'recorders: ' + recorders if recorders else 'no recorder'})"
+    rows: list[list[str]] = []
+    last_end: dict[str, float] = {}
+    for e in entries:
+        block, start, end = _text(e.get("block")), _number(e.get("start")), _number(e.get("end"))
+        before = last_end.get(block)
+        if before is not None and start is not None and start - before > GAP:
+            gap = f"(a gap of {_length(start - before)})"
+            rows.append([block, _local(before), DASH, DASH, gap])
+        if end is not None:
+            last_end[block] = end
+        rows.append(
+            [block, _local(start), _length(e.get("duration")), size(e.get("bytes")),
+             _text(e.get("file"))]
+        )  # fmt: skip
+    return table(["BLOCK", "START (local time)", "LENGTH", "SIZE", "FILE"], rows, width)
+
+
+def _length(seconds: Any) -> str:
+    value = _number(seconds)
+    return f"{value:.1f}s" if value is not None and 0 <= value < 60 else duration(seconds)
+
+
+def _local(seconds: float | None) -> str:
+    if seconds is None:
+        return DASH
+    return datetime.datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S")

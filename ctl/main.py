@@ -4,6 +4,8 @@
     pipectl status --watch         the same, refreshed in place until Ctrl-C
     pipectl stop red && pipectl start red
     pipectl graph --dot | dot -Tsvg > graph.svg
+    pipectl recordings cam --since -1h
+    pipectl export cam --since 14:00 --until 14:05 clip.mp4
 
 Exit codes (docs/design.md): 0 done, 1 the daemon refused or failed (an unknown block
 included), 2 usage, 3 no daemon reachable. ``--socket``, ``--instance`` and
@@ -25,7 +27,7 @@ from typing import Any, TextIO
 
 from pipelined.workers.ipc.names import DEFAULT_INSTANCE
 
-from . import argtypes, logs
+from . import argtypes, logs, when
 from . import format as fmt
 from .client import Client, DaemonUnreachable
 from .protocol import (
@@ -99,7 +101,41 @@ def build_parser() -> argparse.ArgumentParser:
     verb("wires", "each wire: writer, readers, frames and drops")
     verb("hello", "the daemon's version, instance and protocol")
     logs.add_arguments(verb("logs", logs.HELP))
+    recordings = verb("recordings", "the segments recorders wrote, oldest first, gaps shown")
+    recordings.add_argument("block", nargs="?", type=argtypes.block, metavar="BLOCK")
+    _time_range(recordings, required=False)
+    export = verb("export", "join a recorder's segments over a time range into one file")
+    export.add_argument("block", type=argtypes.block, metavar="BLOCK")
+    _time_range(export, required=True)
+    export.add_argument("file", type=Path, metavar="FILE", help="FILE.mp4 (or .mov, .mkv)")
     return parser
+
+
+def _time_range(sub: argparse.ArgumentParser, required: bool) -> None:
+    for name in ("since", "until"):
+        sub.add_argument(
+            f"--{name}", type=_when, required=required, metavar="T", help=f"T: {when.HELP}"
+        )
+
+
+def _glue_times(argv: list[str]) -> list[str]:
+    """``--since -1h`` as ``--since=-1h``: argparse takes "-1h" for an option otherwise."""
+    glued, i = [], 0
+    while i < len(argv):
+        if argv[i] in ("--since", "--until") and i + 1 < len(argv) and argv[i + 1][:1] == "-":
+            glued.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            glued.append(argv[i])
+            i += 1
+    return glued
+
+
+def _when(text: str) -> float:
+    try:
+        return when.parse_time(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _client(ns: argparse.Namespace, path: Path) -> Client:
@@ -207,6 +243,56 @@ def _run_simple(formatter: Callable[[Any], str]) -> Callable[..., int]:
     return run
 
 
+def _list_recordings(ns: argparse.Namespace, path: Path) -> dict[str, Any]:
+    """Every page of the ``recordings`` command for the block and range asked."""
+    args: dict[str, Any] = {"blocks": [ns.block] if ns.block else []}
+    args |= {"since": ns.since, "until": ns.until, "limit": 1000}
+    with _client(ns, path) as daemon:
+        result = daemon.call("recordings", **args)
+        while result["more"]:
+            last = result["recordings"][-1]
+            page = daemon.call("recordings", **args, after=f"{last['block']}/{last['file']}")
+            result["recordings"] += page["recordings"]
+            result["more"] = page["more"]
+    return result
+
+
+def _run_recordings(ns: argparse.Namespace, path: Path, out: TextIO) -> int:
+    result = _list_recordings(ns, path)
+    if ns.json:
+        _print_json(result, out)
+    else:
+        print(fmt.recordings(result), file=out)
+    return EXIT_OK
+
+
+def _run_export(ns: argparse.Namespace, path: Path, out: TextIO) -> int:
+    from .export import ExportError, export
+
+    if ns.until <= ns.since:
+        print("pipectl export: --until must come after --since", file=sys.stderr)
+        return EXIT_USAGE
+    recordings = _list_recordings(ns, path)["recordings"]
+    try:
+        done = export(recordings, ns.since, ns.until, ns.file)
+    except ExportError as exc:
+        print(f"pipectl export: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    summary = {
+        "file": str(ns.file), "segments": done.segments, "packets": done.packets,
+        "start": done.start, "seconds": round(done.seconds, 3), "bytes": done.bytes,
+    }  # fmt: skip
+    if ns.json:
+        _print_json(summary, out)
+    else:
+        print(
+            f"{ns.file}: {done.seconds:.1f} s from {when.show(done.start)}, {done.segments}"
+            f" segments joined, {fmt.size(done.bytes)}",
+            file=out,
+        )
+    return EXIT_OK
+
+
 VERBS: dict[str, Callable[[argparse.Namespace, Path, TextIO], int]] = {
     "status": _run_status,
     "start": _run_action,
@@ -217,6 +303,8 @@ VERBS: dict[str, Callable[[argparse.Namespace, Path, TextIO], int]] = {
     "wires": _run_simple(fmt.wires),
     "hello": _run_simple(fmt.hello),
     "logs": logs.run,
+    "recordings": _run_recordings,
+    "export": _run_export,
 }
 
 
@@ -244,7 +332,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     out = sys.stdout if out is None else out
     parser = build_parser()
     try:
-        ns = parser.parse_args(argv)
+        ns = parser.parse_args(_glue_times(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:  # argparse: 2 for usage errors, 0 for --help
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     instance = getattr(ns, "instance", DEFAULT_INSTANCE)

@@ -28,7 +28,7 @@ import math
 import os
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ from pipelined.workers.ipc import wire
 from pipelined.workers.ipc.names import SHM_DIR, check_block
 from pipelined.workers.ipc.packets import packet_wire_bytes
 from pipelined.workers.registry import BlockTypeError
+from pipelined.workers.video.options import EncodeOptions, parse_encode
 
 from .probe import RemoteBlock, UserCodeError, UserTypes
 
@@ -70,25 +71,40 @@ def wire_bytes(frame_bytes: int, readers: int = 1) -> int:
     return wire.wire_bytes(frame_bytes, readers, SLOTS)
 
 
+def _key(default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"doc": doc})
+
+
 @dataclass(frozen=True)
 class Supervision:
     """How the supervisor runs one block: the ``[supervisor]`` keys of docs/design.md."""
 
-    restart: str = "always"
-    backoff_initial: float = 0.1
-    backoff_max: float = 30.0
-    restart_limit: int = 5
-    restart_window: float = 60.0
-    retry_failed_after: float = 300.0
-    """A block FAILED by crashes tries again after this long; 0: it stays FAILED."""
-    watchdog: float = 5.0
-    startup_timeout: float = 30.0
-    stop_timeout: float = 5.0
-    liveness_interval: float = 0.5
+    restart: str = _key("always", "always | on-failure (not after exit 0) | never")
+    backoff_initial: float = _key(0.1, "seconds before the first restart; doubles per crash")
+    backoff_max: float = _key(30.0, "the longest backoff, in seconds")
+    restart_limit: int = _key(5, "more crashes than this within restart_window: FAILED")
+    restart_window: float = _key(60.0, "seconds over which restart_limit counts crashes")
+    retry_failed_after: float = _key(
+        300.0, "seconds after which a block FAILED by crashes starts again; 0 = never"
+    )
+    watchdog: float = _key(5.0, "seconds without a heartbeat before a worker is killed; 0 = off")
+    startup_timeout: float = _key(30.0, "seconds from launch to the first heartbeat; 0 = none")
+    stop_timeout: float = _key(5.0, "seconds from SIGTERM to SIGKILL when stopping")
+    liveness_interval: float = _key(
+        0.5, "seconds between a worker's checks that the daemon is alive (> 0)"
+    )
 
 
 SUPERVISOR_KEYS = tuple(f.name for f in fields(Supervision))
-COMMON_KEYS = ("type", "input", "inputs", "max_frame_bytes", *SUPERVISOR_KEYS)
+BLOCK_KEYS = {
+    "type": 'the block\'s type: a built-in, or "package.module:Class" for your own',
+    "input": "the block it reads (one name)",
+    "inputs": "the blocks it reads, in order (an array of names)",
+    "max_frame_bytes": "raises the output slot above what the type computes, never below",
+    "encode": 'encode the block\'s frames once for every reader of video: "h264" or a table',
+}
+"""The keys every block has besides its type's parameters (and the [supervisor] keys)."""
+COMMON_KEYS = (*BLOCK_KEYS, *SUPERVISOR_KEYS)
 
 
 @dataclass(frozen=True)
@@ -104,6 +120,7 @@ class BlockSpec:
     frame_bytes: int | None
     packet_bytes: int | None = None  # the ring of its packet wire, when it publishes packets
     input_kinds: tuple[Kind, ...] = ()  # what it takes of each input: frames or packets
+    encode: EncodeOptions | None = None  # its frames encoded by the runtime (``encode``)
 
     def reads(self, name: str, kind: Kind = "frames") -> bool:
         """Whether this block reads ``name``'s wire of that kind."""
@@ -111,7 +128,8 @@ class BlockSpec:
 
     @property
     def kinds(self) -> tuple[Kind, ...]:
-        return self.input_kinds or ("frames",) * len(self.inputs)
+        frames: tuple[Kind, ...] = ("frames",)
+        return self.input_kinds or frames * len(self.inputs)
 
 
 @dataclass(frozen=True)
@@ -220,6 +238,8 @@ def describe(graph: Graph) -> str:
         settings, _ = split_secrets({**b.params, **_changed(b.supervision)})  # output gets pasted
         if settings:
             lines.append("      " + ", ".join(f"{k} = {_show(v)}" for k, v in settings.items()))
+        if b.encode is not None:
+            lines.append(f"      encode: {b.encode.describe()}")
     return "\n".join(lines)
 
 
@@ -290,6 +310,12 @@ class _Loader:
         packets = {
             n: b for n, c in classes.items() if n in params and (b := self.packets(n, c, params[n]))
         }
+        encodes = {
+            n: e
+            for n, t in tables.items()
+            if "encode" in t and (e := self.encode(n, t, classes, packets, frames))
+        }
+        packets |= {n: e.ring_bytes() for n, e in encodes.items()}
         kinds = {
             n: k
             for n, c in classes.items()
@@ -311,6 +337,7 @@ class _Loader:
                 frames.get(n),
                 packets.get(n),
                 kinds.get(n, ()),
+                encodes.get(n),
             )
             for n, t in tables.items()
         }
@@ -402,6 +429,33 @@ class _Loader:
             return None
         return size
 
+    def encode(
+        self,
+        name: str,
+        table: dict[str, Any],
+        classes: dict[str, BlockType],
+        packets: dict[str, int],
+        frames: dict[str, int],
+    ) -> EncodeOptions | None:
+        """The block's ``encode`` key: checked, and only where there are frames to encode."""
+        options, problems = parse_encode(table["encode"])
+        for problem in problems:
+            self.say(name, problem)
+        if options is None:
+            return None
+        cls = classes.get(name)
+        if cls is not None and not cls.has_output:
+            self.say(name, f"type {table['type']!r} has no output to encode: remove encode")
+            return None
+        if name in packets:
+            self.say(
+                name,
+                "publishes its source's own encoded packets already (an rtsp:// camera, a"
+                " file, a device asked for MJPEG or H264): remove encode",
+            )
+            return None
+        return options if name in frames else None
+
     def kinds(
         self,
         name: str,
@@ -442,7 +496,7 @@ class _Loader:
         if not isinstance(table, dict):
             self.say(None, f"[supervisor] must be a table, not {_show(table)}")
             return base
-        changes = {}
+        changes: dict[str, Any] = {}
         for key, value in table.items():
             if key not in SUPERVISOR_KEYS:
                 if block is None:

@@ -2,6 +2,7 @@
 
     pipelined [--graph FILE] [--instance NAME] [--socket PATH] [--http ADDR:PORT]
     pipelined --check FILE
+    pipelined blocks [TYPE]        the block types and their parameters
 
 With no --graph it runs the built-in five-block demo on the synthetic testsrc camera.
 A graph that fails to load exits with status 78 (EX_CONFIG), which the systemd unit
@@ -53,6 +54,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["blocks"]:
+        from . import reference
+
+        return reference.main(argv[1:])
     opts = parse_args(argv)
     logging.basicConfig(
         level=opts.log_level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr

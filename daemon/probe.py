@@ -90,6 +90,7 @@ class Probe:
     def _exchange(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
         if self._proc is None:
             self._start()
+        assert self._requests is not None
         line = (codec.encode(request, limit=None) + "\n").encode("ascii")
         try:
             os.write(self._requests, line)  # a pipe takes a request of this size at once
@@ -148,7 +149,7 @@ class Probe:
             os.close(theirs_in)
             os.close(theirs_out)
         self._requests, self._replies = ours_out, ours_in
-        os.set_blocking(self._proc.stderr.fileno(), False)
+        os.set_blocking(self._stderr_fd(), False)
         self._stderr = Lines()
         self.said = Tail(lines=5, size=2048)
 
@@ -156,7 +157,7 @@ class Probe:
         assert self._proc is not None and self._replies is not None
         deadline = time.monotonic() + timeout
         buf = bytearray()
-        err = self._proc.stderr.fileno()
+        err = self._stderr_fd()
         poller = select.poll()
         poller.register(self._replies, select.POLLIN)
         poller.register(err, select.POLLIN)
@@ -180,14 +181,17 @@ class Probe:
                     self._fail()
                     raise ProbeFailed(f"an answer of more than {MAX_REPLY:,} bytes")
 
+    def _stderr_fd(self) -> int:
+        assert self._proc is not None and self._proc.stderr is not None
+        return self._proc.stderr.fileno()
+
     def _drain_stderr(self, poller: select.poll) -> None:
-        assert self._proc is not None
         try:
-            chunk = os.read(self._proc.stderr.fileno(), 65536)
+            chunk = os.read(self._stderr_fd(), 65536)
         except BlockingIOError:
             return
         if not chunk:
-            poller.unregister(self._proc.stderr.fileno())
+            poller.unregister(self._stderr_fd())
         for line in self._stderr.feed(chunk):
             self.said.append(line)
 
@@ -208,7 +212,7 @@ class Probe:
             pass
         code = proc.wait()
         try:
-            rest = proc.stderr.read() or b""
+            rest = (proc.stderr.read() if proc.stderr is not None else None) or b""
         except (OSError, ValueError):
             rest = b""
         for line in [*self._stderr.feed(rest), *self._stderr.end()]:
@@ -260,10 +264,15 @@ class RemoteBlock:
     params: dict[str, RemoteParam]
     beside: str | None = field(default=None, compare=False)
     probe: Probe | None = field(default=None, compare=False, repr=False)
+    mro: tuple[str, ...] = ()  # "module:Class" of the class and each of its bases
 
     @property
-    def __name__(self) -> str:  # type: ignore[override]
+    def __name__(self) -> str:
         return self.name
+
+    def is_a(self, qualified: str) -> bool:
+        """Whether the class is ``module:Class``, or derives from it."""
+        return qualified in self.mro
 
     def validate(self, params: dict[str, Any]) -> list[str]:
         return list(self._ask("validate", params=params))
@@ -353,6 +362,7 @@ class UserTypes:
             params,
             where,
             self.probe,
+            tuple(facts["mro"]),
         )
 
     def close(self) -> None:

@@ -53,6 +53,7 @@ def worker_args(
     frames = [w for w, kind in zip(spec.inputs, spec.kinds, strict=True) if kind == "frames"]
     packets = [w for w, kind in zip(spec.inputs, spec.kinds, strict=True) if kind == "packets"]
     beside = graph.path.parent if graph.path else None
+    me = ProcessIdentity.me()
     return WorkerArgs(
         instance=names.instance,
         run=names.run,
@@ -63,7 +64,8 @@ def worker_args(
         output=spec.frame_bytes is not None,
         packet_inputs=[(w, graph.packet_readers(w).index(spec.name)) for w in packets],
         packet_output=spec.packet_bytes is not None,
-        supervisor=tuple(ProcessIdentity.me().encode()),
+        encode=spec.encode.to_dict() if spec.encode is not None else None,
+        supervisor=(me.pid, me.start_time),
         liveness_interval=spec.supervision.liveness_interval,
         beside=str(beside) if beside is not None else None,
     )
@@ -84,6 +86,7 @@ def launch(args: WorkerArgs) -> subprocess.Popen:
         env=command.env,
     )
     if command.stdin is not None:
+        assert proc.stdin is not None  # a pipe, asked for above
         try:
             proc.stdin.write(command.stdin)
             proc.stdin.close()
@@ -116,6 +119,7 @@ class WorkerProcess:
         self.rss_bytes = 0
         self._on_exit = on_exit
         self._pidfd: int | None = pidfd
+        assert popen.stderr is not None  # launch() pipes it
         self._stderr_fd: int | None = popen.stderr.fileno()
         self._lines = Lines()
         self._sample: tuple[float, int, int] | None = None
@@ -142,7 +146,8 @@ class WorkerProcess:
         except OSError:
             popen.kill()
             popen.wait()
-            popen.stderr.close()
+            if popen.stderr is not None:
+                popen.stderr.close()
             raise
         return cls(args.block, popen, pidfd, on_exit, secret_strings(args.params))
 
@@ -197,8 +202,11 @@ class WorkerProcess:
         self._on_exit(self)
 
     def _read_stderr(self) -> None:
+        fd = self._stderr_fd
+        if fd is None:
+            return  # read to its end already
         try:
-            chunk = os.read(self._stderr_fd, 65536)
+            chunk = os.read(fd, 65536)
         except BlockingIOError:
             return
         except OSError:
@@ -206,7 +214,7 @@ class WorkerProcess:
         if chunk:
             lines = self._lines.feed(chunk)
         else:
-            asyncio.get_running_loop().remove_reader(self._stderr_fd)
+            asyncio.get_running_loop().remove_reader(fd)
             self._stderr_fd = None
             lines = self._lines.end()
         for line in lines:

@@ -405,7 +405,8 @@ class Supervisor:
         await self.stop_blocks(self.every())
         for watcher in self.blocks.values():
             watcher.heartbeat.close()
-        for wire in [*self.wires.values(), *self.packet_wires.values()]:
+        wires: list[Wire | PacketWire] = [*self.wires.values(), *self.packet_wires.values()]
+        for wire in wires:
             wire.close()
         removed = unlink_run(self.names)
         log.info("stopped; removed %d objects of run %s", len(removed), self.names.run)

@@ -182,7 +182,7 @@ class Watcher:
             self.process = WorkerProcess.start(self.args, self._on_exit)
         except (OSError, CodecError) as exc:  # arguments too long, no memory, no fds left
             self.process = None
-            why = self._hide(str(exc))
+            why = mask(str(exc), self._secrets)
             log.error("%s: cannot launch the worker: %s", self.name, why, extra=self._log_extra)
             self.policy.launch_failed(why)
             return
@@ -197,6 +197,7 @@ class Watcher:
             self._kill_timer.cancel()
             self._kill_timer = None
         code = process.returncode
+        assert code is not None  # reaped before on_exit is called
         self.last_exit = {
             "code": code if code >= 0 else None,
             "signal": signal_name(-code) if code < 0 else None,

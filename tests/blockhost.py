@@ -13,8 +13,9 @@ class RecordingContext:
     """A block context that records what the block reports (waiting, detail) and each
     sleep it asks for; ``sleep_cap`` shortens the sleeps."""
 
-    def __init__(self, sleep_cap: float | None = None):
+    def __init__(self, sleep_cap: float | None = None, inputs: list[str] | None = None):
         self.log = logging.getLogger("test.blocks")
+        self.inputs = inputs or ["camera"]
         self.reasons: list[str | None] = []
         self.details: list[str | None] = []
         self.sleeps: list[float] = []

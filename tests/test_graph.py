@@ -341,7 +341,8 @@ def test_example_file_is_the_built_in_demo() -> None:
     assert example.blocks["camera"].frame_bytes == 640 * 480 * 3
     assert example.blocks["camera"].params["fps"] == 30
     assert example.blocks["red"].inputs == ("camera",)
-    assert example.blocks["recorder"].inputs == ("red", "edges")
+    assert example.blocks["recorder"].inputs == ("camera",)
+    assert example.blocks["recorder"].kinds == ("packets",)  # the camera's H.264, copied
 
 
 def test_built_in_demo_without_a_display(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -367,9 +368,10 @@ def test_built_in_demo_records_into_the_state_directory_it_is_given(tmp_path: Pa
 def test_describe() -> None:
     text = describe(default_graph(display=True))
     assert text.startswith("<built-in>: 6 blocks, 3 wires")
-    red = "red (color_filter) <- camera: frames up to 900.0 KiB, read by screen, recorder, preview"
+    red = "red (color_filter) <- camera: frames up to 900.0 KiB, read by screen, preview"
     assert red in text
-    assert "recorder (recorder) <- red, edges" in text
+    assert "packets in" in text and "read by recorder" in text
+    assert "recorder (recorder) <- camera" in text
     assert "fps = 30" in text
     g = dataclasses.replace(default_graph(display=False), source="x.toml")
     assert describe(g).startswith("x.toml: 5 blocks")

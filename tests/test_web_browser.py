@@ -160,7 +160,7 @@ async def scenario(d, url: str, browser: Browser, tmp_path: Path) -> None:
         )
         assert [name for name, _, _ in blocks] == DEMO_BLOCKS
         drawn = await browser.js("document.querySelectorAll('path.wire').length")
-        assert drawn == 7  # camera -> red, edges, preview; red, edges -> recorder, preview
+        assert drawn == 6  # camera -> red, edges, preview, recorder; red, edges -> preview
 
         # The live view of the camera's wire: a frame, and then another one.
         box = await browser.until(LIVE_JS, 30, "a live frame")

@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import posix_ipc
@@ -20,6 +21,7 @@ from pipelined.workers.ipc import _atomics
 from pipelined.workers.ipc.names import SHM_DIR, RunNames
 from pipelined.workers.ipc.segment import run_entries
 from pipelined.workers.ipc.wire import (
+    TRIES,
     FrameTooLarge,
     Wire,
     WireError,
@@ -181,6 +183,38 @@ def test_zero_copy_view_learns_it_was_overwritten(names, wire):
         copied = reader.read_copy(timeout=1)
         assert copied.array.flags.writeable and copied.intact()
         assert reader.dropped == wire.layout.slots - 1
+    finally:
+        writer.close()
+        reader.close()
+
+
+def test_a_copy_the_writer_laps_every_time_gives_up_at_its_deadline(names, wire):
+    """A writer that overwrites each frame while it is being copied (made certain by the
+    reader's hook): read_copy returns None at its deadline, never a torn frame, never
+    spins past it, and counts each copy it threw away; with no deadline it waits for the
+    doorbell between rounds of TRIES and takes the first frame left whole."""
+    writer = WireWriter(names, "cam")
+    frame = np.zeros((48, 64, 3), np.uint8)
+    laps = {"left": 10**9}
+
+    def lap() -> None:
+        if laps["left"] > 0:
+            laps["left"] -= 1
+            for _ in range(wire.layout.slots):
+                writer.write(frame)
+
+    reader = WireReader(names, "cam", 0, after_copy=lap)
+    try:
+        writer.write(frame)
+        start = time.monotonic()
+        assert reader.read_copy(timeout=0.3) is None
+        assert 0.3 <= time.monotonic() - start < 10
+        assert reader.lapped > 0
+        assert wire.stats()["readers"][0]["lapped"] == reader.lapped
+        laps["left"], before = 3 * TRIES + 5, reader.lapped
+        whole = reader.read_copy(timeout=None)
+        assert whole is not None and whole.seq == writer.frames
+        assert reader.lapped - before == 3 * TRIES + 5
     finally:
         writer.close()
         reader.close()

@@ -70,11 +70,12 @@ class Param:
         if not ok and float in types and isinstance(value, int) and not isinstance(value, bool):
             ok = True  # TOML writes 30 for 30.0
         if not ok:
-            return f"must be {_type_names(types)}, not {_describe(value)}"
+            return f"must be {type_names(types)}, not {_describe(value)}"
         return self.check(value) if self.check else None
 
 
-def _type_names(types: tuple[type, ...]) -> str:
+def type_names(types: tuple[type, ...]) -> str:
+    """``(int, str)`` as "an integer or a string": how messages and the reference say it."""
     names = {
         int: "an integer",
         float: "a number",
@@ -99,7 +100,21 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
-def in_range(low: float, high: float) -> Callable[[Any], str | None]:
+@dataclass(frozen=True)
+class Rule:
+    """A parameter check with words for the reference (``pipelined blocks``): ``text``
+    says what values pass, ``test`` returns the problem with a value, or None."""
+
+    text: str
+    test: Callable[[Any], str | None]
+
+    def __call__(self, value: Any) -> str | None:
+        return self.test(value)
+
+
+def in_range(low: float, high: float) -> Rule:
+    """Check a number in [low, high]."""
+
     def check(value: Any) -> str | None:
         if isinstance(value, float) and math.isnan(value):
             return "must be a number, not nan"
@@ -107,10 +122,10 @@ def in_range(low: float, high: float) -> Callable[[Any], str | None]:
             return f"must be between {low} and {high}, not {value}"
         return None
 
-    return check
+    return Rule(f"{low:g} to {high:g}", check)
 
 
-def int_list(length: int, low: int, high: int) -> Callable[[Any], str | None]:
+def int_list(length: int, low: int, high: int) -> Rule:
     """Check an array of ``length`` integers, each in [low, high]."""
 
     def check(value: Any) -> str | None:
@@ -123,7 +138,26 @@ def int_list(length: int, low: int, high: int) -> Callable[[Any], str | None]:
             return f"values must be between {low} and {high}, not {bad[0]}"
         return None
 
-    return check
+    return Rule(f"{length} integers, each {low} to {high}", check)
+
+
+def one_of(*choices: str) -> Rule:
+    """Check a string that is one of ``choices``."""
+
+    def check(value: Any) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(choices)}, not {value!r}"
+
+    return Rule("one of " + ", ".join(choices), check)
+
+
+def rule_text(check: Callable[[Any], str | None] | None) -> str:
+    """What a check accepts, in words: a Rule's text, else the first line of its docstring."""
+    if check is None:
+        return ""
+    if isinstance(check, Rule):
+        return check.text
+    doc = (check.__doc__ or "").strip()
+    return doc.splitlines()[0] if doc else ""
 
 
 class Context(Protocol):
@@ -163,6 +197,15 @@ class Context(Protocol):
         """The block's packet wire, when it publishes encoded video (``packet_bytes``)."""
         ...
 
+    def frames_wanted(self) -> bool:
+        """Whether anyone takes the block's frames now: a reader attached to its wire (a
+        block, a live view on the daemon's page) or the encoder of its ``encode`` key.
+
+        A camera decodes nothing while this is False. It costs a system call per reader
+        slot: ask a few times a second, not for every packet.
+        """
+        ...
+
 
 class Block:
     """Base of every block. Subclasses set ``params`` and override ``process``."""
@@ -171,6 +214,8 @@ class Block:
     min_inputs: ClassVar[int] = 1
     max_inputs: ClassVar[int | None] = 1
     has_output: ClassVar[bool] = True
+    packets_when: ClassVar[str] = ""
+    """For the reference: when the block publishes packets ("when its source is encoded")."""
 
     def __init__(self, name: str, params: dict[str, Any], context: Context | None = None):
         self.name = name
@@ -276,3 +321,6 @@ class _Detached:
     @property
     def packets(self) -> None:
         return None
+
+    def frames_wanted(self) -> bool:
+        return True  # the caller of process() takes them

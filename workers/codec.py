@@ -39,6 +39,7 @@ import datetime
 import json
 import re
 import reprlib
+from collections.abc import Callable
 
 __all__ = ["MAX_ARG_BYTES", "CodecError", "decode", "encode"]
 
@@ -78,28 +79,28 @@ def _dumps(tree: object) -> str:
 
 def _to_json(value: object, path: _Path, active: set[int]) -> object:
     """``value`` as plain JSON types; ``active`` holds the containers above, to catch cycles."""
-    kind = type(value)
-    if value is None or kind in (bool, str, float):
+    # Exact types (``type(value) is``), never isinstance: a subclass would not come back.
+    if value is None or type(value) in (bool, str, float):
         return value
-    if kind is int:
+    if type(value) is int:
         return value if value.bit_length() <= _BIG_INT_BITS else {"$int": format(value, "x")}
-    if kind is bytes:
+    if type(value) is bytes:
         return {"$bytes": base64.b64encode(value).decode("ascii")}
-    if kind is datetime.date:
+    if type(value) is datetime.date:
         return {"$date": value.isoformat()}
-    if kind is datetime.datetime or kind is datetime.time:
+    if type(value) is datetime.datetime or type(value) is datetime.time:
         _check_tzinfo(value, path)
-        tag = "$datetime" if kind is datetime.datetime else "$time"
+        tag = "$datetime" if type(value) is datetime.datetime else "$time"
         return {tag: value.isoformat() + (";fold=1" if value.fold else "")}
-    if kind in (list, tuple, dict):
+    if type(value) is list or type(value) is tuple or type(value) is dict:
         if id(value) in active:
             raise CodecError(f"cannot encode {_where(path)}: it contains itself (break the cycle)")
         active.add(id(value))
         try:
-            if kind is dict:
+            if type(value) is dict:
                 return _dict_to_json(value, path, active)
             items = [_to_json(item, (*path, i), active) for i, item in enumerate(value)]
-            return items if kind is list else {"$tuple": items}
+            return items if type(value) is list else {"$tuple": items}
         finally:
             active.discard(id(value))
     raise CodecError(f"cannot encode {_where(path)}: {_unsupported(value)}")
@@ -120,7 +121,7 @@ def _check_tzinfo(value: datetime.datetime | datetime.time, path: _Path) -> None
     )
 
 
-def _dict_to_json(value: dict, path: _Path, active: set[int]) -> dict[str, object]:
+def _dict_to_json(value: dict[object, object], path: _Path, active: set[int]) -> dict[str, object]:
     out: dict[str, object] = {}
     for key, item in value.items():
         if type(key) is not str:
@@ -183,7 +184,7 @@ def _largest_part(value: object) -> tuple[_Path, int]:
     """Follow the largest child while it is most of its parent: that is what to move out."""
     path: _Path = ()
     size = _encoded_size(value)
-    while type(value) in (dict, list, tuple) and value:
+    while (type(value) is dict or type(value) is list or type(value) is tuple) and value:
         items = value.items() if type(value) is dict else enumerate(value)
         sized = [(_encoded_size(child), key, child) for key, child in items]
         child_size, key, child = max(sized, key=lambda s: s[0])
@@ -273,7 +274,7 @@ def _clock(kind: type[datetime.datetime] | type[datetime.time], text: str) -> ob
 
 
 _OFFSET = re.compile(r"([+-])(\d\d):(\d\d)(?::(\d\d)(?:\.(\d{6}))?)?\Z")
-_SCALAR_TAGS = {
+_SCALAR_TAGS: dict[str, Callable[[str], object]] = {
     "$bytes": lambda text: base64.b64decode(text, validate=True),
     "$int": lambda text: int(text, 16),
     "$date": datetime.date.fromisoformat,

@@ -77,6 +77,7 @@ class WorkerArgs:
     output: bool = True
     packet_inputs: list[tuple[str, int]] = field(default_factory=list)  # packet wires read
     packet_output: bool = False  # the block has a packet wire of its own to write
+    encode: dict[str, Any] | None = None  # EncodeOptions: the runtime encodes the frames
     supervisor: tuple[int, int] = (0, 0)  # the daemon's pid and start time
     liveness_interval: float = 0.5
     beside: str | None = None  # the graph file's folder, where a user module may live
@@ -300,7 +301,7 @@ def mask(text: str, secrets: list[str]) -> str:
     return redact(text)
 
 
-def split_secrets(config: dict) -> tuple[dict, dict[str, object]]:
+def split_secrets(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, object]]:
     """``(public, secrets)``: ``public`` is safe on a command line, ``secrets`` is not.
 
     A value under a key named like a secret (password, token, api_key, *_secret, …) is
@@ -308,21 +309,13 @@ def split_secrets(config: dict) -> tuple[dict, dict[str, object]]:
     ``secrets`` maps the JSON Pointer of each replaced value to the original.
     """
     secrets: dict[str, object] = {}
-    return _split(config, "", secrets), secrets
+    return _split_dict(config, "", secrets), secrets
 
 
 def _split(value: object, pointer: str, secrets: dict[str, object]) -> object:
     if type(value) is dict:
-        out = {}
-        for key, item in value.items():
-            child = f"{pointer}/{_token(key)}"
-            if type(key) is str and is_secret_name(key):
-                secrets[child] = item
-                out[key] = SECRET_PLACEHOLDER
-            else:
-                out[key] = _split(item, child, secrets)
-        return out
-    if type(value) in (list, tuple):
+        return _split_dict(value, pointer, secrets)
+    if type(value) is list or type(value) is tuple:
         return type(value)(_split(item, f"{pointer}/{i}", secrets) for i, item in enumerate(value))
     if type(value) is str and (hidden := redact(value)) != value:
         secrets[pointer] = value
@@ -330,10 +323,22 @@ def _split(value: object, pointer: str, secrets: dict[str, object]) -> object:
     return value
 
 
-def merge_secrets(public: dict, secrets: dict[str, object]) -> dict:
+def _split_dict(value: dict[Any, Any], pointer: str, secrets: dict[str, object]) -> dict[Any, Any]:
+    out: dict[Any, Any] = {}
+    for key, item in value.items():
+        child = f"{pointer}/{_token(key)}"
+        if type(key) is str and is_secret_name(key):
+            secrets[child] = item
+            out[key] = SECRET_PLACEHOLDER
+        else:
+            out[key] = _split(item, child, secrets)
+    return out
+
+
+def merge_secrets(public: dict[str, Any], secrets: dict[str, object]) -> dict[str, Any]:
     """The configuration ``split_secrets`` split into ``public`` and ``secrets``."""
     unused = set(secrets)
-    merged = _merge(public, "", secrets, unused)
+    merged = _merge_dict(public, "", secrets, unused)
     if unused:
         raise codec.CodecError(
             f"secrets for {', '.join(sorted(unused))} have no place in the configuration"
@@ -347,11 +352,17 @@ def _merge(value: object, pointer: str, secrets: dict[str, object], unused: set[
         unused.discard(pointer)
         return secrets[pointer]
     if type(value) is dict:
-        return {k: _merge(v, f"{pointer}/{_token(k)}", secrets, unused) for k, v in value.items()}
-    if type(value) in (list, tuple):
+        return _merge_dict(value, pointer, secrets, unused)
+    if type(value) is list or type(value) is tuple:
         items = (_merge(v, f"{pointer}/{i}", secrets, unused) for i, v in enumerate(value))
         return type(value)(items)
     return value
+
+
+def _merge_dict(
+    value: dict[Any, Any], pointer: str, secrets: dict[str, object], unused: set[str]
+) -> dict[Any, Any]:
+    return {k: _merge(v, f"{pointer}/{_token(k)}", secrets, unused) for k, v in value.items()}
 
 
 def _token(key: object) -> str:

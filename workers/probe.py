@@ -92,6 +92,7 @@ def _facts(cls: type[Block]) -> dict[str, Any]:
     return {
         "ok": {
             "name": cls.__name__,
+            "mro": [f"{c.__module__}:{c.__qualname__}" for c in cls.__mro__],
             "has_output": bool(cls.has_output),
             "min_inputs": int(cls.min_inputs),
             "max_inputs": None if cls.max_inputs is None else int(cls.max_inputs),
@@ -134,7 +135,10 @@ def main(argv: list[str]) -> int:
     sys.stdout = sys.stderr
     probe = Probe()
     for line in requests:
-        reply = probe.answer(codec.decode(line))
+        request = codec.decode(line)
+        if not isinstance(request, dict):
+            return 2  # not the daemon's: nothing to answer
+        reply = probe.answer(request)
         replies.write(codec.encode(reply, limit=None) + "\n")
         replies.flush()
     return 0

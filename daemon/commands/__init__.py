@@ -4,7 +4,8 @@ Each command gets what it acts on, already checked. The block commands (status, 
 stop, restart) get the supervisor and the blocks the request names, resolved here, once:
 a request that names no block means ``supervisor.every()`` (restart refuses it), so no
 layer below ever sees an empty list that stands for "all". ``graph`` and ``wires`` get
-the supervisor; ``reload`` gets the daemon, which re-reads its graph file. The control
+the supervisor; ``reload`` gets the daemon, which re-reads its graph file;
+``recordings`` gets the blocks (every block when none is named) and its other arguments. The control
 socket (control.py) and the web page's buttons (web/api.py) call these same handlers.
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from . import graph, reload, restart, start, status, stop, wires
+from . import graph, recordings, reload, restart, start, status, stop, wires
 from .blocks import WhenNone, every, resolve
 
 if TYPE_CHECKING:
@@ -43,4 +44,7 @@ def table(daemon: Daemon) -> dict[str, Handler]:
         "reload": lambda args: reload.handle(daemon),
         "graph": lambda args: graph.handle(daemon.supervisor),
         "wires": lambda args: wires.handle(daemon.supervisor),
+        "recordings": lambda args: recordings.handle(
+            daemon.supervisor, resolve(daemon.supervisor, args, every), args
+        ),
     }

@@ -5,6 +5,8 @@
 /api/status            pipectl's status object (GET)
 /api/graph             pipectl's graph object (GET)
 /api/blocks/B/ACTION   start, stop or restart block B (POST; see security.py)
+/api/recordings        pipectl's recordings object (GET; ?block=&since=&until=&order=&limit=)
+/recordings/B/FILE     a segment recorder B wrote, to play (Range requests)
 /live/WIRE.mjpg        the wire as MJPEG (?fps=, ?quality=, ?width=)
 /live/WIRE.jpg         the wire's newest frame as JPEG
 /metrics               Prometheus text format

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from pipelined.workers.http.mjpeg import NO_STORE, secure_response, start_server
 
-from . import api, metrics
+from . import api, metrics, recordings
 from .listen import Listener
 from .live import LiveViews
 from .security import Access
@@ -40,6 +40,7 @@ class WebServer:
         self.app.router.add_get("/", self.index)
         self.app.router.add_static("/static/", STATIC, append_version=False)
         api.add_routes(self.app, daemon)
+        recordings.add_routes(self.app, daemon)
         self.live.add_routes(self.app)
         collector = metrics.DaemonCollector(daemon, _version(), self.live.slots.in_use)
         metrics.add_route(self.app, collector)

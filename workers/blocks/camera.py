@@ -1,38 +1,55 @@
-"""The camera block: frames from testsrc, a V4L2 device, a video file or a network stream.
+"""The camera block: frames and packets from testsrc, a V4L2 device, a file or a stream.
 
 A camera box must survive its camera: one still booting after a power cut, a USB camera
-unplugged, an RTSP server down. None of those is a crash. The block keeps running,
-says what it waits for (``context.waiting``), and reconnects with a backoff that
-doubles from 0.5 s up to ``retry_max``, forever, sleeping through ``context.sleep`` so
-a stop request is answered at once. Only a source that can never work (a malformed URL,
-an unknown scheme) is refused, when the graph is loaded.
+unplugged, an RTSP server down or hung. None of those is a crash. The block keeps
+running, says what it waits for (``context.waiting``), and reconnects with a backoff
+that doubles from 0.5 s up to ``retry_max``, forever, sleeping through
+``context.sleep`` so a stop request is answered at once. A live source that sends no
+packet for ``stall_timeout`` seconds (a hung server, one that never started sending) is
+reconnected the same way. Only a source that can never work (a malformed URL, an unknown
+scheme, a V4L2 format FFmpeg does not know) is refused, when the graph is loaded.
 
-Frames are written straight into the output wire (``process_into``): testsrc draws into
-it, and a source that delivers the asked size decodes into it. Any other size is
-resized into it. testsrc and files are paced to ``fps``; live sources pace themselves,
-and frames that come faster than ``fps`` are skipped before they are converted.
+Everything but testsrc is read with PyAV (FFmpeg), one connection at a time, on its own
+thread (``video.feed``): the packets go onto the camera's packet wire as they were
+received (a stream, a file, a device asked for MJPEG or H.264), for a recorder to copy
+without decoding. Frames cost what is asked of them (``video.decode``): nothing while
+no one reads them, every frame by default, fewer with ``decode_fps``. The decoded frame
+is converted (and scaled to ``size``) straight into the output wire's slot.
+
+testsrc draws its scene into the slot, paced to ``fps``; files are paced to ``fps``
+too; live sources pace themselves, and frames that come faster than ``fps`` are decoded
+(the next ones need them) but not converted.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
 
 from ..block import Block, Param, in_range, int_list
-from .sources import Source, parse_source, why_unavailable
+from ..ipc.packets import CodecParams
+from ..video import capabilities
+from ..video.pace import Pacer
+from ..video.policy import DecodePolicy, Want
+from .sources import FOURCC_FORMATS, Source, parse_source
 from .testsrc import TestScene
 
-_T = TypeVar("_T")
+if TYPE_CHECKING:  # FFmpeg is loaded by the worker, not by the daemon checking a graph
+    from ..video.decode import Decoder
+    from ..video.feed import Feed, Item
 
 RETRY_FIRST = 0.5  # seconds before the first reconnect; doubles up to retry_max
-MEASURE_SECONDS = 2.0  # how long a live source is watched to report its frame rate
+MEASURE_SECONDS = 2.0  # how long a live source is watched before its rate is reported
+REMEASURE_SECONDS = 10.0  # then how often the rate and bit rate are looked at again
+POLL = 0.1  # longest wait for a packet before the runtime gets its turn (heartbeat)
+KEYFRAME_ALLOWANCE = 4.0
+"""Seconds a packet wire holds beyond ``preroll``: a pre-roll starts at a keyframe, and
+cameras send one every 1 to 4 seconds."""
+MIN_PACKET_RING = 1 << 20
 
 
 def _one_of(*choices: str) -> Callable[[Any], str | None]:
@@ -43,46 +60,21 @@ def _one_of(*choices: str) -> Callable[[Any], str | None]:
 
 
 def _fourcc(value: Any) -> str | None:
-    if len(value) in (0, 4):
+    if value == "" or value in FOURCC_FORMATS:
         return None
-    return f"must be 4 characters (e.g. MJPG) or empty, not {value!r}"
-
-
-class Pacer:
-    """Keeps frames to a rate, without a burst of catch-up frames after a stall."""
-
-    def __init__(self, fps: float):
-        self.period = 1.0 / fps
-        self.next: float | None = None
-
-    def wait(self, sleep: Callable[[float], bool]) -> bool:
-        """Sleep until the next frame is due; False if asked to stop meanwhile."""
-        now = time.monotonic()
-        if self.next is None:
-            self.next = now
-        if self.next > now and not sleep(self.next - now):
-            return False
-        self._advance(time.monotonic())
-        return True
-
-    def due(self) -> bool:
-        """For a live source: is this frame due, or is it one too many for the rate?"""
-        now = time.monotonic()
-        if self.next is not None and now < self.next - 0.25 * self.period:  # allow jitter
-            return False
-        self._advance(now)
-        return True
-
-    def _advance(self, now: float) -> None:
-        base = now if self.next is None else self.next
-        self.next = max(base + self.period, now - self.period)
+    return f"must be empty (the device's own) or one of {', '.join(FOURCC_FORMATS)}, not {value!r}"
 
 
 class Camera(Block):
-    """A source: testsrc, a V4L2 device, a video file, or an rtsp:// or http:// stream."""
+    """A source: testsrc, a V4L2 device, a video file, or an rtsp:// or http:// stream.
+
+    An encoded source's packets go onto its packet wire as they come (a recorder copies
+    them); frames are decoded only while a block or a viewer reads them, as many a second
+    as `decode_fps` asks."""
 
     min_inputs = 0
     max_inputs = 0
+    packets_when = "when its source is encoded (a stream, a file, a V4L2 MJPG/H264 device)"
     params = {
         "source": Param(
             (str, int),
@@ -93,19 +85,39 @@ class Camera(Block):
         "size": Param(
             list,
             default=[640, 480],
-            doc="[width, height] of the output",
+            doc="[width, height] of the output frames",
             check=int_list(2, 16, 8192),
         ),
         "fps": Param(
             float, default=30.0, doc="frames per second, at most", check=in_range(0.1, 240)
         ),
+        "decode_fps": Param(
+            float,
+            default=0.0,
+            check=in_range(0, 240),
+            doc="0: decode every frame; N: at most N frames a second, from keyframes alone"
+            " when the source sends that many",
+        ),
+        "hwaccel": Param(
+            str,
+            default="auto",
+            check=capabilities.hwaccel_problem,
+            doc="auto: the box's hardware decoder where there is one, else software; off;"
+            " or a name (h264_v4l2m2m, cuda, …)",
+        ),
         "loop": Param(bool, default=True, doc="replay a video file when it ends"),
         "timeout": Param(
             float,
-            default=3.0,
+            default=5.0,
             check=in_range(0.5, 60),
-            doc="seconds a network source may take to connect or send a frame;"
-            " keep it below the supervisor's watchdog",
+            doc="seconds a source may take to open (connect, handshake, a first look at"
+            " the stream)",
+        ),
+        "stall_timeout": Param(
+            float,
+            default=5.0,
+            check=in_range(0.5, 300),
+            doc="seconds without a packet after which a live source is reconnected",
         ),
         "retry_max": Param(
             float,
@@ -123,23 +135,47 @@ class Camera(Block):
             str,
             default="",
             check=_fourcc,
-            doc="pixel format asked of a V4L2 device (MJPG for HD at 30 fps);"
-            " empty: the device's own",
+            doc="format asked of a V4L2 device (MJPG for HD at 30 fps; MJPG and H264 are"
+            " published as packets); empty: the device's own",
+        ),
+        "preroll": Param(
+            float,
+            default=5.0,
+            check=in_range(0, 60),
+            doc="seconds of packets kept for a recorder to start a clip before its trigger",
+        ),
+        "max_bit_rate": Param(
+            int,
+            default=8_000_000,
+            check=in_range(100_000, 200_000_000),
+            doc="the most bits a second the source sends; with preroll, sizes the packet wire",
         ),
     }
 
     @classmethod
     def validate(cls, params: dict[str, Any]) -> list[str]:
         try:
-            parse_source(params.get("source", "testsrc"))
+            source = parse_source(params.get("source", "testsrc"))
         except ValueError as exc:
             return [str(exc)]
+        if params.get("fourcc") and source.kind != "device":
+            return [f"fourcc applies to V4L2 devices, not to source {source.show()!r}"]
         return []
 
     @classmethod
     def max_output_bytes(cls, params: dict[str, Any], input_bytes: Sequence[int]) -> int:
         width, height = params["size"]
         return width * height * 3
+
+    @classmethod
+    def packet_bytes(cls, params: dict[str, Any]) -> int | None:
+        """A ring for ``preroll`` seconds and the group of pictures it starts in, at
+        ``max_bit_rate``; None for sources that send no encoded video."""
+        if not parse_source(params["source"]).sends_packets(params["fourcc"]):
+            return None
+        seconds = params["preroll"] + KEYFRAME_ALLOWANCE
+        size = math.ceil(params["max_bit_rate"] / 8 * seconds)
+        return max(MIN_PACKET_RING, -(-size // 65536) * 65536)
 
     # -- run time ---------------------------------------------------------------------
 
@@ -150,21 +186,38 @@ class Camera(Block):
         self.fps = float(self.p["fps"])
         self.delivered_size: tuple[int, int] | None = None
         self.delivered_fps: float | None = None
-        self._pacer = Pacer(self.fps)
-        self._cap: cv2.VideoCapture | None = None
-        self._scratch: np.ndarray | None = None
         self._backoff = RETRY_FIRST
         self._reason: str | None = None
+        self._detail: str | None = None
         self._finished = False
-        self._frames = 0  # frames delivered since the source was (re)opened
-        self._measure_from = 0.0
+        self._frames = 0  # testsrc's frame number
+        self.decoded = 0  # packets decoded since setup
         self._scene: TestScene | None = None
         if self.source.kind == "testsrc":
+            self._pacer = Pacer(self.fps)
             self._scene = TestScene(*self.size, fps=self.fps)
             self.delivered_size, self.delivered_fps = self.size, self.fps
-            self._report_delivery()
-        else:
-            _prepare_opencv(self.p["timeout"])
+            self._report_testsrc()
+            return
+        from ..video.source import OpenSettings
+
+        self._settings = OpenSettings(
+            open_timeout=self.p["timeout"],
+            read_timeout=self.p["stall_timeout"],
+            rtsp_transport=self.p["rtsp_transport"],
+            size=self.size,
+            fps=self.fps,
+            fourcc=self.p["fourcc"],
+        )
+        self._policy = DecodePolicy(self.fps, self.p["decode_fps"], self.source.live)
+        self._feed: Feed | None = None
+        self._decoder: Decoder | None = None
+        self._decoder_how: str | None = None  # as last reported
+        self._decode_problem: tuple[CodecParams, str] | None = None  # when no decoder opens
+        self._want = Want.NOTHING
+        self._measured: tuple[float, int, int] | None = None  # (when, packets, bytes)
+        self._settled = False  # the first window after connecting is over
+        self._bit_rate: float | None = None
 
     def output_like(self, frames: list[np.ndarray]) -> tuple[tuple[int, ...], np.dtype]:
         width, height = self.size
@@ -185,191 +238,88 @@ class Camera(Block):
         if self._finished:
             self.context.sleep(1.0)
             return False
-        if self._cap is None and not self._connect():
+        feed = self._feed or self._connect()
+        if feed is None or not self._healthy(feed):
             return False
-        if self.source.live:
-            return self._next_live_frame(out)
-        return self._pacer.wait(self.context.sleep) and self._next_file_frame(out)
+        self._steer(feed)
+        item = feed.take(POLL)
+        return item is not None and self._decode_into(item, feed, out)
 
     def close(self) -> None:
-        self._release()
-
-    # -- reading ------------------------------------------------------------------------
-
-    def _next_live_frame(self, out: np.ndarray) -> bool:
-        """Take every frame the source sends (so none queue up), convert only the due ones."""
-        assert self._cap is not None
-        if not self._cap.grab():
-            return self._lost("the source stopped sending frames")
-        self._count_delivery()
-        return self._pacer.due() and self._retrieve_into(out)
-
-    def _next_file_frame(self, out: np.ndarray) -> bool:
-        assert self._cap is not None
-        if not self._cap.grab() and not self._rewind():
-            return False
-        self._count_delivery()
-        return self._retrieve_into(out)
-
-    def _rewind(self) -> bool:
-        """At the end of a file: start it again (loop = true), or say it has finished."""
-        assert self._cap is not None
-        if self._frames == 0:
-            return self._lost("the file has no frames that can be decoded")
-        if not self.p["loop"]:
-            self._finished = True
-            self._release()
-            self._set_reason(f"finished: {self.source.show()} played to its end (loop = false)")
-            return False
-        self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-        if self._cap.grab():
-            return True
-        self._release()  # a stream that cannot seek: open the file again
-        return False
-
-    def _retrieve_into(self, out: np.ndarray) -> bool:
-        """Decode into ``out`` when the source has the asked size, else resize into it."""
-        assert self._cap is not None
-        same_size = self.delivered_size in (None, self.size)
-        ok, image = self._cap.retrieve(image=out if same_size else self._scratch)
-        if not ok or image is None:
-            return self._lost("a frame could not be decoded")
-        self._note_size(image)
-        if image is out:
-            return True
-        if image.ndim == 2:
-            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-        if image.shape == out.shape:
-            np.copyto(out, image)
-        else:
-            shrink = image.shape[1] > out.shape[1]
-            cv2.resize(
-                image,
-                self.size,
-                dst=out,
-                interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR,
-            )
-        self._scratch = image
-        return True
-
-    def _note_size(self, image: np.ndarray) -> None:
-        if self._frames == 1:  # first frame since (re)connecting
-            self.delivered_size = (image.shape[1], image.shape[0])
-            if self._reason is not None:
-                self.context.log.info("source %s is back", self.source.show())
-            self._set_reason(None)
-            self._backoff = RETRY_FIRST
-            if not self.source.live:
-                self._report_delivery()
-
-    def _count_delivery(self) -> None:
-        """Count frames from the source, and measure a live source's rate once."""
-        self._frames += 1
-        if not self.source.live or self.delivered_fps is not None:
-            return
-        now = time.monotonic()
-        if self._frames == 1:
-            self._measure_from = now
-        elif now - self._measure_from >= MEASURE_SECONDS:
-            self.delivered_fps = (self._frames - 1) / (now - self._measure_from)
-            self._report_delivery()
-
-    def _report_delivery(self) -> None:
-        size = self.delivered_size or (0, 0)
-        fps = self.delivered_fps or 0.0
-        resize = "" if size == self.size else ", resizing"
-        self.context.detail(
-            f"{size[0]}x{size[1]} at {fps:.3g} fps (asked {self.size[0]}x{self.size[1]}"
-            f" at {self.fps:g}{resize})"
-        )
-        self.context.log.info(
-            "%s delivers %dx%d at %.3g fps (asked %dx%d at %g fps%s)",
-            self.source.show(),
-            *size,
-            fps,
-            *self.size,
-            self.fps,
-            resize,
-        )
+        feed = getattr(self, "_feed", None)  # None, or never made: setup() may have failed
+        if feed is not None:
+            feed.stop()
+            self._feed = None
 
     # -- connecting -----------------------------------------------------------------------
 
-    def _connect(self) -> bool:
-        attempt = self._in_background(self._try_to_open)
-        if attempt is None:
-            return False  # stopping
-        cap, why = attempt
-        if cap is None:
-            self._wait_for_source(why)
+    def _connect(self) -> Feed | None:
+        """Open the source (on the feed's thread, while the heartbeat goes on); None if it
+        did not open, after waiting out the backoff."""
+        from ..video.feed import Feed
+
+        feed = Feed(
+            self.source,
+            self._settings,
+            self.context.packets,
+            pace_fps=None if self.source.live else self.fps,
+            loop=self.p["loop"],
+        )
+        feed.want = self._policy.want(self.context.frames_wanted(), None, False)
+        feed.start()
+        give_up = self.p["timeout"] + self.p["stall_timeout"]
+        while not feed.settled:
+            if not self.context.sleep(0.02):
+                feed.stop()
+                return None
+            if feed.silent_for() > give_up:
+                self._lost(feed, f"no answer within {self.p['timeout']:g} s")
+                return None
+        if not feed.opened:
+            self._lost(feed, feed.failure or "the source did not open")
+            return None
+        self._feed = feed
+        self._decoder = None
+        self._measured = None
+        self.delivered_fps = None if self.source.live else feed.stream_fps
+        self._report_delivery(feed)
+        return feed
+
+    def _healthy(self, feed: Feed) -> bool:
+        """Whether the connection still delivers; if not, why, and wait to reconnect."""
+        if feed.finished and not feed.backlog():  # its last frames first: then it is over
+            self._finish(feed)
             return False
-        self._cap = cap
-        self._frames = 0
-        self._scratch = None
-        self._pacer = Pacer(self.fps)
-        if self.source.live:
-            self.delivered_fps = None
-        else:
-            self.delivered_fps = cap.get(cv2.CAP_PROP_FPS) or None
+        if feed.finished:
+            return True
+        if feed.failure is not None or feed.ended:
+            self._lost(feed, feed.failure or "the source stopped sending frames")
+            return False
+        stall = self.p["stall_timeout"]
+        if self.source.live and feed.silent_for() > stall:
+            self._lost(feed, f"no packet for {stall:g} s")
+            return False
+        if feed.packets and self._reason is not None:
+            self.context.log.info("source %s is back", self.source.show())
+            self._set_reason(None)
+            self._backoff = RETRY_FIRST
+        self._measure(feed)
         return True
 
-    def _try_to_open(self) -> tuple[cv2.VideoCapture | None, str]:
-        """The opened source, or None and why not."""
-        cap = self._new_capture()
-        if cap.isOpened():
-            return cap, ""
-        cap.release()
-        return None, why_unavailable(self.source, self.p["timeout"])
-
-    def _in_background(self, work: Callable[[], _T]) -> _T | None:
-        """Run ``work`` in a helper thread while the heartbeat goes on: an RTSP handshake or
-        a DNS look-up on a box that just booted can take longer than the watchdog allows.
-        None if the block is asked to stop first (the thread is abandoned with the process).
-        """
-        result: list[_T] = []
-        helper = threading.Thread(target=lambda: result.append(work()), daemon=True)
-        helper.start()
-        while helper.is_alive():
-            if not self.context.sleep(0.02):
-                return None
-        if not result:
-            raise RuntimeError(f"opening {self.source.show()} failed unexpectedly")
-        return result[0]
-
-    def _new_capture(self) -> cv2.VideoCapture:
-        target = self.source.target
-        if self.source.kind == "device":
-            return self._new_device_capture()
-        if self.source.kind == "file":
-            return cv2.VideoCapture(str(target), cv2.CAP_FFMPEG)
-        transport = self.p["rtsp_transport"]
-        if transport == "auto":
-            os.environ.pop("OPENCV_FFMPEG_CAPTURE_OPTIONS", None)
-        else:
-            os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = f"rtsp_transport;{transport}"
-        ms = int(self.p["timeout"] * 1000)
-        options = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
-        return cv2.VideoCapture(str(target), cv2.CAP_FFMPEG, options)
-
-    def _new_device_capture(self) -> cv2.VideoCapture:
-        cap = cv2.VideoCapture(self.source.target, cv2.CAP_V4L2)
-        if cap.isOpened():
-            if self.p["fourcc"]:
-                cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*self.p["fourcc"]))
-            cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.size[0])
-            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.size[1])
-            cap.set(cv2.CAP_PROP_FPS, self.fps)
-            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # the newest frame, not a queue of old ones
-        return cap
-
-    def _lost(self, why: str) -> bool:
-        self._release()
-        self._wait_for_source(why)
-        return False
-
-    def _wait_for_source(self, why: str) -> None:
+    def _lost(self, feed: Feed, why: str) -> None:
+        """Drop the connection, say why, and wait out the backoff."""
+        feed.stop()
+        self._feed = None
+        self._decoder = None
         self._set_reason(f"waiting for source {self.source.show()}: {why}")
         self.context.sleep(self._backoff)
         self._backoff = min(self._backoff * 2, self.p["retry_max"])
+
+    def _finish(self, feed: Feed) -> None:
+        feed.stop()
+        self._feed = None
+        self._finished = True
+        self._set_reason(f"finished: {self.source.show()} played to its end (loop = false)")
 
     def _set_reason(self, reason: str | None) -> None:
         if reason != self._reason:
@@ -378,20 +328,114 @@ class Camera(Block):
             self.context.waiting(reason)
             self._reason = reason
 
-    def _release(self) -> None:
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
+    # -- decoding -----------------------------------------------------------------------
 
+    def _steer(self, feed: Feed) -> None:
+        """Tell the feed what to hand over for decoding: nothing, keyframes or everything."""
+        readers = self.context.frames_wanted()
+        want = self._policy.want(readers, feed.keyframe_interval, feed.intra_only)
+        feed.want = want
+        if want is not self._want:
+            self._want = want
+            self._report_delivery(feed)
 
-def _prepare_opencv(timeout: float) -> None:
-    """Process-wide OpenCV settings for a camera worker (one block per process).
+    def _decode_into(self, item: Item, feed: Feed, out: np.ndarray) -> bool:
+        """Decode the packet if the policy says so, and convert the frame if it is due."""
+        from ..video.decode import to_bgr
 
-    The block reports its own reasons; FFmpeg's and OpenCV's warnings would only bury the
-    real error in the worker's stderr tail, and FFmpeg's could show a stream's URL. V4L2
-    waits 10 s for a frame of a stalled camera unless told otherwise, longer than the
-    watchdog; OpenCV reads that setting on the first frame, so it is set before.
-    """
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
-    os.environ.setdefault("OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT", str(math.ceil(timeout)))
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        backlog = feed.backlog()
+        if self._want is Want.KEYFRAMES and not item.keyframe:
+            return False  # handed over before the mode changed
+        if not self._policy.decode_now(self._want, backlog):
+            return False
+        decoder = self._decoder_for(item, feed)
+        if decoder is None:
+            return False
+        frames = decoder.decode(item.packet)
+        self.decoded += 1
+        if decoder.how != self._decoder_how:  # a hardware decoder gave up mid-stream
+            self._report_delivery(feed)
+        if not frames or not self._policy.convert_now(self._want, backlog):
+            return False
+        frame = frames[-1]
+        to_bgr(frame, out)
+        if (frame.width, frame.height) != self.delivered_size:
+            self.delivered_size = (frame.width, frame.height)
+            self._report_delivery(feed)
+        return True
+
+    def _decoder_for(self, item: Item, feed: Feed) -> Decoder | None:
+        """The decoder of the item's generation, in the current mode; None if none opens."""
+        from ..video.decode import Decoder
+
+        keyframes_only = self._want is Want.KEYFRAMES
+        decoder = self._decoder
+        if decoder is not None and (decoder.params, decoder.keyframes_only) == (
+            item.params,
+            keyframes_only,
+        ):
+            return decoder
+        if self._decode_problem is not None and self._decode_problem[0] == item.params:
+            return None  # said so already: the packets still go out
+        self._decoder, self._decode_problem = None, None
+        try:
+            self._decoder = Decoder(item.params, self.p["hwaccel"], keyframes_only)
+        except Exception as exc:  # an FFmpeg without a decoder for this codec, say
+            why = f"cannot decode {item.params.codec}: {exc}"
+            self._decode_problem = (item.params, why)
+            self.context.log.warning("%s", why)
+        self._report_delivery(feed)
+        return self._decoder
+
+    # -- reporting ----------------------------------------------------------------------
+
+    def _measure(self, feed: Feed) -> None:
+        """A source's frame rate and bit rate, measured from its packets.
+
+        The first window after connecting is thrown away: FFmpeg hands over at once what
+        it read while it looked at the stream, and a server may send a burst at first.
+        """
+        now = time.monotonic()
+        if self._measured is None:
+            if feed.packets:
+                self._measured = (now, feed.packets, feed.bytes)
+                self._settled = False
+            return
+        since, packets, size = self._measured
+        window = MEASURE_SECONDS if self.delivered_fps is None else REMEASURE_SECONDS
+        if now - since < window:
+            return
+        self._measured = (now, feed.packets, feed.bytes)
+        if not self._settled:
+            self._settled = True
+            return
+        self._bit_rate = (feed.bytes - size) * 8 / (now - since)
+        if self.source.live:
+            self.delivered_fps = (feed.packets - packets) / (now - since)
+        self._report_delivery(feed)
+
+    def _report_delivery(self, feed: Feed) -> None:
+        """The status detail: what the source delivers, and what is decoded how."""
+        params = feed.params
+        size = (params.width, params.height) if params else self.delivered_size or (0, 0)
+        codec = f" {params.codec}" if params else ""
+        fps = f" at {self.delivered_fps:.3g} fps" if self.delivered_fps else ""
+        bits = self._bit_rate or (params.bit_rate if params else 0)
+        rate = f", {bits / 1e6:.2g} Mbit/s" if bits else ""
+        resize = "" if size in (self.size, (0, 0)) else ", resizing"
+        asked = f"asked {self.size[0]}x{self.size[1]} at {self.fps:g}{resize}"
+        decoding = self._policy.describe(self._want, feed.keyframe_interval)
+        self._decoder_how = self._decoder.how if self._decoder is not None else None
+        if self._decode_problem is not None:
+            decoding = self._decode_problem[1]
+        elif self._decoder_how is not None and self._want is not Want.NOTHING:
+            decoding += f" {self._decoder_how}"
+        text = f"{size[0]}x{size[1]}{codec}{fps}{rate} ({asked}); {decoding}"
+        if text != self._detail:
+            self._detail = text
+            self.context.detail(text)
+            self.context.log.info("%s delivers %s", self.source.show(), text)
+
+    def _report_testsrc(self) -> None:
+        w, h = self.size
+        self.context.detail(f"{w}x{h} at {self.fps:g} fps (asked {w}x{h} at {self.fps:g})")

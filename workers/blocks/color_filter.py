@@ -19,6 +19,7 @@ _HSV = int_list(3, 0, 255)
 
 
 def _hsv_triple(value: Any) -> str | None:
+    """3 integers: hue 0 to 179, saturation and value 0 to 255"""
     return _HSV(value) or (f"hue must be 0-179, not {value[0]}" if value[0] > 179 else None)
 
 

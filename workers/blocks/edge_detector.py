@@ -17,6 +17,7 @@ from ..block import Block, Param, in_range
 
 
 def _blur_size(value: Any) -> str | None:
+    """0, or an odd number from 3 to 31"""
     if value == 0 or (value % 2 == 1 and 3 <= value <= 31):
         return None
     return f"must be 0 (no blur) or an odd number from 3 to 31, not {value}"

@@ -61,6 +61,7 @@ BIND_RETRY = 3.0  # seconds between attempts while the port is in use
 
 
 def _listen(value: Any) -> str | None:
+    """ADDR:PORT ([::1]:8081 for IPv6)"""
     try:
         parse_listen(value)
     except ValueError as exc:
@@ -69,7 +70,11 @@ def _listen(value: Any) -> str | None:
 
 
 class Preview(Block):
-    """A sink: serves every input as MJPEG and JPEG snapshots (see the module docstring)."""
+    """A sink: serves every input as an MJPEG stream and JPEG snapshots over HTTP.
+
+    http://ADDR:PORT/ shows every input; /stream/NAME.mjpg?fps=&quality=&width= and
+    /snapshot/NAME.jpg serve one, by block name or position. A viewer gets the newest
+    frame, never a queue, and no viewer costs the graph nothing."""
 
     min_inputs = 1
     max_inputs = None
@@ -120,14 +125,13 @@ class Preview(Block):
         return []
 
     def setup(self) -> None:
-        self._server: PreviewServer | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="preview-http", daemon=True
         )
         self._thread.start()
         names = _input_names(self.context)
-        self._server = self._call(self._make_server(names or []))
+        self._server: PreviewServer = self._call(self._make_server(names or []))
         self._bound = False
         self._retry_at = 0.0
         self._try_bind()
@@ -186,14 +190,15 @@ class Preview(Block):
         loop = getattr(self, "_loop", None)
         if loop is None:
             return
-        if self._server is not None:
+        server: PreviewServer | None = getattr(self, "_server", None)  # None: setup failed
+        if server is not None:
             try:
-                self._call(self._server.close(), timeout=5.0)
+                self._call(server.close(), timeout=5.0)
             except Exception as exc:  # closing must not hide why the worker stops
                 self.context.log.warning("closing the HTTP server: %s", exc)
         loop.call_soon_threadsafe(loop.stop)
         self._thread.join(5.0)
-        self._loop = None
+        del self._loop  # closed: a second close() does nothing
 
 
 def _input_names(context: Any) -> list[str] | None:

@@ -1,48 +1,63 @@
-"""The recorder block: its inputs side by side, to MJPEG .avi files and a latest.jpg.
+"""The recorder block: video in segments that a small disk can keep for days, and a latest.jpg.
 
-The box records onto an SD card or a small disk, so the recorder is built to live with
-little space:
+What it writes (``codec``):
 
-- a new file every ``max_file_bytes`` or ``max_file_seconds`` (and when the picture
-  changes size), named ``<block>-<date>-<time>-<n>.avi``; a file ends within the
-  writer's 32 KiB buffer of ``max_file_bytes``;
-- its own old files (that prefix, in ``directory``) deleted past ``max_total_bytes`` in
-  all, or ``max_age_seconds`` of age; nothing else in the directory is touched;
-- ``latest.jpg`` rewritten at most every ``snapshot_interval`` seconds (wear), and
-  replaced atomically (temp file, fsync, rename), so a reader never sees half a picture;
-- a full disk stops the recording, not the graph: the block keeps running, says why
-  (``context.waiting``) and tries again every ``retry_interval`` seconds.
+- ``copy`` (the default when its one input publishes packets: a camera with an encoded
+  source): the camera's own H.264/H.265/MJPEG packets into fragmented MP4, without
+  decoding or encoding anything;
+- ``h264`` (the default otherwise): its inputs' frames, side by side, thinned to ``fps``
+  and encoded with H.264 into fragmented MP4;
+- ``mjpeg``: its inputs' frames as JPEGs into ``.avi`` files (OpenCV's writer), as the
+  recorder did before segments.
+
+Segments (``workers/video/segmenter.py``) are cut at keyframes every
+``segment_seconds``, and wherever the stream breaks (a new resolution or codec, a
+gap), named by their start time in UTC (``<block>-YYYYMMDDTHHMMSS.mmmZ.mp4``; see
+``workers/video/segments.py``). Storage never fills (``workers/video/storage.py``): the
+oldest of this recorder's own segments go first, to keep ``min_free_bytes`` free, at
+most ``max_total_bytes``, none older than ``max_age_seconds``. A full disk stops the
+recording, not the graph: the block keeps running, says why (``context.waiting``) and
+tries again every ``retry_interval`` seconds. ``latest.jpg`` is replaced at most every
+``snapshot_interval`` seconds (the card wears), atomically; in copy mode it is one
+keyframe decoded now and then.
 
 ``directory`` defaults to ``recordings``, relative to the worker's working directory;
-the daemon may give another default (the unit's state directory). Frames are thinned to
-``fps``, the rate written into the files, so they play back in real time. OpenCV's own
-MJPEG writer is used: it needs no FFmpeg, but it drops data silently on a full disk, so
-the recorder checks the free space and that its file keeps growing.
+the daemon may give another default (the unit's state directory).
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from ..block import Block, Param, in_range
+from ..block import Block, ConfigurationError, Kind, Param, in_range
+from ..ipc.packets import CodecParams, Packet
 from ..picture import side_by_side
+from ..video.segments import Namer, Segment
+from ..video.storage import DiskFull, Limits, Storage
 
 SNAPSHOT = "latest.jpg"
-CLEANUP_EVERY = 60.0  # seconds between age checks while one file is being written
-STALLED_WRITES = 64  # writes without the file growing that mean the writer is failing
-MIN_FREE = 256 * 1024  # bytes kept free beyond two frames, for the file's index
+CODECS = ("auto", "copy", "h264", "mjpeg")
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow")
+STALLED_WRITES = 64  # .avi writes without the file growing that mean the writer is failing
 
 
 def _not_negative(value: Any) -> str | None:
     return None if value >= 0 else f"must be 0 (no limit) or more, not {value}"
+
+
+def _one_of(choices: tuple[str, ...]) -> Any:
+    def check(value: Any) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(choices)}, not {value!r}"
+
+    return check
 
 
 def _snapshot_interval(value: Any) -> str | None:
@@ -56,7 +71,7 @@ class RecordingStopped(Exception):
 
 
 class Recorder(Block):
-    """A sink: records any number of inputs, side by side at the first input's height."""
+    """A sink: one camera's packets as they are, or any number of inputs side by side."""
 
     min_inputs = 1
     max_inputs = None
@@ -67,24 +82,49 @@ class Recorder(Block):
             default="recordings",
             doc="where files go; relative to the worker's working directory unless absolute",
         ),
+        "codec": Param(
+            str,
+            default="auto",
+            check=_one_of(CODECS),
+            doc="copy: the input's packets as they are (MP4); h264: encode frames (MP4);"
+            " mjpeg: frames as JPEGs (.avi); auto: copy when the one input publishes"
+            " packets, else h264",
+        ),
+        "segment_seconds": Param(
+            float,
+            default=10.0,
+            check=in_range(1, 3600),
+            doc="a new file at the first keyframe after this many seconds",
+        ),
+        "gap_seconds": Param(
+            float,
+            default=2.0,
+            check=in_range(0.1, 3600),
+            doc="packets this much later than the one before (a reconnect) start a new file",
+        ),
         "fps": Param(
             float,
             default=15.0,
             check=in_range(0.1, 120),
-            doc="frames per second written; faster input is thinned",
+            doc="h264 and mjpeg: frames per second written; faster input is thinned",
         ),
-        "quality": Param(int, default=80, check=in_range(1, 100), doc="JPEG quality"),
-        "max_file_bytes": Param(
+        "quality": Param(
+            int, default=80, check=in_range(1, 100), doc="JPEG quality (mjpeg, latest.jpg)"
+        ),
+        "preset": Param(
+            str, default="veryfast", check=_one_of(PRESETS), doc="h264: the x264 preset"
+        ),
+        "bit_rate": Param(
+            int,
+            default=2_000_000,
+            check=in_range(50_000, 100_000_000),
+            doc="h264: bits per second",
+        ),
+        "min_free_bytes": Param(
             int,
             default=256 * 1024**2,
             check=_not_negative,
-            doc="start a new file past this size; 0 = no limit",
-        ),
-        "max_file_seconds": Param(
-            float,
-            default=600.0,
-            check=_not_negative,
-            doc="start a new file after this long; 0 = no limit",
+            doc="keep at least this much free on the filesystem; 0 = no limit",
         ),
         "max_total_bytes": Param(
             int,
@@ -117,62 +157,125 @@ class Recorder(Block):
         problems = []
         if not str(params.get("directory", "recordings")).strip():
             problems.append("directory is empty")
-        file_max, total_max = params.get("max_file_bytes", 0), params.get("max_total_bytes", 0)
-        if file_max and total_max and file_max > total_max:
-            problems.append(
-                f"max_file_bytes ({file_max}) is above max_total_bytes ({total_max}):"
-                " one file would not fit"
-            )
         return problems
+
+    @classmethod
+    def input_kinds(cls, params: dict[str, Any], offered: Sequence[bool]) -> list[Kind]:
+        """Copy takes the first input's packets (the loader refuses an input without
+        any); auto copies when the one input has packets; h264 and mjpeg take frames."""
+        codec = params.get("codec", "auto")
+        copy = codec == "copy" or (codec == "auto" and len(offered) == 1 and offered[0])
+        return ["packets" if copy and i == 0 else "frames" for i in range(len(offered))]
+
+    # -- run time ---------------------------------------------------------------------
 
     def setup(self) -> None:
         self.directory = Path(self.p["directory"]).absolute()
+        limits = Limits(
+            self.p["min_free_bytes"], self.p["max_total_bytes"], self.p["max_age_seconds"]
+        )
+        try:
+            self.storage = Storage(self.directory, Namer(self.name), limits, self.context.log)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read {self.directory}: {exc.strerror}") from None
+        self.context.log.info(
+            "%d earlier segments in %s (%.1f MiB)",
+            len(self.storage.index), self.directory, self.storage.index.total_bytes / 2**20,
+        )  # fmt: skip
         self.period = 1.0 / self.p["fps"]
-        self.path: Path | None = None  # the file being written
-        self._writer: cv2.VideoWriter | None = None
-        self._frame_size: tuple[int, int] | None = None
-        self._opened_at = 0.0
-        self._file_bytes = 0
-        self._stalled = 0
-        self._largest_write = 0
-        self._sequence = 0
+        self._packets: Any = None  # a PacketSegmenter, once the first packet or frame came
+        self._encoder: Any = None  # frames -> packets (h264)
+        self._avi: AviSegmenter | None = None  # frames -> .avi (mjpeg)
         self._next_frame = 0.0
         self._next_snapshot = 0.0
-        self._next_cleanup = 0.0
         self._paused_until: float | None = None
+        self._refused: tuple[int, str] | None = None  # a generation no file can take, and why
         self.reason: str | None = None
+
+    # -- packets (copy) ---------------------------------------------------------------
+
+    def process_packet(self, packet: Packet, codec: CodecParams) -> None:
+        from ..video.mux import MUXABLE, MuxError
+
+        now = time.monotonic()
+        if codec.codec not in MUXABLE:
+            self._refuse(
+                packet.generation,
+                f"input {self._input()!r} sends {codec.codec!r} packets, which is not video"
+                f" a recording can hold ({', '.join(MUXABLE)}); nothing is written",
+            )
+            return
+        if self._refused is not None and self._refused[0] == packet.generation:
+            return
+        if self._snapshot_due(now, packet.keyframe):
+            self._guard(lambda: self._snapshot_keyframe(packet, codec), now)
+        if self._stopped(now):
+            return
+        segments = self._packet_segmenter()
+        try:
+            written = self._guard(lambda: segments.take(packet, codec), now)
+        except MuxError as exc:
+            segments.finish("the stream cannot be written")
+            self._refuse(packet.generation, f"input {self._input()!r}: {exc}")
+            return
+        if written and (self.reason is not None or self._refused is not None):
+            self._resume()
+
+    def _refuse(self, generation: int, why: str) -> None:
+        if self._refused != (generation, why):
+            self._refused = (generation, why)
+            self.context.log.warning("%s", why)
+            self.context.waiting(why)
+            self.reason = why
+
+    def _input(self) -> str:
+        return self.context.inputs[0] if self.context.inputs else "?"
+
+    def _packet_segmenter(self) -> Any:
+        if self._packets is None:
+            from ..video.segmenter import PacketSegmenter
+
+            self._packets = PacketSegmenter(
+                self.storage,
+                self.p["segment_seconds"],
+                self.p["gap_seconds"],
+                self.context.log,
+                on_start=self._say_segment,
+            )
+        return self._packets
+
+    def _say_segment(self, segment: Segment, codec: CodecParams) -> None:
+        self.context.detail(f"{codec.codec} {codec.width}x{codec.height} -> {segment.name}")
+
+    def _snapshot_keyframe(self, packet: Packet, codec: CodecParams) -> None:
+        from ..video.snapshot import SnapshotError, decode_keyframe
+
+        try:
+            picture = decode_keyframe(packet.data, codec)
+        except SnapshotError as exc:
+            self.context.log.warning("no latest.jpg this time: %s", exc)
+            return
+        self._write_snapshot(picture)
+
+    # -- frames (h264, mjpeg) ---------------------------------------------------------
 
     def process(self, frames: list[np.ndarray]) -> None:
         now = time.monotonic()
-        if self._paused_until is not None and now < self._paused_until:
-            return
         snapshot_due, frame_due = self._snapshot_due(now), self._frame_due(now)
         if not (snapshot_due or frame_due):
             return  # input faster than fps: not even composed
         picture = side_by_side(frames)
-        try:
-            if snapshot_due:
-                self._snapshot(picture)
-            if frame_due:
-                self._record(picture, now)
-        except RecordingStopped as exc:
-            self._stop(str(exc), now)
+        if snapshot_due:
+            self._guard(lambda: self._write_snapshot(picture), now)
+        if not frame_due or self._stopped(now):
             return
-        except OSError as exc:
-            self._stop(_describe(exc, self.directory), now)
-            return
-        if self.reason is not None and self._writer is not None:
+        time_ns = time.time_ns()
+        if self.p["codec"] == "mjpeg":
+            written = self._guard(lambda: self._avi_segmenter().take(picture, time_ns), now)
+        else:
+            written = self._guard(lambda: self._encode(picture, time_ns), now)
+        if written and self.reason is not None:
             self._resume()
-
-    def close(self) -> None:
-        self._close_file()
-
-    def _snapshot_due(self, now: float) -> bool:
-        interval = self.p["snapshot_interval"]
-        if not interval or now < self._next_snapshot:
-            return False
-        self._next_snapshot = now + interval
-        return True
 
     def _frame_due(self, now: float) -> bool:
         """Thins the input to ``fps``, allowing some jitter, without catch-up bursts."""
@@ -181,142 +284,51 @@ class Recorder(Block):
         self._next_frame = max(self._next_frame + self.period, now - self.period)
         return True
 
-    # -- latest.jpg -----------------------------------------------------------------------
+    def _encode(self, picture: np.ndarray, time_ns: int) -> bool:
+        if self._encoder is None:
+            self._encoder = FrameEncoding(self._packet_segmenter(), self.p)
+        return self._encoder.take(picture, time_ns)
 
-    def _snapshot(self, picture: np.ndarray) -> None:
-        ok, jpeg = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, self.p["quality"]])
+    def _avi_segmenter(self) -> AviSegmenter:
+        if self._avi is None:
+            self._avi = AviSegmenter(self.storage, self.p, self.context.log)
+        return self._avi
+
+    # -- latest.jpg -------------------------------------------------------------------
+
+    def _snapshot_due(self, now: float, keyframe: bool = True) -> bool:
+        interval = self.p["snapshot_interval"]
+        if not interval or not keyframe or now < self._next_snapshot:
+            return False
+        self._next_snapshot = now + interval
+        return True
+
+    def _write_snapshot(self, picture: np.ndarray) -> None:
+        quality = [cv2.IMWRITE_JPEG_QUALITY, self.p["quality"]]
+        ok, jpeg = cv2.imencode(".jpg", picture, quality)
         if ok:
             self.directory.mkdir(parents=True, exist_ok=True)
             write_atomically(self.directory / SNAPSHOT, jpeg.tobytes())
 
-    # -- video files ----------------------------------------------------------------------
+    # -- stopping and resuming --------------------------------------------------------
 
-    def _record(self, picture: np.ndarray, now: float) -> None:
-        if self._writer is None or self._file_is_full(picture, now):
-            self._start_file(picture, now)
-        elif now >= self._next_cleanup:
-            self._clean_up(now)
-        self._check_free_space()
-        assert self._writer is not None
-        self._writer.write(picture)
-        self._check_growth()
-
-    def _file_is_full(self, picture: np.ndarray, now: float) -> bool:
-        size = (picture.shape[1], picture.shape[0])
-        max_bytes, max_seconds = self.p["max_file_bytes"], self.p["max_file_seconds"]
-        return (
-            size != self._frame_size
-            or bool(max_bytes and self._file_bytes + self._largest_write > max_bytes)
-            or bool(max_seconds and now - self._opened_at >= max_seconds)
-        )
-
-    def _start_file(self, picture: np.ndarray, now: float) -> None:
-        self._close_file()
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._clean_up(now)
-        height, width = picture.shape[:2]
-        self._largest_write = max(self._largest_write, width * height * 3 // 8)  # a guess
-        self._check_free_space()
-        path = self._new_path()
-        fourcc = cv2.VideoWriter_fourcc(*"MJPG")
-        writer = cv2.VideoWriter(
-            str(path), cv2.CAP_OPENCV_MJPEG, fourcc, self.p["fps"], (width, height)
-        )
-        if not writer.isOpened():
-            writer.release()
-            path.unlink(missing_ok=True)
-            raise RecordingStopped(f"cannot create a video file in {self.directory}")
-        writer.set(cv2.VIDEOWRITER_PROP_QUALITY, self.p["quality"])
-        self._writer, self.path, self._frame_size = writer, path, (width, height)
-        self._opened_at, self._file_bytes, self._stalled = now, path.stat().st_size, 0
-        self.context.log.info("recording to %s (%dx%d)", path, width, height)
-
-    def _new_path(self) -> Path:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        while True:
-            self._sequence += 1
-            path = self.directory / f"{self.name}-{stamp}-{self._sequence:04d}.avi"
-            if not path.exists():
-                return path
-
-    def _check_free_space(self) -> None:
-        stat = os.statvfs(self.directory)
-        free = stat.f_bavail * stat.f_frsize
-        if free < 2 * self._largest_write + MIN_FREE:
-            raise RecordingStopped(f"disk full in {self.directory} ({free // 1024} KiB free)")
-
-    def _check_growth(self) -> None:
-        """OpenCV's writer ignores write errors: a file that stops growing is failing."""
-        assert self.path is not None
+    def _guard(self, action: Any, now: float) -> Any:
+        """Run ``action``; a full or unwritable disk stops the recording instead of the block."""
         try:
-            size = self.path.stat().st_size
-        except FileNotFoundError:  # deleted under us: its space only returns once closed
-            self.context.log.warning("%s was deleted while recording; starting another", self.path)
-            self._close_file()
-            return
-        if size > self._file_bytes:
-            self._largest_write = max(self._largest_write, size - self._file_bytes)
-            self._file_bytes, self._stalled = size, 0
-            return
-        self._stalled += 1
-        if self._stalled >= STALLED_WRITES:
-            raise RecordingStopped(
-                f"disk full? {self.path.name} stopped growing: the video writer is failing"
-            )
+            return action()
+        except (DiskFull, RecordingStopped) as exc:
+            self._stop(str(exc), now)
+        except OSError as exc:
+            self._stop(_describe(exc, self.directory), now)
+        return None
 
-    def _close_file(self) -> None:
-        if self._writer is None:
-            return
-        self._writer.release()
-        self._writer, self._frame_size = None, None
-        if self.path is not None and self.path.exists() and self.path.stat().st_size < 1024:
-            self.path.unlink()  # a header at most: nothing worth keeping
-
-    # -- keeping the directory within bounds ----------------------------------------------
-
-    def _clean_up(self, now: float) -> None:
-        """Delete this recorder's files past the age limit, then the oldest past the total."""
-        self._next_cleanup = now + CLEANUP_EVERY
-        max_age, max_total = self.p["max_age_seconds"], self.p["max_total_bytes"]
-        files = self._own_files()
-        total = sum(size for _, size, _ in files)
-        for mtime, size, path in files:
-            if path == self.path and self._writer is not None:
-                continue  # the file being written
-            too_old = bool(max_age) and time.time() - mtime > max_age
-            if not (too_old or (max_total and total > max_total)):
-                continue
-            path.unlink(missing_ok=True)
-            total -= size
-            self.context.log.info("deleted %s (%s)", path.name, "age" if too_old else "space")
-
-    def _own_files(self) -> list[tuple[float, int, Path]]:
-        """This recorder's files, oldest first, as (mtime, size, path).
-
-        Only names this block writes: another recorder's files in the same directory,
-        even one named "<this name>-something", are never touched.
-        """
-        own = re.compile(rf"{re.escape(self.name)}-\d{{8}}-\d{{6}}-\d+\.avi")
-        files = []
-        for path in self.directory.iterdir():
-            if not own.fullmatch(path.name):
-                continue
-            try:
-                stat = path.stat()
-            except FileNotFoundError:
-                continue  # deleted meanwhile
-            files.append((stat.st_mtime, stat.st_size, path))
-        return sorted(files, key=lambda file: (file[0], file[2].name))
-
-    # -- stopping and resuming ------------------------------------------------------------
+    def _stopped(self, now: float) -> bool:
+        return self._paused_until is not None and now < self._paused_until
 
     def _stop(self, why: str, now: float) -> None:
         retry = self.p["retry_interval"]
         self._paused_until = now + retry
-        try:
-            self._close_file()
-        except OSError:
-            self._writer = None
+        self._close_files()
         reason = f"recording stopped: {why}; trying again every {retry:g} s"
         if reason != self.reason:
             self.context.log.warning("%s", reason)
@@ -327,7 +339,175 @@ class Recorder(Block):
         self.context.log.info("recording again in %s", self.directory)
         self.context.waiting(None)
         self.reason = None
+        self._refused = None
         self._paused_until = None
+
+    def _close_files(self) -> None:
+        """Close what is being written; a full disk must not keep it from closing."""
+        for close in (self._close_encoder, self._close_packets, self._close_avi):
+            try:
+                close()
+            except OSError as exc:
+                self.context.log.warning("closing the recording failed: %s", exc)
+
+    def _close_encoder(self) -> None:
+        encoder, self._encoder = self._encoder, None
+        if encoder is not None:
+            encoder.flush()
+
+    def _close_packets(self) -> None:
+        if self._packets is not None:
+            self._packets.finish()
+
+    def _close_avi(self) -> None:
+        if self._avi is not None:
+            self._avi.finish()
+
+    def close(self) -> None:
+        self._close_files()
+
+
+class FrameEncoding:
+    """Frames -> H.264 packets -> the packet segmenter: the copy path, fed by an encoder.
+
+    Pictures are cropped to even sizes (4:2:0 needs them); a new size is a new encoder
+    and a new generation, so it starts a new segment. Timestamps are the frames' wall
+    clock, so the file plays in real time whatever the input's rate.
+    """
+
+    def __init__(self, segments: Any, params: dict[str, Any]):
+        self.segments = segments
+        self.p = params
+        self.encoder: Any = None
+        self.size: tuple[int, int] | None = None
+        self.generation = 0
+        self.number = 0
+        self.start_ns = 0
+
+    def take(self, picture: np.ndarray, time_ns: int) -> bool:
+        height, width = picture.shape[0] // 2 * 2, picture.shape[1] // 2 * 2
+        if self.encoder is None or self.size != (width, height):
+            self.flush()
+            self._open(width, height, time_ns)
+        return self._hand_on(self.encoder.encode(picture, time_ns))
+
+    def _open(self, width: int, height: int, time_ns: int) -> None:
+        from ..video.encode import Encoder
+        from ..video.options import EncodeOptions
+
+        options = EncodeOptions(preset=self.p["preset"], bit_rate=self.p["bit_rate"])
+        self.encoder = Encoder(options, width, height, self.p["fps"])
+        self.size, self.start_ns = (width, height), time_ns
+        self.generation += 1
+
+    def _hand_on(self, packets: list[Any]) -> bool:
+        params = self.encoder.params
+        tb = params.time_base
+        written = False
+        for p in packets:
+            self.number += 1
+            time_ns = self.start_ns + p.pts * tb[0] * 10**9 // tb[1]
+            packet = Packet(
+                self.number, p.data, p.pts, p.dts, p.duration, p.keyframe, self.generation,
+                time_ns,
+            )  # fmt: skip
+            written = self.segments.take(packet, params) or written
+        return written
+
+    def flush(self) -> None:
+        """The encoder's last packets into the segment, which is then closed."""
+        if self.encoder is not None:
+            encoder = self.encoder
+            try:
+                self._hand_on(encoder.flush())
+            finally:
+                self.encoder = None
+                self.segments.finish()
+
+
+class AviSegmenter:
+    """Frames as JPEGs into ``.avi`` segments (OpenCV's MJPEG writer, which needs no FFmpeg).
+
+    A new file every ``segment_seconds`` and when the picture changes size. OpenCV's
+    writer drops data silently on a full disk, so a file that stops growing stops the
+    recording.
+    """
+
+    def __init__(self, storage: Storage, params: dict[str, Any], log: Any):
+        self.storage = storage
+        self.p = params
+        self.log = log
+        self.writer: cv2.VideoWriter | None = None
+        self.path: Path | None = None
+        self.size: tuple[int, int] | None = None
+        self.start_ns = self.last_ns = 0
+        self._bytes = 0
+        self._stalled = 0
+        self._next_check = 0.0
+
+    def take(self, picture: np.ndarray, time_ns: int) -> bool:
+        size = (picture.shape[1], picture.shape[0])
+        long_enough = time_ns - self.start_ns >= self.p["segment_seconds"] * 1e9
+        if self.writer is None or size != self.size or long_enough:
+            self.finish()
+            self._start(size, time_ns)
+        elif time.monotonic() >= self._next_check:
+            self._next_check = time.monotonic() + 1.0
+            self.storage.make_room(time.time_ns(), self._bytes)
+        assert self.writer is not None
+        self.writer.write(picture)
+        self.last_ns = time_ns
+        self._check_growth()
+        return True
+
+    def _start(self, size: tuple[int, int], time_ns: int) -> None:
+        self.storage.make_room(time.time_ns())
+        path = self.storage.new_path(time_ns, "avi")
+        fourcc = cv2.VideoWriter.fourcc(*"MJPG")
+        writer = cv2.VideoWriter(str(path), cv2.CAP_OPENCV_MJPEG, fourcc, self.p["fps"], size)
+        if not writer.isOpened():
+            writer.release()
+            path.unlink(missing_ok=True)
+            raise RecordingStopped(f"cannot create a video file in {self.storage.directory}")
+        writer.set(cv2.VIDEOWRITER_PROP_QUALITY, self.p["quality"])
+        self.writer, self.path, self.size = writer, path, size
+        self.start_ns, self._bytes, self._stalled = time_ns, path.stat().st_size, 0
+        self._next_check = time.monotonic() + 1.0
+        self.log.info("recording to %s (mjpeg %dx%d)", path.name, *size)
+
+    def _check_growth(self) -> None:
+        """OpenCV's writer ignores write errors: a file that stops growing is failing."""
+        assert self.path is not None
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:  # deleted under us: its space only returns once closed
+            self.log.warning("%s was deleted while recording; starting another", self.path)
+            self.finish()
+            return
+        if size > self._bytes:
+            self._bytes, self._stalled = size, 0
+            return
+        self._stalled += 1
+        if self._stalled >= STALLED_WRITES:
+            raise RecordingStopped(
+                f"disk full? {self.path.name} stopped growing: the video writer is failing"
+            )
+
+    def finish(self) -> None:
+        writer, self.writer = self.writer, None
+        if writer is None or self.path is None:
+            return
+        writer.release()
+        path = self.path
+        if not path.exists():
+            return
+        size = path.stat().st_size
+        if size < 1024:
+            path.unlink()  # a header at most: nothing worth keeping
+            return
+        end_ns = self.last_ns + int(1e9 / self.p["fps"])
+        os.utime(path, ns=(end_ns, end_ns))
+        self.storage.add(Segment(self.start_ns, path.name, end_ns, size, path))
 
 
 def write_atomically(path: Path, data: bytes) -> None:

@@ -98,4 +98,4 @@ class Screen(Block):
                 root.destroy()
             except self._tk.TclError:
                 pass  # the display went away first
-            self._root = None
+            del self._root  # closed: no window left to touch

@@ -27,10 +27,28 @@ _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 
 Kind = Literal["testsrc", "device", "file", "url"]
 
+FOURCC_FORMATS = {
+    "MJPG": "mjpeg",
+    "JPEG": "mjpeg",
+    "H264": "h264",
+    "HEVC": "hevc",
+    "YUYV": "yuyv422",
+    "YUY2": "yuyv422",
+    "UYVY": "uyvy422",
+    "NV12": "nv12",
+    "YU12": "yuv420p",
+    "GREY": "gray",
+    "RGB3": "rgb24",
+    "BGR3": "bgr24",
+}
+"""V4L2 pixel formats a camera may be asked for, as FFmpeg's ``input_format`` names them."""
+ENCODED_FOURCCS = ("MJPG", "JPEG", "H264", "HEVC")
+"""The V4L2 formats that are encoded video: a device asked for one publishes packets."""
+
 
 @dataclass(frozen=True)
 class Source:
-    """A parsed source: its kind, and what ``cv2.VideoCapture`` is given to open it."""
+    """A parsed source: its kind, and what FFmpeg is given to open it."""
 
     kind: Kind
     target: str | int
@@ -39,6 +57,13 @@ class Source:
     def live(self) -> bool:
         """Live sources pace themselves; testsrc and files are paced by the camera."""
         return self.kind in ("device", "url")
+
+    def sends_packets(self, fourcc: str = "") -> bool:
+        """Whether it sends encoded video, whose packets the camera publishes as received:
+        a stream or a file does; a V4L2 device when asked for MJPEG or H.264."""
+        if self.kind == "device":
+            return fourcc in ENCODED_FOURCCS
+        return self.kind != "testsrc"
 
     def show(self) -> str:
         return redact(str(self.target))
@@ -95,8 +120,9 @@ def _check_url(url: str) -> None:
 def why_unavailable(source: Source, timeout: float) -> str:
     """A short reason why ``source`` did not open, found by looking at it directly.
 
-    OpenCV only says "not opened"; a person fixing a box needs "connection refused",
-    "no such device" or "permission denied".
+    FFmpeg's errors are terse ("Input/output error") and quote the URL with its password;
+    a person fixing a box needs "connection refused", "no such device" or "permission
+    denied".
     """
     if source.kind == "url":
         return _why_url(str(source.target), timeout)

@@ -135,7 +135,19 @@ class Heartbeat:
             detail = self._text(_DETAIL, values[8], MAX_DETAIL)
             _atomics.fence_acquire()
             if _atomics.load_relaxed(mm, _SEQ) == seq:
-                return Beat(*values[:7], reason=reason, busy_hist=hist, detail=detail)
+                beat_ns, pid, state, frames_in, frames_out, dropped, busy_ns = values[:7]
+                return Beat(
+                    beat_ns,
+                    pid,
+                    state,
+                    frames_in,
+                    frames_out,
+                    dropped,
+                    busy_ns,
+                    reason=reason,
+                    busy_hist=hist,
+                    detail=detail,
+                )
         return None  # the worker is mid-write every time we look: try again later
 
     def _text(self, offset: int, length: int, limit: int) -> str | None:

@@ -64,6 +64,6 @@ def ask_for_death_signal(sig: int = signal.SIGUSR1) -> bool:
     """
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+        return int(libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)) == 0  # ctypes calls are untyped
     except (OSError, AttributeError):
         return False

@@ -58,6 +58,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import TypedDict
 
 import posix_ipc
 
@@ -189,6 +190,21 @@ def packet_wire_bytes(data_bytes: int, readers: int, index_slots: int = DEFAULT_
     return Layout(index_slots, data_bytes, readers).total
 
 
+class PacketReaderStats(TypedDict):
+    attached_pid: int
+    packets: int
+    dropped: int
+    gaps: int
+
+
+class PacketWireStats(TypedDict):
+    packets: int
+    bytes: int
+    generation: int
+    writer_pid: int
+    readers: list[PacketReaderStats]
+
+
 def _align(n: int, to: int) -> int:
     return (n + to - 1) // to * to
 
@@ -239,7 +255,10 @@ def _attach(names: RunNames, block: str) -> _Open:
             f" version {LAYOUT_VERSION}. Restart the daemon so that every worker runs one"
             " version."
         )
-    u = lambda off: _atomics.load_relaxed(mm, off)  # noqa: E731
+
+    def u(offset: int) -> int:
+        return _atomics.load_relaxed(mm, offset)
+
     layout = Layout(u(_INDEX_SLOTS), u(_DATA_BYTES), u(_READERS))
     if len(mm) < layout.total:
         segment.close()
@@ -300,10 +319,10 @@ class PacketWire:
     def layout(self) -> Layout:
         return self._w.layout
 
-    def stats(self) -> dict:
+    def stats(self) -> PacketWireStats:
         """Packets and bytes written, and per reader slot the packets read, dropped, gaps."""
         w = self._w
-        readers = []
+        readers: list[PacketReaderStats] = []
         for i in range(w.layout.readers):
             base = w.layout.reader(i)
             readers.append(
@@ -488,7 +507,9 @@ class PacketReader:
             raise PacketWireError(
                 f"{self._w.label} has reader slots 0..{layout.readers - 1}, not {reader}"
             )
-        self._bell = open_semaphore(names.packet_doorbell(block, reader))
+        self._bell: posix_ipc.Semaphore | None = open_semaphore(
+            names.packet_doorbell(block, reader)
+        )
         self._row = layout.reader(reader)
         self._after_copy = after_copy
         mm = self._w.mm
@@ -539,6 +560,8 @@ class PacketReader:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return None
+            if self._bell is None:
+                raise PacketWireError(f"{self._w.label}: read after close()")
             try:
                 self._bell.acquire(remaining)
             except posix_ipc.BusyError:

@@ -54,7 +54,7 @@ class NameTaken(FileExistsError):
         self.name = name
 
     def __str__(self) -> str:
-        return self.strerror
+        return self.strerror or ""
 
 
 def mode_for(group: int | None) -> int:

@@ -47,9 +47,12 @@ import mmap
 import os
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypedDict
 
 import numpy as np
+import numpy.typing as npt
 import posix_ipc
 
 from . import _atomics
@@ -75,11 +78,14 @@ _MAGIC, _VERSION, _SLOTS, _SLOT_BYTES, _READERS, _STRIDE, _DATA = (8 * i for i i
 _HEAD, _WRITER_PID = LINE, LINE + 8
 # Then one line per reader, then one line per slot.
 _READER_TABLE = 2 * LINE
-_R_PID, _R_FRAMES, _R_DROPPED = 0, 8, 16
+_R_PID, _R_FRAMES, _R_DROPPED, _R_LAPPED = 0, 8, 16, 24
 _S_SEQ, _S_TIME, _S_NBYTES, _S_NDIM, _S_SHAPE, _S_DTYPE = 0, 8, 16, 24, 32, 48  # shape: 4 x u32
 _DESCRIPTION = struct.Struct("=QQ4I8s")  # nbytes, ndim, shape, dtype: the slot's bytes 16..56
 _DESC_START, _DESC_END = _S_NBYTES, _S_NBYTES + _DESCRIPTION.size
 _VIEW_CACHE = 64  # frame descriptions a reader remembers the array view of
+TRIES = 64
+"""Attempts at one frame that the writer overwrites before a reader with no deadline
+waits for the doorbell again instead of spinning."""
 
 
 class WireError(Exception):
@@ -92,6 +98,23 @@ class FrameTooLarge(WireError):
 
 def _align(n: int, to: int) -> int:
     return (n + to - 1) // to * to
+
+
+_FrameKey = tuple[tuple[int, ...], np.dtype[Any]]
+"""A frame's shape and dtype: what a slot's description says."""
+
+
+class ReaderStats(TypedDict):
+    attached_pid: int
+    frames: int
+    dropped: int
+    lapped: int
+
+
+class WireStats(TypedDict):
+    frames: int
+    writer_pid: int
+    readers: list[ReaderStats]
 
 
 @dataclass(frozen=True)
@@ -198,7 +221,10 @@ def _open_segment(names: RunNames, block: str) -> _Mapping:
             f"wire {block!r} has layout version {version}; this pipelined reads version"
             f" {LAYOUT_VERSION}. Restart the daemon so that every worker runs one version."
         )
-    u = lambda off: _atomics.load_relaxed(mm, off)  # noqa: E731
+
+    def u(offset: int) -> int:
+        return _atomics.load_relaxed(mm, offset)
+
     layout = Layout(slots=u(_SLOTS), slot_bytes=u(_SLOT_BYTES), readers=u(_READERS))
     if len(mm) < layout.total:
         segment.close()
@@ -259,10 +285,10 @@ class Wire:
     def layout(self) -> Layout:
         return self._m.layout
 
-    def stats(self) -> dict:
+    def stats(self) -> WireStats:
         """Frames written, and per reader index the frames read and dropped."""
         m = self._m
-        readers = []
+        readers: list[ReaderStats] = []
         for i in range(m.layout.readers):
             base = m.layout.reader(i)
             readers.append(
@@ -270,6 +296,7 @@ class Wire:
                     "attached_pid": m.u64(base + _R_PID),
                     "frames": m.u64(base + _R_FRAMES),
                     "dropped": m.u64(base + _R_DROPPED),
+                    "lapped": m.u64(base + _R_LAPPED),
                 }
             )
         return {"frames": m.u64(_HEAD), "writer_pid": m.u64(_WRITER_PID), "readers": readers}
@@ -282,6 +309,19 @@ class Wire:
 
     def close(self) -> None:
         self._m.close()
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists (it may belong to another user: that is no answer)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OverflowError:
+        return False  # not a pid at all: a corrupt line
+    return True
 
 
 def _unlink(segment: str, semaphores: list[str]) -> None:
@@ -303,7 +343,7 @@ class WireWriter:
         self._bells = [open_semaphore(names.doorbell(block, i)) for i in range(layout.readers)]
         self._next = _atomics.load_acquire(self._m.mm, _HEAD) + 1
         self._loaned: int | None = None
-        self._described: list[tuple[tuple, np.ndarray] | None] = [None] * layout.slots
+        self._described: list[tuple[_FrameKey, np.ndarray] | None] = [None] * layout.slots
         _atomics.store_relaxed(self._m.mm, _WRITER_PID, os.getpid())
 
     @property
@@ -315,14 +355,13 @@ class WireWriter:
         """Frames published so far on this wire, by this writer and its predecessors."""
         return self._next - 1
 
-    def borrow(self, shape: tuple[int, ...], dtype: np.dtype | str = np.uint8) -> np.ndarray:
+    def borrow(self, shape: tuple[int, ...], dtype: npt.DTypeLike = np.uint8) -> np.ndarray:
         """The next slot as an array to fill in place; ``publish()`` sends it.
 
         Each slot remembers the frame description last written into it, so a stream of
         same-sized frames costs two atomic stores here and no new numpy object.
         """
-        dtype = np.dtype(dtype)
-        key = (tuple(map(int, shape)), dtype)
+        key = (tuple(map(int, shape)), np.dtype(dtype))
         m, f = self._m, self._next
         index = f % m.layout.slots
         slot = m.layout.slot(index)
@@ -337,7 +376,7 @@ class WireWriter:
         self._loaned = f
         return cached[1]
 
-    def _describe(self, key: tuple[tuple[int, ...], np.dtype], index: int):
+    def _describe(self, key: _FrameKey, index: int) -> tuple[bytes, np.ndarray]:
         """The slot header bytes and the array view for frames of this shape and dtype."""
         shape, dtype = key
         nbytes = math.prod(shape) * dtype.itemsize
@@ -371,6 +410,17 @@ class WireWriter:
         np.copyto(out, frame, casting="no")
         return self.publish(timestamp_ns)
 
+    def attached_readers(self) -> int:
+        """How many reader slots a live process holds now: whether anyone takes the frames.
+
+        A reader writes its pid into its slot's line when it attaches and clears it when
+        it closes; one that was killed leaves its pid behind, so each pid is also asked
+        whether it still runs. A camera decodes nothing while this is 0.
+        """
+        m = self._m
+        pids = (m.u64(m.layout.reader(i) + _R_PID) for i in range(m.layout.readers))
+        return sum(1 for pid in pids if pid and _running(pid))
+
     def _check_fits(self, shape: tuple[int, ...], dtype: np.dtype, nbytes: int) -> None:
         if len(shape) > MAX_DIMS:
             raise WireError(f"{self._m.label}: frames have at most {MAX_DIMS} dimensions")
@@ -394,7 +444,15 @@ class WireWriter:
 class WireReader:
     """One reader of a wire, at a reader index the owner gave it."""
 
-    def __init__(self, names: RunNames, block: str, reader: int):
+    def __init__(
+        self,
+        names: RunNames,
+        block: str,
+        reader: int,
+        after_copy: Callable[[], None] | None = None,
+    ):
+        """``after_copy`` is a hook for tests: called after a frame's pixels were taken and
+        before they are checked, it lets a test make the writer lap the reader there."""
         self._m = _open_segment(names, block)
         layout = self._m.layout
         if not 0 <= reader < layout.readers:
@@ -402,12 +460,14 @@ class WireReader:
             raise WireError(
                 f"{self._m.label} has reader slots 0..{layout.readers - 1}, not {reader}"
             )
-        self._bell = open_semaphore(names.doorbell(block, reader))
+        self._bell: posix_ipc.Semaphore | None = open_semaphore(names.doorbell(block, reader))
         self._row = layout.reader(reader)
         self._last = 0
         self._views: dict[tuple[int, bytes], np.ndarray | None] = {}
+        self._after_copy = after_copy
         self.frames = 0
         self.dropped = 0
+        self.lapped = 0  # frames the writer overwrote while this reader took them
         _atomics.store_relaxed(self._m.mm, self._row + _R_PID, os.getpid())
 
     def read(self, timeout: float | None = None) -> Frame | None:
@@ -421,23 +481,34 @@ class WireReader:
     def _wait(self, timeout: float | None, copy: bool) -> Frame | None:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            frame = self._take(copy)
+            frame = self._take(copy, deadline)
             if frame is not None:
                 return frame
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return None
+            if self._bell is None:
+                raise WireError(f"{self._m.label}: read after close()")
             try:
                 self._bell.acquire(remaining)
             except posix_ipc.BusyError:
-                return self._take(copy)
+                return self._take(copy, time.monotonic())
             except posix_ipc.SignalError:
                 pass  # a signal handler ran; look again (and let it act)
 
-    def _take(self, copy: bool) -> Frame | None:
-        """The newest frame if there is one we have not had, else None. Never torn."""
+    def _take(self, copy: bool, deadline: float | None) -> Frame | None:
+        """The newest frame if there is one we have not had, else None. Never torn.
+
+        A writer that overwrites every frame while it is taken (a copy slower than the
+        writer's frame period) is not waited out forever: the reader gives up at its
+        deadline (after TRIES attempts when it has none) and counts each lost attempt.
+        """
         m = self._m
+        tries = 0
         while True:
+            if tries and (time.monotonic() >= deadline if deadline else tries >= TRIES):
+                return None
+            tries += 1
             head = _atomics.load_acquire(m.mm, _HEAD)
             if head == self._last:
                 return None
@@ -450,9 +521,13 @@ class WireReader:
             array = self._view(slot, m.layout.slot_data(index))
             if array is not None and copy:
                 array = array.copy()
+            if self._after_copy is not None:
+                self._after_copy()
             _atomics.fence_acquire()
             if _atomics.load_relaxed(m.mm, slot + _S_SEQ) != seq:
-                continue  # overwritten while we read it: torn, never delivered
+                self.lapped += 1  # overwritten while we read it: torn, never delivered
+                _atomics.store_relaxed(m.mm, self._row + _R_LAPPED, self.lapped)
+                continue
             if array is None:
                 raise WireError(f"{m.label}: frame {head} has a corrupt header")
             self._count(head)
@@ -468,9 +543,10 @@ class WireReader:
         """
         mm = self._m.mm
         key = (data, mm[slot + _DESC_START : slot + _DESC_END])
-        view = self._views.get(key, False)
-        if view is not False:
-            return view
+        try:
+            return self._views[key]
+        except KeyError:
+            pass  # a new size: parse it once
         view = self._parse(key[1], data)
         if len(self._views) >= _VIEW_CACHE:
             self._views.clear()

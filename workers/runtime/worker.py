@@ -12,6 +12,7 @@ contract, in ``pipelined.workers.contract``.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import sys
@@ -19,6 +20,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,7 +35,12 @@ from ..ipc.segment import unlink_run
 from ..ipc.wire import Frame, WireReader, WireWriter
 from ..registry import resolve
 
+if TYPE_CHECKING:
+    from ..video.encode import EncoderThread
+
 BEAT_INTERVAL = 0.1
+READERS_RECHECK = 0.25
+"""Seconds a "does anyone take the frames?" answer is kept: a system call per reader."""
 DEATH_SIGNAL = signal.SIGUSR1
 
 
@@ -62,7 +69,12 @@ class _Context:
 
     @property
     def packets(self) -> PacketWriter | None:
-        return self._worker.packet_writer
+        """The block's own packet wire; None when the runtime's encoder fills it."""
+        worker = self._worker
+        return None if worker.encoder is not None else worker.packet_writer
+
+    def frames_wanted(self) -> bool:
+        return self._worker.frames_wanted()
 
     def sleep(self, seconds: float) -> bool:
         end = time.monotonic() + seconds
@@ -92,6 +104,8 @@ class Worker:
         self.writer: WireWriter | None = None
         self.packet_readers: list[PacketReader] = []
         self.packet_writer: PacketWriter | None = None
+        self.encoder: EncoderThread | None = None
+        self._wanted = (False, -math.inf)  # (answer, when)
         self.heartbeat: Heartbeat | None = None
         self.block: Block | None = None
         self._held: list[Frame | None] = []
@@ -145,7 +159,10 @@ class Worker:
         if self.heartbeat is None or (not force and now - self._last_beat < BEAT_INTERVAL):
             return
         self._last_beat = now
-        dropped = self.stale + sum(r.dropped for r in [*self.readers, *self.packet_readers])
+        dropped = self.stale + sum(r.dropped for r in self.all_readers)
+        detail = self.detail
+        if self.encoder is not None and self.encoder.status:
+            detail = f"{detail}; {self.encoder.status}" if detail else self.encoder.status
         self.heartbeat.publish(
             Beat(
                 state=self.state,
@@ -155,9 +172,23 @@ class Worker:
                 busy_ns=self.busy_ns,
                 reason=self.reason,
                 busy_hist=tuple(self.busy_hist),
-                detail=self.detail,
+                detail=detail,
             )
         )
+
+    def frames_wanted(self) -> bool:
+        """Whether a reader is attached to the block's frame wire, or its frames are
+        encoded; the answer is kept for ``READERS_RECHECK`` seconds."""
+        if self.encoder is not None:
+            return True
+        if self.writer is None:
+            return False
+        answer, when = self._wanted
+        now = time.monotonic()
+        if now - when >= READERS_RECHECK:
+            answer = self.writer.attached_readers() > 0
+            self._wanted = (answer, now)
+        return answer
 
     # -- the run ---------------------------------------------------------------------
 
@@ -187,6 +218,8 @@ class Worker:
         self.block = cls(args.block, args.params, _Context(self))
         if args.packet_output:  # before setup(): a camera states its codec there
             self.packet_writer = PacketWriter(self.names, args.block)
+        if args.encode is not None and self.packet_writer is not None:
+            self.encoder = self._start_encoder(args.encode)
         self.block.setup()
         if args.output:
             self.writer = WireWriter(self.names, args.block)
@@ -195,6 +228,15 @@ class Worker:
             PacketReader(self.names, wire, index) for wire, index in args.packet_inputs
         ]
         self._held = [None] * len(self.readers)
+
+    def _start_encoder(self, options: dict) -> EncoderThread:
+        """The ``encode`` key: FFmpeg is loaded only by the workers that encode."""
+        from ..video.encode import EncoderThread
+        from ..video.options import EncodeOptions
+
+        fps = self.args.params.get("fps", 30.0)  # the frame rate of a camera, a guess else
+        assert self.packet_writer is not None
+        return EncoderThread(EncodeOptions.from_dict(options), self.packet_writer, float(fps))
 
     def step(self) -> None:
         """One frame (or packet) through the block: wait for input, process, publish."""
@@ -222,6 +264,7 @@ class Worker:
             self.stale += 1
             return
         start = time.perf_counter_ns()
+        assert self.block is not None  # set_up() made it
         self.block.process_packet(packet, codec)
         self._count_busy(start)
 
@@ -247,25 +290,36 @@ class Worker:
             newer = reader.read_copy(timeout=0 if self._held[i] is not None else 1.0)
             if newer is not None:
                 self._held[i] = newer
-        if any(f is None for f in self._held):
+        held = [f for f in self._held if f is not None]
+        if len(held) < len(self._held):
             return None  # wait until every input has sent a frame
-        return list(self._held)
+        return held
 
     def produce(self, arrays: list[np.ndarray], frames: list[Frame], ts: int | None) -> int:
         """Run the block once; 1 if a frame went out, else 0."""
         block, writer = self.block, self.writer
+        assert block is not None  # set_up() made it
         shape = block.output_like(arrays) if writer is not None else None
-        if shape is not None:
+        if shape is not None and writer is not None:  # (a shape only comes with a writer)
             out = writer.borrow(*shape)
             if not block.process_into(arrays, out) or not self._inputs_intact(frames):
                 return 0
-            writer.publish(ts)
-            return 1
-        result = block.process(arrays)
-        if not self._inputs_intact(frames) or result is None or writer is None:
-            return 0
-        writer.write(np.ascontiguousarray(result), ts)
+        else:
+            result = block.process(arrays)
+            if not self._inputs_intact(frames) or result is None or writer is None:
+                return 0
+            result = np.ascontiguousarray(result)
+            out = writer.borrow(result.shape, result.dtype)
+            np.copyto(out, result, casting="no")
+        ts = time.monotonic_ns() if ts is None else ts
+        writer.publish(ts)
+        if self.encoder is not None:  # a copy of our own slot: ours, whole, until we reuse it
+            self.encoder.offer(out.copy(), ts)
         return 1
+
+    @property
+    def all_readers(self) -> list[WireReader | PacketReader]:
+        return [*self.readers, *self.packet_readers]
 
     @property
     def held_first(self) -> Frame | None:
@@ -285,8 +339,10 @@ class Worker:
                 self.block.close()
             except Exception:
                 traceback.print_exc()
+        if self.encoder is not None:
+            self.encoder.close()  # the last packets onto the wire before it is closed
         self._held = []
-        for reader in [*self.readers, *self.packet_readers]:
+        for reader in self.all_readers:
             reader.close()
         for writer in (self.writer, self.packet_writer):
             if writer is not None:

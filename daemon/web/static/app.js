@@ -1,5 +1,6 @@
 // The daemon's page: the graph drawn from /api/status once a second, a panel with
-// pipectl's buttons for the selected block, and a live MJPEG view of its wire.
+// pipectl's buttons for the selected block, a live MJPEG view of its wire, and the
+// recordings (newest first, by day, gaps shown) played in a <video>.
 // No framework and no build step: this file is served as it is.
 "use strict";
 
@@ -186,6 +187,11 @@ function updatePanel(status) {
 
 function select(name, fromUser) {
   state.selected = name;
+  if (rec.recorders.includes(name) && rec.block !== name) {
+    $("rec-block").value = name;
+    rec.block = name;
+    loadRecordings();
+  }
   $("panel").hidden = false;
   $("message").textContent = "";
   if (fromUser) history.replaceState(null, "", `#${encodeURIComponent(name)}`);
@@ -252,6 +258,7 @@ async function act(action) {
     state.busy = false;
     buttons.forEach((b) => { b.disabled = false; });
     poll();
+pollRecordings();
   }
 }
 
@@ -259,6 +266,132 @@ for (const button of document.querySelectorAll(".buttons button")) {
   button.addEventListener("click", () => act(button.dataset.action));
 }
 $("close").addEventListener("click", closePanel);
+
+// -- recordings: the list and a player -------------------------------------------------
+
+const REC_PAGE = 60;
+const REC_POLL_MS = 10000;
+const GAP_S = 1.0;
+const rec = { recorders: [], block: "", list: [], more: false, paged: false, playing: null };
+
+function recordingUrl(e) {
+  return `/recordings/${encodeURIComponent(e.block)}/${encodeURIComponent(e.file)}`;
+}
+
+async function loadRecordings(older = false) {
+  const params = new URLSearchParams({ order: "newest", limit: String(REC_PAGE) });
+  if (rec.block) params.set("block", rec.block);
+  const last = rec.list[rec.list.length - 1];
+  if (older && last) params.set("after", `${last.block}/${last.file}`);
+  let result;
+  try {
+    const resp = await fetch(`/api/recordings?${params}`, { cache: "no-store" });
+    const body = await resp.json().catch(() => null);
+    if (!resp.ok || !body?.ok) throw new Error(body?.error?.message || `HTTP ${resp.status}`);
+    result = body.result;
+  } catch (err) {
+    $("rec-message").textContent = `recordings: ${err.message}`;
+    return;
+  }
+  if (showRecorders(result.recorders.map((r) => r.block))) {
+    loadRecordings(); // the block selected in the graph is a recorder: show its own
+    return;
+  }
+  rec.list = older ? rec.list.concat(result.recordings) : result.recordings;
+  rec.paged = older;
+  rec.more = result.more;
+  drawRecordings();
+}
+
+// Fills the recorder choice; true if it now picked the recorder selected in the graph.
+function showRecorders(names) {
+  $("recordings").hidden = names.length === 0;
+  if (names.join() === rec.recorders.join()) return false;
+  rec.recorders = names;
+  const pick = $("rec-block");
+  pick.replaceChildren(new Option("all recorders", ""), ...names.map((n) => new Option(n, n)));
+  const adopt = !rec.block && names.includes(state.selected);
+  if (adopt) rec.block = state.selected;
+  pick.value = rec.block;
+  return adopt;
+}
+
+function cell(row, text) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  row.appendChild(td);
+  return td;
+}
+
+function drawRecordings() {
+  const body = $("rec-list").querySelector("tbody");
+  body.replaceChildren();
+  let day = "";
+  const newer = new Map(); // block -> the entry listed just before (newer) of that block
+  for (const e of rec.list) {
+    const start = new Date(e.start * 1000);
+    const later = newer.get(e.block);
+    if (later && later.start - e.end > GAP_S) {
+      const row = body.insertRow();
+      row.className = "gap";
+      cell(row, e.block);
+      cell(row, `no recording for ${fmtAge(later.start - e.end)}`).colSpan = 3;
+    }
+    newer.set(e.block, e);
+    if (start.toLocaleDateString() !== day) {
+      day = start.toLocaleDateString();
+      const row = body.insertRow();
+      row.className = "day";
+      cell(row, start.toLocaleDateString(undefined, { weekday: "long", year: "numeric",
+        month: "long", day: "numeric" })).colSpan = 4;
+    }
+    const row = body.insertRow();
+    row.className = "segment";
+    row.dataset.url = recordingUrl(e);
+    row.classList.toggle("playing", rec.playing?.file === e.file && rec.playing?.block === e.block);
+    cell(row, e.block);
+    cell(row, start.toLocaleTimeString());
+    cell(row, `${e.duration.toFixed(1)} s`);
+    cell(row, fmtBytes(e.bytes));
+    row.addEventListener("click", () => play(e));
+  }
+  $("rec-older").disabled = !rec.more;
+  $("rec-message").textContent = rec.list.length ? "" : "no recordings yet";
+}
+
+function play(e) {
+  rec.playing = e;
+  const player = $("player");
+  player.src = recordingUrl(e);
+  $("playback").hidden = false;
+  $("player-caption").textContent =
+    `${e.block} · ${new Date(e.start * 1000).toLocaleString()} · ${e.duration.toFixed(1)} s`;
+  player.play().catch(() => {}); // a browser may refuse to start by itself; the controls can
+  drawRecordings();
+}
+
+$("player").addEventListener("ended", () => {
+  // On to the next (newer) segment of the same recorder, if it is listed.
+  const i = rec.list.indexOf(rec.playing);
+  const next = rec.list.slice(0, Math.max(i, 0)).reverse()
+    .find((e) => e.block === rec.playing?.block);
+  if (next) play(next);
+});
+$("player").addEventListener("error", () => {
+  $("player-caption").textContent = `cannot play ${rec.playing?.file}: ` +
+    `${$("player").error?.message || "the browser refused it"} (it may have been deleted)`;
+});
+$("rec-block").addEventListener("change", () => {
+  rec.block = $("rec-block").value;
+  loadRecordings();
+});
+$("rec-newer").addEventListener("click", () => loadRecordings());
+$("rec-older").addEventListener("click", () => loadRecordings(true));
+
+async function pollRecordings() {
+  if (!rec.paged) await loadRecordings();
+  setTimeout(pollRecordings, REC_POLL_MS);
+}
 
 // -- polling ---------------------------------------------------------------------------
 
@@ -287,3 +420,4 @@ async function poll() {
 }
 
 poll();
+pollRecordings();
