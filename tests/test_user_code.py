@@ -176,3 +176,12 @@ def test_the_probe_runs_as_a_worker_would(tmp_path, monkeypatch):
         child = psutil.Process().children()[0]
         assert child.exe() == psutil.Process().exe() and child.cwd() == str(tmp_path)
         assert "PIPELINED_HTTP_TOKEN" not in child.environ()
+
+
+def test_a_users_recorder_is_known_by_its_bases(tmp_path):
+    from pipelined.daemon.commands.recordings import recorders
+
+    text = '[blocks.cam]\ntype = "camera"\nsource = "testsrc"\nsize = [64, 48]\n'
+    text += user("rec", "hostile_blocks:MyRecorder", 'input = "cam"', f'directory = "{tmp_path}"')
+    g = parse_graph(text, "g.toml")
+    assert recorders(list(g.blocks.values()), named=False) == [g.blocks["rec"]]
