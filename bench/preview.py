@@ -37,8 +37,10 @@ import aiohttp
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the harness
-from harness.daemon import RunningDaemon, free_port, sigterm_as_interrupt
+from harness.daemon import TOKEN, RunningDaemon, free_port, sigterm_as_interrupt
 from harness.graphs import demo_graph
+
+BEARER = {"Authorization": f"Bearer {TOKEN}"}  # the harness gives the daemon this token
 
 VIEWERS = (0, 1, 20)
 BOUNDARY = b"--frame\r\n"
@@ -50,7 +52,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 def stats(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url + "/stats", timeout=10) as resp:
+    request = urllib.request.Request(url + "/stats", headers=BEARER)
+    with urllib.request.urlopen(request, timeout=10) as resp:
         return json.loads(resp.read())
 
 
@@ -67,7 +70,8 @@ async def viewer(session: aiohttp.ClientSession, url: str, counts: list[int], i:
 
 async def measure(d: RunningDaemon, url: str, viewers: int, seconds: float) -> dict[str, Any]:
     counts = [0] * viewers
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session:
+    timeout = aiohttp.ClientTimeout(total=None)
+    async with aiohttp.ClientSession(timeout=timeout, headers=BEARER) as session:
         tasks = [asyncio.create_task(viewer(session, url, counts, i)) for i in range(viewers)]
         await asyncio.sleep(2.0)  # connected, encoding, steady
         status = await asyncio.to_thread(d.status)

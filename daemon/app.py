@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from pipelined.ctl.protocol import FAILED, CommandError
 
-from . import commands
+from . import commands, limits
 from . import systemd as sd
 from .control import ControlServer
 from .graph import Graph, GraphError, load_graph
-from .supervisor import Supervisor
+from .supervisor import ReloadError, Supervisor
 
 if TYPE_CHECKING:
     from .web import Listener
@@ -40,8 +40,10 @@ class Daemon:
         listen_sock: socket.socket | None = None,
         group: int | None = None,
         http: Listener | None = None,
+        token: str | None = None,
     ):
-        self.supervisor = Supervisor(graph, instance, group)
+        # The token opens the page, and the previews that set none of their own.
+        self.supervisor = Supervisor(graph, instance, group, preview_token=token)
         self.socket_path = socket_path
         self.listen_sock = listen_sock
         self.group = group
@@ -56,6 +58,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._sighup()))
+        limits.raise_open_files()
         self.supervisor.open()
         notifying: asyncio.Task[None] | None = None
         try:
@@ -70,7 +73,9 @@ class Daemon:
                 from .web.server import WebServer  # aiohttp and OpenCV: only with a page
 
                 self.web = WebServer(self, self.http)
-                await self.web.start()
+                await self.web.start(
+                    limits.http_connections(len(self.supervisor.blocks), self.control.max_clients)
+                )
             await self.supervisor.run()
             log.info("started %d blocks", len(self.supervisor.blocks))
             notifying = asyncio.create_task(self.notifier.run(self.supervisor))
@@ -97,19 +102,22 @@ class Daemon:
         try:
             try:
                 graph = await asyncio.to_thread(load_graph, path)
-            except GraphError as exc:
+                return await self.supervisor.reload(graph)
+            except (GraphError, ReloadError) as exc:
                 raise CommandError(
                     FAILED, f"the graph was not reloaded; the running graph carries on:\n{exc}"
                 ) from None
-            return await self.supervisor.reload(graph)
         finally:
             self.notifier.reloaded(sd.status_line(self.supervisor))
 
     async def _sighup(self) -> None:
+        """A reload asked for by SIGHUP: nobody waits for an answer, so the log has it."""
         try:
             await self.reload()
         except CommandError as exc:
             log.error("%s", exc.message)
+        except Exception:
+            log.exception("the reload asked for by SIGHUP failed (a bug in the daemon)")
 
     def stop(self) -> None:
         self._stop.set()

@@ -27,6 +27,7 @@ from . import web
 from .app import Daemon
 from .control import ControlSocketError
 from .graph import Graph, GraphError, default_graph, describe, load_graph
+from .supervisor import RunError
 
 log = logging.getLogger("pipelined")
 
@@ -77,16 +78,19 @@ def main(argv: list[str] | None = None) -> int:
         return EX_CONFIG
     path = socket_path(instance, opts.socket)
     try:
-        http = web.listen_from_args(opts, builtin=not opts.graph)
+        token = web.token_from_args(opts)
+        http = web.listen_from_args(opts, builtin=not opts.graph, token=token)
     except web.HttpError as exc:
         print(f"pipelined: {exc}", file=sys.stderr)
         return exc.exit_code
     announce(graph, path)
-    web.announce(graph, http)
-    daemon = Daemon(graph, instance, path, listen_sock=sd.listen_socket(), http=http)
+    web.announce(graph, http, token)
+    daemon = Daemon(
+        graph, instance, path, listen_sock=sd.listen_socket(), http=http, token=token.value
+    )
     try:
         asyncio.run(daemon.serve())
-    except ControlSocketError as exc:
+    except (ControlSocketError, RunError) as exc:
         print(f"pipelined: {exc}", file=sys.stderr)
         return 1
     return 0

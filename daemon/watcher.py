@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from pipelined.workers.codec import CodecError
-from pipelined.workers.contract import WorkerArgs
+from pipelined.workers.contract import WorkerArgs, mask, secret_strings
 from pipelined.workers.ipc.heartbeat import Beat, Heartbeat
 
 from .graph import BlockSpec
@@ -41,6 +41,7 @@ class Watcher:
         self.spec = spec
         self.args = args
         self.heartbeat = heartbeat
+        self._secrets = secret_strings(args.params)  # hidden in whatever status shows
         self.policy = RestartPolicy(spec.supervision, clock, on_move=self._moved)
         self.process: WorkerProcess | None = None  # the latest worker, alive or not
         self.last_exit: dict[str, Any] | None = None
@@ -60,7 +61,8 @@ class Watcher:
 
     @property
     def reason(self) -> str | None:
-        return self.policy.reason
+        """Why FAILED or waiting: the worker's words, its block's secrets hidden."""
+        return self._hide(self.policy.reason)
 
     @property
     def restarts(self) -> int:
@@ -165,7 +167,7 @@ class Watcher:
             "cpu_percent": round(live.cpu_percent, 1) if live else 0.0,
             "rss_bytes": live.rss_bytes if live else 0,
             "reason": self.reason,
-            "detail": beat.detail if beat and live else None,
+            "detail": self._hide(beat.detail) if beat and live else None,
             "last_exit": self.last_exit,
             "inputs": list(self.spec.inputs),
         }
@@ -180,8 +182,9 @@ class Watcher:
             self.process = WorkerProcess.start(self.args, self._on_exit)
         except (OSError, CodecError) as exc:  # arguments too long, no memory, no fds left
             self.process = None
-            log.error("%s: cannot launch the worker: %s", self.name, exc, extra=self._log_extra)
-            self.policy.launch_failed(str(exc))
+            why = mask(str(exc), self._secrets)
+            log.error("%s: cannot launch the worker: %s", self.name, why, extra=self._log_extra)
+            self.policy.launch_failed(why)
             return
         log.info(
             "%s: started %s as pid %d",
@@ -242,5 +245,8 @@ class Watcher:
         if self._restart_timer is not None:
             self._restart_timer.cancel()
             self._restart_timer = None
-        why = f" ({reason})" if reason else ""
+        why = f" ({self._hide(reason)})" if reason else ""
         log.info("%s: %s -> %s%s", self.name, old, new, why, extra=self._log_extra)
+
+    def _hide(self, text: str | None) -> str | None:
+        return mask(text, self._secrets) if text else text

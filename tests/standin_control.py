@@ -18,6 +18,7 @@ from typing import Any
 
 from pipelined.ctl.client import Client
 from pipelined.ctl.protocol import (
+    FAILED,
     MAX_LINE,
     NO_SUCH_BLOCK,
     CommandError,
@@ -135,6 +136,10 @@ def stand_in_commands() -> dict[str, Any]:
     async def echo(args: dict[str, Any]) -> dict[str, Any]:
         return args
 
+    async def refuse(args: dict[str, Any]) -> None:
+        size = get_arg(args, "size", int, 100)
+        raise CommandError(FAILED, "why " + "é" * size + " the end")
+
     return {
         "status": status,
         "start": action("STARTING"),
@@ -148,6 +153,7 @@ def stand_in_commands() -> dict[str, Any]:
         "slow": slow,
         "big": big,
         "echo": echo,
+        "refuse": refuse,
     }
 
 

@@ -322,3 +322,32 @@ def test_a_worker_that_cannot_be_launched_fails_with_the_reason(names):
     assert block.state == "FAILED" and block.pid is None
     assert "cannot launch the worker" in block.reason and "131,071" in block.reason
     block.heartbeat.close()
+
+
+def test_a_worker_whose_pidfd_cannot_be_opened_fails_and_leaves_no_process(names, monkeypatch):
+    """Launched, but no pidfd (out of descriptors): the block must not stay STARTING with
+    nobody watching; the worker is killed and reaped, the block FAILED with the reason."""
+    from pipelined.daemon.graph import parse_graph
+    from pipelined.daemon.process import worker_args
+    from pipelined.daemon.watcher import Watcher
+    from pipelined.workers.ipc.heartbeat import Heartbeat
+
+    graph = parse_graph(counter(), "t.toml")
+    spec = graph.blocks["count"]
+    block = Watcher(spec, worker_args(names, spec, graph), Heartbeat.create(names, "count"))
+    launched: list[int] = []
+
+    def no_pidfd(pid: int) -> int:
+        launched.append(pid)
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+
+    async def start() -> None:
+        block.start()
+
+    asyncio.run(start())
+    assert block.state == "FAILED" and block.pid is None
+    assert "Too many open files" in block.reason
+    assert launched and start_time(launched[0]) is None  # killed and reaped
+    block.heartbeat.close()

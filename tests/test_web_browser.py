@@ -23,7 +23,7 @@ import aiohttp
 import cv2
 import numpy as np
 import pytest
-from harness.daemon import free_port
+from harness.daemon import TOKEN, free_port
 from harness.graphs import demo_graph
 from test_web_support import DEMO_BLOCKS, web_daemon
 
@@ -147,6 +147,10 @@ async def scenario(d, url: str, browser: Browser, tmp_path: Path) -> None:
     async with aiohttp.ClientSession() as session:
         await browser.connect(session)
         await browser.call("Page.enable")
+        # The daemon's printed link: the token becomes a session cookie and leaves the
+        # address bar; the page, its JSON and its live views then go by the cookie.
+        await browser.call("Page.navigate", url=f"{url}/?token={TOKEN}")
+        await browser.until("location.pathname === '/' && !location.search", 30, "the login")
         await browser.call("Page.navigate", url=f"{url}/#camera")  # camera selected
         blocks = await browser.until(
             f"(b => b.length === {len(DEMO_BLOCKS)} && b.every(x => x[1] === 'RUNNING')"

@@ -16,6 +16,22 @@ and OpenCV take a good part of a second to import, which a daemon without a page
 should not pay at every start.
 """
 
-from .listen import HttpError, Listener, add_arguments, announce, listen_from_args
+from .listen import (
+    HttpError,
+    Listener,
+    Token,
+    add_arguments,
+    announce,
+    listen_from_args,
+    token_from_args,
+)
 
-__all__ = ["HttpError", "Listener", "add_arguments", "announce", "listen_from_args"]
+__all__ = [
+    "HttpError",
+    "Listener",
+    "Token",
+    "add_arguments",
+    "announce",
+    "listen_from_args",
+    "token_from_args",
+]

@@ -46,9 +46,12 @@ class WebServer:
         metrics.add_route(self.app, collector)
         self.runner: web.AppRunner | None = None
 
-    async def start(self) -> None:
-        self.runner = await start_server(self.app, sock=self.listener.sock)
-        log.info("page at %s", self.listener.url)
+    async def start(self, max_connections: int) -> None:
+        """Serve, with at most ``max_connections`` open (limits.http_connections)."""
+        self.runner = await start_server(
+            self.app, sock=self.listener.sock, max_connections=max_connections
+        )
+        log.info("page at %s (at most %d connections)", self.listener.url, max_connections)
 
     async def close(self) -> None:
         await self.live.close()

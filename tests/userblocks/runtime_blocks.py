@@ -7,6 +7,7 @@ two-core machine.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -90,6 +91,22 @@ class CrashAtOnce(_TinySource):
         raise RuntimeError("this block always crashes")
 
 
+class Chatty(_TinySource):
+    """A source that floods its stderr, then dies: a line of ``flood`` bytes without a
+    newline, a progress bar drawn with carriage returns, and its last words."""
+
+    params = {"flood": Param(int, default=32 << 20)}
+
+    def setup(self) -> None:
+        chunk = b"x" * 65536
+        for _ in range(self.p["flood"] // len(chunk)):
+            os.write(2, chunk)
+        for i in range(1, 4):
+            os.write(2, f"\rprogress {i}/3".encode())
+        os.write(2, b"\r\nlast words\n")
+        raise RuntimeError("flooded")
+
+
 class NeedsHardware(_TinySource):
     """A source whose configuration cannot run here: FAILED at once, no restarts."""
 
@@ -113,6 +130,38 @@ class SecretProbe(Block):
 
     def process(self, frames):
         self.context.sleep(0.2)
+        return None
+
+
+class Leaky(Block):
+    """Says its secret parameters everywhere a block can: on stderr at start, in its
+    waiting reason and its detail, and in its last words once ``crash_when`` exists."""
+
+    params = {
+        **{
+            key: Param(str, doc="a secret, by its name")
+            for key in ("password", "secret_key", "pwd", "passphrase", "auth", "credentials")
+        },
+        "apiKey": Param(str, doc="a secret, by its name"),
+        "token": Param(str, doc="a secret, by its name"),
+        "url": Param(str, doc="a URL with a password"),
+        "crash_when": Param(str, doc="a file: the block crashes once it exists"),
+    }
+    min_inputs = max_inputs = 0
+    has_output = False
+
+    def _said(self) -> str:
+        return " ".join(f"{k}={v!r}" for k, v in self.p.items() if k != "crash_when")
+
+    def setup(self) -> None:
+        print(f"my secrets: {self._said()}", file=sys.stderr, flush=True)
+        self.context.detail(f"detail {self._said()}")
+        self.context.waiting(f"waiting {self._said()}")
+
+    def process(self, frames):
+        if os.path.exists(self.p["crash_when"]):
+            raise RuntimeError(f"dying with {self._said()}")
+        self.context.sleep(0.1)
         return None
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
+from .access import TokenGate
 from .mjpeg import (
     FRAME_WAIT,
     NO_STORE,
@@ -27,18 +28,16 @@ from .mjpeg import (
     Streams,
     View,
     encode_jpeg,
-    given_token,
-    is_loopback,
-    local_host_header,
     mjpeg_response,
     parse_listen,
-    same_secret,
     secure_response,
     send_mjpeg,
     start_server,
 )
 
 MAX_VIEWERS = 64
+MAX_CONNECTIONS = 128
+"""Open connections at once (viewers, snapshots, a page): more get 503 and are closed."""
 MAX_ENCODINGS = 8
 SNAPSHOT_TIMEOUT = 5.0
 
@@ -181,6 +180,7 @@ class PreviewServer:
         self.block = block
         self.host, self.port = parse_listen(params["listen"])
         self.token: str = params["token"]
+        self.gate = TokenGate(self.host, self.port, self.token, realm="pipelined preview")
         self.default = View(float(params["fps"]), int(params["quality"]), int(params["width"]))
         self.client_timeout = float(params["client_timeout"])
         self.loop = asyncio.get_running_loop()
@@ -197,7 +197,9 @@ class PreviewServer:
         self.runner: web.AppRunner | None = None
 
     async def bind(self) -> None:
-        self.runner = await start_server(self.app, host=self.host, port=self.port)
+        self.runner = await start_server(
+            self.app, host=self.host, port=self.port, max_connections=MAX_CONNECTIONS
+        )
 
     async def close(self) -> None:
         await self.streams.end_all()
@@ -209,13 +211,10 @@ class PreviewServer:
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        if is_loopback(self.host) and not local_host_header(request):
-            raise web.HTTPForbidden(text="this server answers to loopback names only\n")
-        if self.token and not same_secret(given_token(request), self.token):
-            raise web.HTTPUnauthorized(
-                text="a token is needed: Authorization: Bearer TOKEN, or ?token=TOKEN\n",
-                headers={"WWW-Authenticate": 'Bearer realm="pipelined preview"'},
-            )
+        """A token always (workers/http/access.py): a first visit's becomes a cookie."""
+        refusal = self.gate.refusal(request)
+        if refusal is not None:
+            return refusal
         return await handler(request)
 
     def _feed(self, request: web.Request) -> tuple[int, Feed]:
@@ -293,13 +292,12 @@ class PreviewServer:
         return web.json_response(body, headers=NO_STORE)
 
     async def index(self, request: web.Request) -> web.Response:
-        token = request.query.get("token")
-        suffix = f"?token={html.escape(token, quote=True)}" if token else ""
+        """Every input; its links carry no token (the session cookie opens them)."""
         items = "".join(
             f'<figure><img alt="{html.escape(f.name)}"'
-            f' src="stream/{html.escape(f.name)}.mjpg{suffix}" width="480">'
+            f' src="stream/{html.escape(f.name)}.mjpg" width="480">'
             f'<figcaption>{html.escape(f.name)} &middot; <a href="snapshot/'
-            f'{html.escape(f.name)}.jpg{suffix}">snapshot</a></figcaption></figure>'
+            f'{html.escape(f.name)}.jpg">snapshot</a></figcaption></figure>'
             for f in self.feeds
         )
         page = (

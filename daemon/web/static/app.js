@@ -400,6 +400,7 @@ async function poll() {
   clearTimeout(timer);
   try {
     const resp = await fetch("/api/status", { cache: "no-store" });
+    if (resp.status === 401) { location.reload(); return; }  // the session ended: ask again
     if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
     const body = await resp.json();
     const status = body.result;
