@@ -133,6 +133,12 @@ static PyObject *fence_release(PyObject *m, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+static PyObject *fence_full(PyObject *m, PyObject *unused)
+{
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"load_acquire", (PyCFunction)(void (*)(void))load_acquire, METH_FASTCALL,
      "load_acquire(buf, offset) -> int: read a u64; later reads cannot move before it."},
@@ -146,6 +152,8 @@ static PyMethodDef methods[] = {
      "fence_acquire(): reads before it happen before reads and writes after it."},
     {"fence_release", fence_release, METH_NOARGS,
      "fence_release(): reads and writes before it happen before writes after it."},
+    {"fence_full", fence_full, METH_NOARGS,
+     "fence_full(): every read and write before it happens before every one after it."},
     {NULL, NULL, 0, NULL},
 };
 
