@@ -3,6 +3,9 @@
 SIGTERM and SIGINT stop the graph and unlink everything; SIGHUP reloads the graph file.
 Workers are launched from this, the main, thread: the kernel's parent-death signal
 that wakes them when the daemon dies is tied to the thread that started them.
+
+The control socket is set up first: a daemon that already answers there stops this one
+before it has made anything in /dev/shm (main.py asks it before even that).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipelined.ctl.protocol import FAILED, CommandError
 
-from . import commands
+from . import banner, commands
 from . import systemd as sd
 from .control import ControlServer
 from .graph import Graph, GraphError, load_graph
@@ -56,8 +59,8 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._sighup()))
-        self.supervisor.open()
         notifying: asyncio.Task[None] | None = None
+        announcing: asyncio.Task[None] | None = None
         try:
             self.control = ControlServer(
                 commands.table(self), instance=self.supervisor.names.instance, group=self.group
@@ -66,22 +69,26 @@ class Daemon:
                 await self.control.start(sock=self.listen_sock)
             elif self.socket_path is not None:
                 await self.control.start(self.socket_path)
+            self.supervisor.open()  # no await since the socket: no command comes before it
             if self.http is not None:
                 from .web.server import WebServer  # aiohttp and OpenCV: only with a page
 
                 self.web = WebServer(self, self.http)
                 await self.web.start()
+                banner.page(self.http.url, bool(self.http.token))
             await self.supervisor.run()
             log.info("started %d blocks", len(self.supervisor.blocks))
             notifying = asyncio.create_task(self.notifier.run(self.supervisor))
+            announcing = asyncio.create_task(banner.previews(self.supervisor))
             await self._stop.wait()
             log.info("stopping")
             self.notifier.stopping()
         finally:
             if self.web is not None:
                 await self.web.close()
-            if notifying is not None:
-                notifying.cancel()
+            for task in (notifying, announcing):
+                if task is not None:
+                    task.cancel()
             if self.control is not None:
                 await self.control.close()
             await self.supervisor.close()
@@ -96,7 +103,7 @@ class Daemon:
         self.notifier.reloading()
         try:
             try:
-                graph = await asyncio.to_thread(load_graph, path)
+                graph = await asyncio.to_thread(load_graph, path, self.supervisor.graph.state_dir)
             except GraphError as exc:
                 raise CommandError(
                     FAILED, f"the graph was not reloaded; the running graph carries on:\n{exc}"

@@ -10,8 +10,8 @@ from pipelined.workers.block import Block
 
 
 class RecordingContext:
-    """A block context that records what the block reports (waiting, detail) and each
-    sleep it asks for; ``sleep_cap`` shortens the sleeps."""
+    """A block context that records what the block reports (waiting, detail, what it
+    delivered and skipped) and each sleep it asks for; ``sleep_cap`` shortens the sleeps."""
 
     def __init__(self, sleep_cap: float | None = None, inputs: list[str] | None = None):
         self.log = logging.getLogger("test.blocks")
@@ -21,12 +21,20 @@ class RecordingContext:
         self.sleeps: list[float] = []
         self.stopping = False
         self.sleep_cap = sleep_cap
+        self.delivered_count = 0
+        self.skipped_count = 0
 
     def waiting(self, reason: str | None) -> None:
         self.reasons.append(reason)
 
     def detail(self, text: str | None) -> None:
         self.details.append(text)
+
+    def delivered(self, count: int = 1) -> None:
+        self.delivered_count += count
+
+    def skipped(self, count: int = 1) -> None:
+        self.skipped_count += count
 
     def sleep(self, seconds: float) -> bool:
         self.sleeps.append(seconds)

@@ -22,12 +22,8 @@ import os
 import socket
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from pipelined.workers.contract import EX_CONFIG
-
-if TYPE_CHECKING:
-    from ..graph import Graph
 
 DEMO_LISTEN = "127.0.0.1:8080"
 TOKEN_ENV = "PIPELINED_HTTP_TOKEN"
@@ -112,22 +108,3 @@ def _token(path: str | None) -> str:
     if not token:
         raise HttpError(f"--http-token-file {path} is empty", EX_CONFIG)
     return token
-
-
-def announce(graph: Graph, listener: Listener | None) -> None:
-    """Print the URLs to open: the page, and each preview block's streams."""
-    from pipelined.workers.http.mjpeg import parse_listen, url_host
-
-    if listener is not None:
-        note = " (token required)" if listener.token else ""
-        print(
-            f"pipelined: page {listener.url}{note}, metrics {listener.url}metrics", file=sys.stderr
-        )
-    for spec in graph.blocks.values():
-        if spec.type == "preview":
-            host, port = parse_listen(spec.params["listen"])
-            print(
-                f"pipelined: {spec.name} streams at http://{url_host(host)}:{port}/",
-                file=sys.stderr,
-            )
-    sys.stderr.flush()

@@ -35,11 +35,11 @@ class Counter(Block):
         self.next_at = time.monotonic()
 
     def output_like(self, frames):
-        side = self.p["side"]
+        side = self.config["side"]
         return (side, side, 3), np.dtype(np.uint8)
 
     def process_into(self, frames, out) -> bool:
-        self.next_at += 1.0 / self.p["fps"]
+        self.next_at += 1.0 / self.config["fps"]
         if not self.context.sleep(max(0.0, self.next_at - time.monotonic())):
             return False
         self.n += 1
@@ -52,6 +52,16 @@ class Invert(Block):
 
     def process(self, frames):
         return 255 - frames[0]
+
+
+class Slow(Block):
+    """Passes frames on, taking ``delay`` seconds over each: a block that cannot keep up."""
+
+    params = {"delay": Param(float, default=0.05, check=in_range(0, 10))}
+
+    def process(self, frames):
+        time.sleep(self.config["delay"])
+        return frames[0]
 
 
 class Tally(Block):
@@ -67,9 +77,9 @@ class Tally(Block):
     def process(self, frames):
         self.count += 1
         if self.count % 10 == 1:
-            tmp = Path(self.p["path"] + ".tmp")
+            tmp = Path(self.config["path"] + ".tmp")
             tmp.write_text(f"{self.count} {int(frames[0].flat[0])} {os.getpid()}\n")
-            tmp.replace(self.p["path"])
+            tmp.replace(self.config["path"])
         return None
 
 
@@ -109,7 +119,7 @@ class SecretProbe(Block):
     has_output = False
 
     def setup(self) -> None:
-        Path(self.p["report"]).write_text(f"{self.p['url']}\n{self.p['password']}\n")
+        Path(self.config["report"]).write_text(f"{self.config['url']}\n{self.config['password']}\n")
 
     def process(self, frames):
         self.context.sleep(0.2)
@@ -138,7 +148,7 @@ class PacketCounter(Counter):
             return False
         packets = self.context.packets
         packets.write(self.n.to_bytes(8, "little"), pts=self.n, dts=self.n,
-                      keyframe=self.n % self.p["gop"] == 1)  # fmt: skip
+                      keyframe=self.n % self.config["gop"] == 1)  # fmt: skip
         return True
 
 
@@ -165,7 +175,7 @@ class PacketTally(Block):
             assert packet.keyframe, "the first packet a reader gets is a keyframe"
         self.numbers.append(number)
         if len(self.numbers) % 10 == 1:
-            tmp = Path(self.p["path"] + ".tmp")
+            tmp = Path(self.config["path"] + ".tmp")
             line = f"{len(self.numbers)} {self.numbers[0]} {number} {self.gaps} {codec.codec}\n"
             tmp.write_text(line)
-            tmp.replace(self.p["path"])
+            tmp.replace(self.config["path"])

@@ -1,0 +1,87 @@
+"""What the daemon tells a person at its terminal: what runs, and where to look.
+
+Each address is printed only once something listens there: the page's once its server
+runs, a preview block's once the block is RUNNING and says no reason (it has bound its
+port). A preview that waits for its port (another daemon's preview holds it) says so,
+and its address follows if it gets the port. A block that does not start with the graph
+(``autostart = false``) is named with the command that starts it.
+
+Lines go to stderr, where the log goes too: under systemd the journal has them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .states import State
+
+if TYPE_CHECKING:
+    from .graph import Graph
+    from .supervisor import Supervisor
+
+LOOK_EVERY = 0.25
+
+
+def say(line: str) -> None:
+    print(f"pipelined: {line}", file=sys.stderr, flush=True)
+
+
+def pipectl() -> str:
+    """How to run pipectl from here: ``pipectl`` if it is on $PATH, else its path beside
+    this Python (``.venv/bin/pipectl`` after the README's demo command)."""
+    beside = Path(sys.executable).parent / "pipectl"
+    found = shutil.which("pipectl")
+    if found is not None and Path(found).resolve() == beside.resolve():
+        return "pipectl"
+    if not beside.exists():
+        return "pipectl"
+    relative = os.path.relpath(beside)
+    return relative if not relative.startswith("..") else str(beside)
+
+
+def graph_lines(graph: Graph, control: Path | None) -> None:
+    """What runs, where it records, and the blocks that wait to be asked."""
+    say(f"running {graph.source} ({len(graph.blocks)} blocks)")
+    ctl = pipectl()
+    for spec in graph.blocks.values():
+        if spec.type == "recorder":
+            folder = spec.params["directory"]
+            say(f"{spec.name} records to {folder} (latest frame: {folder}/latest.jpg)")
+        if not spec.supervision.autostart:
+            say(
+                f"{spec.name} ({spec.type}) is not started until asked (autostart = false):"
+                f" {ctl} start {spec.name}"
+            )
+    if control is not None:
+        say(f"control socket {control} ({ctl} status)")
+
+
+def page(url: str, token: bool) -> None:
+    note = " (token required)" if token else ""
+    say(f"page {url}{note}, metrics {url}metrics")
+
+
+async def previews(supervisor: Supervisor) -> None:
+    """Say each preview's address once it serves, or why it does not yet; until cancelled."""
+    from pipelined.workers.http.mjpeg import parse_listen, url_host
+
+    said: dict[str, str | None] = {}  # block -> what was said last (None: its address)
+    while True:
+        for watcher in list(supervisor.blocks.values()):
+            if watcher.spec.type != "preview" or watcher.state != State.RUNNING:
+                continue
+            name, reason = watcher.name, watcher.reason
+            if name in said and said[name] == reason:
+                continue
+            if reason is None:
+                host, port = parse_listen(watcher.spec.params["listen"])
+                say(f"{name} streams at http://{url_host(host)}:{port}/")
+            else:
+                say(f"{name} does not serve yet: {reason}")
+            said[name] = reason
+        await asyncio.sleep(LOOK_EVERY)
