@@ -77,12 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     state = state_dir(opts.state_dir, instance)
     if opts.check:
         return check(opts.check, state)
+    sd.log_to_journal(instance)  # only when systemd gave us the journal as stderr
     listen_sock = sd.listen_socket()
     path = socket_path(instance, opts.socket)
     if listen_sock is None and (other := answering(path)) is not None:
         print(f"pipelined: {other}", file=sys.stderr)
         return 1
-    sd.log_to_journal(instance)  # only when systemd gave us the journal as stderr
     try:
         graph = load_graph(opts.graph, state) if opts.graph else default_graph(state)
     except GraphError as exc:
