@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     sd.log_to_journal(instance)  # only when systemd gave us the journal as stderr
     listen_sock = sd.listen_socket()
     path = socket_path(instance, opts.socket)
-    if listen_sock is None and (other := answering(path)) is not None:
+    if listen_sock is None and (other := answering(path, opts.socket, instance)) is not None:
         print(f"pipelined: {other}", file=sys.stderr)
         return 1
     try:
@@ -124,7 +124,7 @@ def state_dir(given: str | None, instance: str) -> Path:
     return Path(xdg) / "pipelined" / instance
 
 
-def answering(path: Path) -> str | None:
+def answering(path: Path, explicit: str | None, instance: str) -> str | None:
     """What to say if a daemon already answers at ``path``: asked before anything is
     made, so a second start neither prints addresses nor touches the first's objects."""
     try:
@@ -134,12 +134,14 @@ def answering(path: Path) -> str | None:
         return None
     except (CommandError, ProtocolError):
         hello = {}  # something answers there, if not as we expect
-    instance = hello.get("instance", "?") if isinstance(hello, dict) else "?"
+    theirs = hello.get("instance", "?") if isinstance(hello, dict) else "?"
+    which = f"--socket {path}" if explicit else f"--instance {instance}"
+    which = "" if not explicit and instance == DEFAULT_INSTANCE else f" {which}"
     return (
-        f"a daemon already answers at {path} (instance {instance}): see it with"
-        f" `{banner.pipectl()} status`, stop it where it runs (Ctrl-C) or with systemctl;"
-        " to run another beside it, give this one another --instance (and its graph"
-        " other ports)"
+        f"a daemon already answers at {path} (instance {theirs}): see it with"
+        f" `{banner.pipectl()}{which} status`, stop it where it runs (Ctrl-C) or with"
+        " systemctl; to run another beside it, give this one another --instance (and its"
+        " graph other ports)"
     )
 
 

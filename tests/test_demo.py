@@ -38,6 +38,7 @@ def test_demo_graph_records_the_cameras_h264_as_it_comes():
                                 cwd=d.dir, timeout=60)  # fmt: skip
         assert second.returncode == 1
         assert f"a daemon already answers at {d.socket} (instance {d.instance})" in second.stderr
+        assert f"pipectl --socket {d.socket} status`" in second.stderr  # how to see it
         assert "http://" not in second.stderr and "records to" not in second.stderr
         assert d.runs() == runs and d.block("camera")["restarts"] == 0  # the first's intact
         # Asked, the screen starts; without a display it says why and stays FAILED.
