@@ -164,8 +164,7 @@ async def scenario(d, url: str, browser: Browser, tmp_path: Path) -> None:
         await browser.call("Page.enable")
         # The daemon's printed link: the token becomes a session cookie and leaves the
         # address bar; the page, its JSON and its live views then go by the cookie.
-        await browser.call("Page.navigate", url=f"{url}/?token={TOKEN}")
-        await browser.until("location.pathname === '/' && !location.search", 30, "the login")
+        await log_in(browser, url)
         await browser.call("Page.navigate", url=f"{url}/#camera")  # camera selected
         blocks = await browser.until(
             f"(b => b.length === {len(DEMO_BLOCKS)} && b.every(x => x[1] === 'RUNNING')"
@@ -257,11 +256,18 @@ def test_the_page_plots_the_last_hour_and_the_preview_page_shows_every_stream(tm
         (Path("/dev/shm") / entry).unlink(missing_ok=True)
 
 
+async def log_in(browser: Browser, url: str) -> None:
+    """Open ``url`` as the daemon prints it: the token becomes the server's session cookie."""
+    await browser.call("Page.navigate", url=f"{url}/?token={TOKEN}")
+    await browser.until("location.pathname === '/' && !location.search", 30, "the login")
+
+
 async def screenshots(url: str, preview: str, browser: Browser) -> None:
     async with aiohttp.ClientSession() as session:
         await browser.connect(session)
         await browser.call("Page.enable")
         await browser.window(1280, 900)
+        await log_in(browser, url)
         await browser.call("Page.navigate", url=f"{url}/#camera")  # its live view, too
         await browser.until(PLOTTED_JS, 60, "a line of the last hour in every block's plots")
         await browser.until(AGREES_JS, 30, "the recorder's rates as status has them")
@@ -273,7 +279,7 @@ async def screenshots(url: str, preview: str, browser: Browser) -> None:
         assert page.shape[:2] == (900, 1280)
         assert tuple(int(v) for v in page[890, 5]) == BACKGROUND  # the page's own look
 
-        await browser.call("Page.navigate", url=f"{preview}/")
+        await log_in(browser, preview)  # its streams and look.css then go by the cookie
         shown = await browser.until(STREAMS_JS, 30, "every stream of the preview")
         assert [alt for alt, *_ in shown] == ["camera, live", "red, live", "edges, live"]
         for alt, left, top, right, bottom in shown:
