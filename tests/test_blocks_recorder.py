@@ -553,6 +553,35 @@ def test_a_frame_overwritten_while_it_was_taken_is_never_written(tmp_path, codec
         block.close()
 
 
+def test_latest_jpg_of_several_inputs_is_made_before_the_check_and_only_if_whole(tmp_path):
+    """The labelled latest.jpg is made of the recorder's own copies, taken before it asks
+    whether the first input is still whole: a writer that overwrites the frame at the
+    check changes nothing written, and one that overwrote it before gets nothing written."""
+    values = params(Recorder, directory=str(tmp_path), min_free_bytes=0, codec="mjpeg")
+    context = RecordingContext(inputs=["camera", "edges"])
+    block = Recorder("rec", values, context)
+    block.setup()
+    first = np.full((240, 320, 3), 60, np.uint8)
+    other = np.full((240, 320), 60, np.uint8)
+    try:
+        context.whole = False
+        block.process([first, other])
+        assert not (tmp_path / SNAPSHOT).exists()
+        context.whole = True
+
+        def overwritten_at_the_check() -> bool:
+            first.fill(250)  # the writer laps the view just after the copies were taken
+            return True
+
+        context.intact = overwritten_at_the_check  # type: ignore[method-assign]
+        block.process([first, other])
+    finally:
+        block.close()
+    latest = cv2.imread(str(tmp_path / SNAPSHOT))
+    assert latest.shape == (240, 640, 3)
+    assert abs(latest[100:, :320].mean() - 60) < 3  # the copy, not what came after
+
+
 def test_side_by_side_whole_is_a_copy_checked_after_it_was_made():
     frame = np.zeros((4, 6, 3), np.uint8)
     picture = side_by_side_whole([frame], lambda: True)
