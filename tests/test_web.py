@@ -363,7 +363,8 @@ def test_the_demo_makes_a_token_and_prints_the_url_that_carries_it(tmp_path):
         assert len(token) >= 40 and token != TOKEN
         assert get(opened, token=None)[0] == 303
         assert get(f"http://127.0.0.1:{page}/api/status", token=token)[0] == 200
-        assert f"preview streams at http://127.0.0.1:{preview}/?token={token}" in log
+        streams = f"preview streams at http://127.0.0.1:{preview}/?token={token}"
+        d.until(lambda: streams in d.log_text(), 30, "the preview's address, once it serves")
         wait_for(
             lambda: get(f"http://127.0.0.1:{preview}/stats", token=token)[0] == 200,
             30,
