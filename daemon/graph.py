@@ -18,6 +18,12 @@ Decisions (docs/design.md, "The graph file"):
 - A user's block type is never imported here: its class and checks are asked of a
   short-lived worker process (probe.py), so nothing its module does can end, hang or
   change the daemon. Built-in types are imported as before.
+- A parameter declared ``state_path`` (a recorder's ``directory``) that is relative is
+  made absolute under the state directory given to loading (the daemon's
+  ``--state-dir``), so what a graph writes never lands where the daemon happened to be
+  started (a clone of the repository); the Graph keeps that directory for its reloads.
+  A user type's ``state_path`` parameters are known from the probe's answer, as the
+  rest of its declaration is.
 """
 
 from __future__ import annotations
@@ -93,6 +99,9 @@ class Supervision:
     liveness_interval: float = _key(
         0.5, "seconds between a worker's checks that the daemon is alive (> 0)"
     )
+    autostart: bool = _key(
+        True, "false: not started with the graph, only when asked (pipectl start BLOCK)"
+    )
 
 
 SUPERVISOR_KEYS = tuple(f.name for f in fields(Supervision))
@@ -139,6 +148,8 @@ class Graph:
     source: str
     path: Path | None
     blocks: dict[str, BlockSpec]
+    state_dir: Path | None = None
+    """Where relative ``state_path`` parameters were put; a reload uses the same."""
 
     def readers(self, name: str) -> list[str]:
         """The blocks that read ``name``'s frame wire, in graph order."""
@@ -161,8 +172,14 @@ class GraphError(Exception):
         self.problems = problems
 
 
-def load_graph(path: str | Path, types: UserTypes | None = None) -> Graph:
-    """Read and validate a graph file. ``source`` is the path as given, for messages."""
+def load_graph(
+    path: str | Path, state_dir: Path | None = None, types: UserTypes | None = None
+) -> Graph:
+    """Read and validate a graph file. ``source`` is the path as given, for messages.
+
+    With ``state_dir``, relative ``state_path`` parameters (a recorder's folder) are put
+    under it; without, they stay relative to the daemon's working directory.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -170,11 +187,15 @@ def load_graph(path: str | Path, types: UserTypes | None = None) -> Graph:
         raise GraphError([f"{path}: cannot read the graph file: {exc.strerror or exc}"]) from None
     except UnicodeDecodeError as exc:
         raise GraphError([f"{path}: the graph file is not UTF-8 text: {exc}"]) from None
-    return parse_graph(text, str(path), path.absolute(), types)
+    return parse_graph(text, str(path), path.absolute(), state_dir, types)
 
 
 def parse_graph(
-    text: str, source: str, path: Path | None = None, types: UserTypes | None = None
+    text: str,
+    source: str,
+    path: Path | None = None,
+    state_dir: Path | None = None,
+    types: UserTypes | None = None,
 ) -> Graph:
     """Validate graph text; ``source`` names it in every problem.
 
@@ -186,32 +207,20 @@ def parse_graph(
     except tomllib.TOMLDecodeError as exc:
         raise GraphError([f"{source}: not valid TOML: {exc}"]) from None
     with types or UserTypes() as asked:
-        return _Loader(source, asked).build(data, path)
+        return _Loader(source, asked, state_dir).build(data, path)
 
 
 DEMO_GRAPH = Path(__file__).with_name("demo.toml")
 """The built-in demo's graph file; examples/five-blocks.toml is a link to it."""
 
 
-DEMO_RECORDINGS = "recordings"
-"""The demo recorder's folder in the state directory."""
-
-
-def default_graph(display: bool | None = None, state_dir: Path | None = None) -> Graph:
-    """The built-in demo; ``display=None`` looks for a display in $DISPLAY.
-
-    With ``state_dir`` its recorder records into ``state_dir/recordings``, set before the
-    graph is validated; without, into ``recordings`` where the daemon stands.
-    """
-    if display is None:
-        display = bool(os.environ.get("DISPLAY"))
+def default_graph(state_dir: Path | None = None) -> Graph:
+    """The built-in demo: ``daemon/demo.toml`` as it is, so the file and the demo are one
+    graph (its screen waits to be asked: ``autostart = false``). With ``state_dir`` its
+    recorder records into ``state_dir/recordings``, as any graph's would."""
     data = tomllib.loads(DEMO_GRAPH.read_text(encoding="utf-8"))
-    if not display:
-        del data["blocks"]["screen"]
-    if state_dir is not None:
-        data["blocks"]["recorder"]["directory"] = str(state_dir / DEMO_RECORDINGS)
     with UserTypes() as types:  # built-ins only: no process is started
-        return _Loader(BUILTIN_SOURCE, types).build(data, None)
+        return _Loader(BUILTIN_SOURCE, types, state_dir).build(data, None)
 
 
 def describe(graph: Graph) -> str:
@@ -246,9 +255,10 @@ def describe(graph: Graph) -> str:
 class _Loader:
     """One validation pass: collects every problem, builds the Graph only if there is none."""
 
-    def __init__(self, source: str, types: UserTypes):
+    def __init__(self, source: str, types: UserTypes, state_dir: Path | None = None):
         self.source = source
         self.types = types
+        self.state_dir = state_dir
         self.beside: Path | None = None  # the graph file's folder: user modules may live there
         self.problems: list[str] = []
         self.miswired: set[str] = set()  # blocks with wrong inputs: not sized, not to pile on
@@ -341,7 +351,7 @@ class _Loader:
             )
             for n, t in tables.items()
         }
-        return Graph(self.source, path, blocks)
+        return Graph(self.source, path, blocks, self.state_dir)
 
     def block_class(self, name: str, table: dict[str, Any]) -> BlockType | None:
         type_name = table.get("type")
@@ -389,7 +399,19 @@ class _Loader:
                 self.say(name, problem)
         except Exception as exc:  # user code
             self.say(name, f"{cls.__name__}.validate failed: {_failure(exc)}")
-        return values if len(self.problems) == before else None
+        if len(self.problems) > before:
+            return None
+        return self.placed(cls, values)
+
+    def placed(self, cls: BlockType, values: dict[str, Any]) -> dict[str, Any]:
+        """``values`` with each relative ``state_path`` under the state directory."""
+        if self.state_dir is None:
+            return values
+        for key, param in cls.params.items():
+            value = values.get(key)
+            if param.state_path and isinstance(value, str) and value:
+                values[key] = str(self.state_dir / value)  # an absolute value stays as it is
+        return values
 
     def fits_shared_memory(
         self,
@@ -508,7 +530,8 @@ class _Loader:
             if problem:
                 self.say(block, f"{key} {problem}" if block else f"[supervisor]: {key} {problem}")
             else:
-                changes[key] = value if key in ("restart", "restart_limit") else float(value)
+                plain = key in ("restart", "restart_limit", "autostart")
+                changes[key] = value if plain else float(value)
         return replace(base, **changes)
 
     def inputs(
@@ -696,6 +719,9 @@ def _supervisor_problem(key: str, value: Any) -> str | None:
     elif key == "restart_limit":
         if not (_is_int(value) and value >= 0):
             return f"must be an integer >= 0, not {_show(value)}"
+    elif key == "autostart":
+        if not isinstance(value, bool):
+            return f"must be true or false, not {_show(value)}"
     elif not (_is_number(value) and math.isfinite(value) and value >= 0):
         return f"must be a number of seconds >= 0, not {_show(value)}"
     elif key == "liveness_interval" and value == 0:

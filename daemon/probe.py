@@ -235,6 +235,7 @@ class RemoteParam:
     required: bool
     default: Any
     doc: str
+    state_path: bool = False  # a path the loader places under the state directory
     beside: str | None = field(default=None, compare=False)
     probe: Probe | None = field(default=None, compare=False, repr=False)
 
@@ -349,7 +350,14 @@ class UserTypes:
         facts = reply["ok"]
         params = {
             key: RemoteParam(
-                type_name, key, p["required"], p["default"], p["doc"], where, self.probe
+                type_name,
+                key,
+                p["required"],
+                p["default"],
+                p["doc"],
+                p["state_path"],
+                where,
+                self.probe,
             )
             for key, p in facts["params"].items()
         }

@@ -110,6 +110,7 @@ class WorkerProcess:
         pidfd: int,
         on_exit: Callable[[WorkerProcess], None],
         secrets: list[str] | None = None,
+        on_line: Callable[[str], None] | None = None,
     ):
         self.name = name
         self.popen = popen
@@ -118,6 +119,7 @@ class WorkerProcess:
         self.fps = self.fps_in = self.cpu_percent = 0.0
         self.rss_bytes = 0
         self._on_exit = on_exit
+        self._on_line = on_line or self._log_line
         self._pidfd: int | None = pidfd
         assert popen.stderr is not None  # launch() pipes it
         self._stderr_fd: int | None = popen.stderr.fileno()
@@ -133,8 +135,16 @@ class WorkerProcess:
         loop.add_reader(self._stderr_fd, self._read_stderr)
 
     @classmethod
-    def start(cls, args: WorkerArgs, on_exit: Callable[[WorkerProcess], None]) -> WorkerProcess:
+    def start(
+        cls,
+        args: WorkerArgs,
+        on_exit: Callable[[WorkerProcess], None],
+        on_line: Callable[[str], None] | None = None,
+    ) -> WorkerProcess:
         """Launch the worker of ``args`` and watch it on the running loop.
+
+        Each line of its stderr, its block's secrets hidden, goes to ``on_line`` (else
+        to the log, at INFO).
 
         Raises OSError (or CodecError) if it cannot be launched. A worker launched but
         that cannot be watched (no pidfd: out of file descriptors) is killed and reaped
@@ -149,7 +159,7 @@ class WorkerProcess:
             if popen.stderr is not None:
                 popen.stderr.close()
             raise
-        return cls(args.block, popen, pidfd, on_exit, secret_strings(args.params))
+        return cls(args.block, popen, pidfd, on_exit, secret_strings(args.params), on_line)
 
     @property
     def pid(self) -> int:
@@ -218,9 +228,12 @@ class WorkerProcess:
             self._stderr_fd = None
             lines = self._lines.end()
         for line in lines:
-            line = mask(line, self.secrets)
+            line = mask(line, self.secrets)  # before anyone sees it: the tail, the log
             self.tail.append(line)
-            log.info("%s: %s", self.name, line, extra=self.log_extra)
+            self._on_line(line)
+
+    def _log_line(self, line: str) -> None:
+        log.info("%s: %s", self.name, line, extra=self.log_extra)
 
     def _close_fds(self) -> None:
         loop = asyncio.get_running_loop()

@@ -35,6 +35,7 @@ from pipelined.workers.ipc.wire import Wire, WireError
 
 from . import runs
 from .graph import BlockSpec, Graph
+from .history import History
 from .process import worker_args
 from .states import ALIVE, State
 from .watcher import Watcher
@@ -135,6 +136,7 @@ class Supervisor:
         self.packet_wires: dict[str, PacketWire] = {}
         self.blocks: dict[str, Watcher] = {}
         self.started = time.monotonic()
+        self.history = History()
         self._ticker: asyncio.Task[None] | None = None
         self._reloading = asyncio.Lock()
 
@@ -234,8 +236,9 @@ class Supervisor:
     # -- running -----------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Start every block and watch them until cancelled."""
-        self.start_blocks(self.every())
+        """Start every block (but those with ``autostart = false``); watch them until
+        cancelled."""
+        self.start_blocks(self.autostarted(self.every()))
         self._ticker = asyncio.create_task(self._tick_forever())
 
     async def _tick_forever(self) -> None:
@@ -247,8 +250,14 @@ class Supervisor:
                 next_sample = time.monotonic() + SAMPLE_EVERY
                 for watcher in list(self.blocks.values()):
                     watcher.sample()
+                self.history.add({w.name: w.figures() for w in self.blocks.values()})
             starting = any(w.state == State.STARTING for w in self.blocks.values())
             await asyncio.sleep(STARTING_TICK if starting else TICK)
+
+    @staticmethod
+    def autostarted(watchers: Iterable[Watcher]) -> list[Watcher]:
+        """The blocks that start with the graph: ``autostart = false`` waits to be asked."""
+        return [w for w in watchers if w.spec.supervision.autostart]
 
     def every(self) -> list[Watcher]:
         """Every block, in graph order: what "all blocks" means, said out loud."""
@@ -361,6 +370,7 @@ class Supervisor:
         # From here on nothing awaits: no command sees the graph half switched.
         for name in plan.removed:
             self._drop(name)
+        self.history.forget(plan.removed)
         for name in plan.rewired:
             for kind in (FRAMES, PACKETS):
                 wire = self._wires(kind).pop(name, None)
@@ -375,7 +385,7 @@ class Supervisor:
             self._wires(kind)[name] = wire
         self.graph = new
         self.blocks.update(made.watchers)
-        self.start_blocks(made.watchers.values())
+        self.start_blocks(self.autostarted(made.watchers.values()))
 
     def _wires(self, kind: str) -> dict[str, Any]:
         return self.wires if kind == FRAMES else self.packet_wires
@@ -426,22 +436,34 @@ class Supervisor:
         }
 
     def wire_status(self) -> list[dict[str, Any]]:
+        """Each wire, and the frames each reader let go by: ``missed`` for the readers it
+        paces (their first input: a frame that went by was one to process), ``skipped``
+        for those that sample it (a later input: the newest frame is all they want)."""
         out = []
         for name, wire in self.wires.items():
             stats = wire.stats()
             readers = self.graph.readers(name)
+            gone = {r: stats["readers"][i]["dropped"] for i, r in enumerate(readers)}
+            paced = {r for r in readers if self._first_frame_input(r) == name}
             out.append(
                 {
                     "name": name,
                     "writer": name,
                     "readers": readers,
                     "frames": stats["frames"],
-                    "dropped": {r: stats["readers"][i]["dropped"] for i, r in enumerate(readers)},
+                    "missed": {r: n for r, n in gone.items() if r in paced},
+                    "skipped": {r: n for r, n in gone.items() if r not in paced},
                     "slot_bytes": wire.layout.slot_bytes,
                     "slots": wire.layout.slots,
                 }
             )
         return out
+
+    def _first_frame_input(self, block: str) -> str | None:
+        spec = self.graph.blocks[block]
+        return next(
+            (i for i, k in zip(spec.inputs, spec.kinds, strict=True) if k == "frames"), None
+        )
 
     def packet_wire_status(self) -> list[dict[str, Any]]:
         out = []
@@ -456,7 +478,7 @@ class Supervisor:
                     "readers": readers,
                     "packets": stats["packets"],
                     "bytes": stats["bytes"],
-                    "dropped": {r: row["dropped"] for r, row in per.items()},
+                    "missed": {r: row["dropped"] for r, row in per.items()},
                     "gaps": {r: row["gaps"] for r, row in per.items()},
                     "ring_bytes": wire.layout.data_bytes,
                 }

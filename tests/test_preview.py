@@ -79,6 +79,32 @@ def test_mjpeg_read_by_opencv_matches_the_wire(preview):
     assert_opencv_reads_the_wire(d, f"{url}/stream/camera.mjpg?quality=95", 10)
 
 
+def test_what_viewers_get_is_what_the_preview_delivers_in_status(preview):
+    """A sink's frames out are what it delivered: for a preview, the frames it served."""
+    d, url = preview
+    before = d.block("preview")["frames_out"]
+    served = stats(url)["served"]
+    assert len(read_mjpeg(url + "/stream/camera.mjpg?fps=10", 12)) == 12
+    assert stats(url)["served"] >= served + 12
+    shown = wait_for(
+        lambda: (b := d.block("preview"))["frames_out"] >= before + 12 and b, 30, "served"
+    )
+    assert shown["fps_in"] > 0 and shown["skipped"] > 0  # nobody due a frame: let go
+
+
+def test_the_page_shows_every_input_in_the_daemon_pages_look(preview):
+    _, url = preview
+    status, headers, body = get(url + "/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    page = body.decode()
+    assert '<link rel="stylesheet" href="look.css">' in page
+    assert page.count("<figure>") == 2 and 'src="stream/red.mjpg"' in page
+    assert '<main class="streams">' in page and "2 live streams" in page
+    status, headers, css = get(url + "/look.css")
+    assert status == 200 and headers["Content-Type"].startswith("text/css")
+    assert b".streams" in css and b"--bg: #101418" in css
+
+
 def test_snapshot_options_and_errors(preview):
     _, url = preview
     status, headers, body = get(url + "/snapshot/camera.jpg")

@@ -85,6 +85,32 @@ def test_a_reload_that_adds_removes_and_rewires(chain, tmp_path):
     frames_flow(chain, tmp_path / "t")
 
 
+def test_a_reload_starts_only_the_blocks_that_autostart(chain, tmp_path):
+    """As at start: an added or changed block declared ``autostart = false`` is made (its
+    wire, its heartbeat) but waits, STOPPED, until asked; the others start."""
+    before = {b["name"]: b["pid"] for b in chain.status()["blocks"]}
+    waits = "autostart = false"
+    chain.graph.write_text(chain_text(tmp_path, invert("extra", "count", waits)))
+    result = chain.call("reload")
+    assert result == {"added": ["extra"], "removed": [], "restarted": ["count", "inv"]}
+    chain.wait_all_running()
+    extra = chain.block("extra")
+    assert extra["state"] == "STOPPED" and extra["pid"] is None
+    assert extra["reason"] == "autostart = false: not started until asked (pipectl start extra)"
+    assert chain.block("count")["pid"] != before["count"]  # rewired: a reader more
+    frames_flow(chain, tmp_path / "t")
+    chain.call("start", blocks=["extra"])
+    chain.wait_state("extra", "RUNNING")
+
+    blocks = [invert("inv", "count", waits), tally("sink", "inv", tmp_path / "t")]
+    blocks.append(invert("extra", "count", waits))
+    chain.graph.write_text(graph(counter(), *blocks, supervisor=FAST))
+    assert chain.call("reload")["restarted"] == ["inv"]
+    inv = chain.wait_state("inv", "STOPPED")
+    assert inv["reason"].startswith("autostart = false: not started until asked")
+    assert chain.block("extra")["state"] == "RUNNING"  # unchanged: as it was, started
+
+
 def test_a_name_taken_fails_the_reload_and_the_old_graph_carries_on(chain, tmp_path):
     names = RunNames(chain.instance, chain.status()["run"])
     taken = f"{SHM_DIR}/{names.beat('extra')[1:]}"  # a name the new graph needs

@@ -185,3 +185,13 @@ def test_a_users_recorder_is_known_by_its_bases(tmp_path):
     text += user("rec", "hostile_blocks:MyRecorder", 'input = "cam"', f'directory = "{tmp_path}"')
     g = parse_graph(text, "g.toml")
     assert recorders(list(g.blocks.values()), named=False) == [g.blocks["rec"]]
+
+
+def test_a_users_state_path_is_placed_as_a_built_ins_is(tmp_path):
+    """``state_path`` is declared in the user's class (here inherited from the recorder):
+    the probe's answer carries it, and a relative folder goes under the state directory."""
+    text = '[blocks.cam]\ntype = "camera"\nsource = "testsrc"\nsize = [64, 48]\n'
+    text += user("rec", "hostile_blocks:MyRecorder", 'input = "cam"', 'directory = "clips"')
+    g = parse_graph(text, "g.toml", state_dir=tmp_path)
+    assert g.blocks["rec"].params["directory"] == str(tmp_path / "clips")
+    assert parse_graph(text, "g.toml").blocks["rec"].params["directory"] == "clips"

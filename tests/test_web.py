@@ -57,6 +57,10 @@ def test_the_page_its_files_and_headers(demo):
     status, headers, body = get(url + "/")
     assert status == 200 and headers["Content-Type"].startswith("text/html")
     assert b'src="/static/app.js"' in body and b'href="/static/app.css"' in body
+    assert b'href="/look.css"' in body  # the look it shares with the preview's page
+    status, headers, body = get(url + "/look.css")
+    assert status == 200 and headers["Content-Type"].startswith("text/css")
+    assert b"--bg: #101418" in body
     assert "script-src 'self'" in headers["Content-Security-Policy"]  # no CDN, no inline
     assert headers["X-Frame-Options"] == "DENY"
     for name, kind in (("app.js", "javascript"), ("app.css", "text/css")):
@@ -65,9 +69,9 @@ def test_the_page_its_files_and_headers(demo):
     assert get(url + "/static/../listen.py")[0] in (403, 404)
     assert get(url + "/static/%2e%2e/listen.py")[0] in (403, 404)
     assert get(url + "/nothing/here")[0] == 404
-    # The demo says where to look.
-    log = d.log_text()
-    assert f"page {url}/" in log and "preview streams at http://127.0.0.1:" in log
+    # The demo says where to look, once something listens there.
+    assert f"page {url}/" in d.log_text()
+    wait_for(lambda: "preview streams at http://127.0.0.1:" in d.log_text(), 30, "the preview")
 
 
 def test_status_and_graph_are_what_pipectl_gets(demo):
@@ -78,6 +82,23 @@ def test_status_and_graph_are_what_pipectl_gets(demo):
     assert {w["name"] for w in status["wires"]} == {"camera", "red", "edges"}
     graph_ = api(url, "/api/graph")
     assert graph_ == d.call("graph")
+
+
+def test_history_is_each_blocks_last_hour_apart_from_status(demo):
+    d, url = demo
+    history = wait_for(  # the first sample of a worker has no rate yet: 0
+        lambda: (h := api(url, "/api/history")) and any(h["blocks"]["camera"]["fps"]) and h,
+        30,
+        "a point of history with the camera's rate",
+    )
+    assert history["interval_s"] == 10 and history["span_s"] == 3600
+    assert list(history["blocks"]) == DEMO_BLOCKS
+    for series in history["blocks"].values():
+        assert set(series) == {"fps_in", "fps", "cpu_percent"}
+        assert 1 <= len(series["fps"]) == len(series["cpu_percent"]) <= 361
+    assert max(history["blocks"]["camera"]["fps"]) > 0
+    assert d.call("history", blocks=["red"])["blocks"].keys() == {"red"}
+    assert "history" not in json.dumps(api(url, "/api/status"))  # status stays small
 
 
 def test_buttons_call_pipectls_commands(demo):
@@ -342,7 +363,8 @@ def test_the_demo_makes_a_token_and_prints_the_url_that_carries_it(tmp_path):
         assert len(token) >= 40 and token != TOKEN
         assert get(opened, token=None)[0] == 303
         assert get(f"http://127.0.0.1:{page}/api/status", token=token)[0] == 200
-        assert f"preview streams at http://127.0.0.1:{preview}/?token={token}" in log
+        streams = f"preview streams at http://127.0.0.1:{preview}/?token={token}"
+        d.until(lambda: streams in d.log_text(), 30, "the preview's address, once it serves")
         wait_for(
             lambda: get(f"http://127.0.0.1:{preview}/stats", token=token)[0] == 200,
             30,

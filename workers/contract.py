@@ -42,7 +42,10 @@ How a worker ends, as the daemon reads its exit status:
   the systemd unit does not restart either;
 - ``EX_USAGE`` (2): it was started with arguments it cannot read (a daemon and workers of
   two different versions);
-- anything else, or a signal: a crash, restarted by the block's policy.
+- ``EX_CRASHED`` (1): the block's code raised; the worker printed the traceback, then one
+  last line that says where and why (``crashed in setup(): NameError: … (x.py, line 9)``),
+  which the daemon shows in status;
+- anything else, or a signal: a crash too. Crashes are restarted by the block's policy.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ from . import codec
 ENTRY = "pipelined.workers"
 """The module the daemon runs, with ``python -m``, for every block."""
 EX_OK = 0
+EX_CRASHED = 1
 EX_USAGE = 2
 EX_CONFIG = 78
 

@@ -88,7 +88,12 @@ def _facts(cls: type[Block]) -> dict[str, Any]:
         except codec.CodecError as exc:
             return {"error": f"{cls.__name__}: the default of parameter {key!r} cannot be given"
                     f" to a worker: {exc}"}  # fmt: skip
-        params[key] = {"required": param.required, "default": default, "doc": param.doc}
+        params[key] = {
+            "required": param.required,
+            "default": default,
+            "doc": param.doc,
+            "state_path": bool(param.state_path),  # placed under the state directory
+        }
     return {
         "ok": {
             "name": cls.__name__,

@@ -24,12 +24,8 @@ import socket
 import sys
 import urllib.parse
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from pipelined.workers.contract import EX_CONFIG
-
-if TYPE_CHECKING:
-    from ..graph import Graph
 
 DEMO_LISTEN = "127.0.0.1:8080"
 TOKEN_ENV = "PIPELINED_HTTP_TOKEN"
@@ -133,26 +129,3 @@ def _token(path: str | None) -> str:
     if not token:
         raise HttpError(f"--http-token-file {path} is empty", EX_CONFIG)
     return token
-
-
-def announce(graph: Graph, listener: Listener | None, token: Token) -> None:
-    """Print the URLs to open: the page, and each preview block's streams.
-
-    A token the daemon made is printed in them (nobody else knows it); a first visit
-    trades it for a session cookie and takes it out of the address bar.
-    """
-    from pipelined.workers.http.mjpeg import parse_listen, url_host
-
-    if listener is not None:
-        how = "" if token.made else f" (its token: ${TOKEN_ENV} or --http-token-file)"
-        print(
-            f"pipelined: page {token.in_url(listener.url)}{how}, metrics {listener.url}metrics",
-            file=sys.stderr,
-        )
-    for spec in graph.blocks.values():
-        if spec.type == "preview":
-            host, port = parse_listen(spec.params["listen"])
-            url = f"http://{url_host(host)}:{port}/"
-            shown = url if spec.params["token"] else token.in_url(url)
-            print(f"pipelined: {spec.name} streams at {shown}", file=sys.stderr)
-    sys.stderr.flush()

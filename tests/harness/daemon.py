@@ -188,10 +188,13 @@ class RunningDaemon:
         )
 
     def wait_all_running(self, timeout: float = 90) -> dict[str, Any]:
+        """Every block RUNNING, but those with ``autostart = false``: they wait, STOPPED."""
+
+        def settled(b: dict[str, Any]) -> bool:
+            return b["state"] == ("RUNNING" if b.get("autostart", True) else "STOPPED")
+
         return self.until(
-            lambda: (
-                (s := self.status()) and all(b["state"] == "RUNNING" for b in s["blocks"]) and s
-            ),
+            lambda: (s := self.status()) and all(settled(b) for b in s["blocks"]) and s,
             timeout,
             "every block RUNNING",
         )

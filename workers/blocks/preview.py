@@ -134,10 +134,11 @@ class Preview(Block):
         self._server: PreviewServer = self._call(self._make_server(names or []))
         self._bound = False
         self._retry_at = 0.0
+        self._reported = 0  # of the server's frames served, what status has been told
         self._try_bind()
 
     async def _make_server(self, names: list[str]) -> PreviewServer:
-        params = self.p
+        params = self.config
         if not params["token"]:  # no daemon gave one: make one, and say where it opens
             params = {**params, "token": new_token()}
             host, port = parse_listen(params["listen"])
@@ -155,11 +156,12 @@ class Preview(Block):
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
                 raise ConfigurationError(
-                    f"preview {self.name!r} cannot listen on {self.p['listen']}: {exc.strerror}"
+                    f"preview {self.name!r} cannot listen on {self.config['listen']}:"
+                    f" {exc.strerror}"
                 ) from None
             self._retry_at = time.monotonic() + BIND_RETRY
             self.context.waiting(
-                f"listen {self.p['listen']}: the address is in use; trying again every"
+                f"listen {self.config['listen']}: the address is in use; trying again every"
                 f" {BIND_RETRY:g} s"
             )
             return
@@ -180,6 +182,12 @@ class Preview(Block):
         if due and self.context.intact():  # the copies are whole frames, none torn
             for feed, copy in due:
                 feed.hand(copy)
+        elif not due:
+            self.context.skipped()  # no viewer, or none due a frame now: by design
+        served = server.served  # counted on the server's thread: read once
+        if served > self._reported:
+            self.context.delivered(served - self._reported)
+            self._reported = served
         return None
 
     async def _add_feeds(self, count: int) -> None:

@@ -16,6 +16,7 @@ import math
 import socket
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -28,6 +29,19 @@ from ..picture import as_bgr
 BOUNDARY = "frame"
 MJPEG_TYPE = f"multipart/x-mixed-replace; boundary={BOUNDARY}"
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+LOOK = Path(__file__).with_name("look.css")
+"""The stylesheet the daemon's page and the preview's page share: one look."""
+
+
+def add_look(app: web.Application) -> None:
+    """Serve ``LOOK`` at ``/look.css``, which both pages link."""
+
+    async def look(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(LOOK, headers={"Content-Type": "text/css; charset=utf-8"})
+
+    app.router.add_get("/look.css", look)
+
+
 HEAD_TIMEOUT = 10.0
 """Seconds a connection may take to send a request, and stay idle between requests."""
 SHUTDOWN_TIMEOUT = 1.0

@@ -586,6 +586,12 @@ class WireReader:
         _atomics.store_relaxed(mm, self._row + _R_FRAMES, self.frames)
         _atomics.store_relaxed(mm, self._row + _R_DROPPED, self.dropped)
 
+    def forget_drops(self) -> None:
+        """Count dropped frames from now on (here and in the wire's header): those so far
+        went by while the reader's block started (its first call imports, allocates)."""
+        self.dropped = 0
+        _atomics.store_relaxed(self._m.mm, self._row + _R_DROPPED, 0)
+
     def close(self) -> None:
         if self._bell is not None:
             self._views.clear()
