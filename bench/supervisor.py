@@ -5,8 +5,8 @@
 One run measures, with real daemons (``python -m pipelined.daemon.main``), real workers
 and real sockets:
 
-- demo: the built-in graph (no --graph, $DISPLAY removed so it is the same 5 blocks on
-  every box): the daemon's own CPU over a window (psutil cpu_times of the daemon process,
+- demo: the built-in graph (no --graph: 5 blocks running, its screen waiting to be
+  asked, on every box): the daemon's own CPU over a window (psutil cpu_times of the daemon process,
   100 = one core); ``pipectl status --json`` as a subprocess (what a user waits for) and
   ``Client.call("status")`` on one open connection (the daemon's share); then SIGKILL of
   the daemon until every worker is gone and /dev/shm holds nothing of the instance.
@@ -187,8 +187,13 @@ def gone(pid: int) -> bool:
 
 
 def all_running(client: Client) -> dict[str, Any] | None:
+    """The status once every block runs (those with autostart = false wait, STOPPED)."""
     status = client.call("status")
-    return status if all(b["state"] == "RUNNING" for b in status["blocks"]) else None
+    settled = all(
+        b["state"] == ("RUNNING" if b.get("autostart", True) else "STOPPED")
+        for b in status["blocks"]
+    )
+    return status if settled else None
 
 
 def cpu_seconds(proc: psutil.Process) -> float:
@@ -216,7 +221,8 @@ def demo(bench: Bench, quick: bool) -> list[Row]:
     until(lambda: all_running(client), 120, "the demo RUNNING")
     time.sleep(SETTLE)
     daemon = psutil.Process(d.proc.pid)
-    workers = [psutil.Process(b["pid"]) for b in client.call("status")["blocks"]]
+    blocks = client.call("status")["blocks"]
+    workers = [psutil.Process(b["pid"]) for b in blocks if b["pid"] is not None]  # not screen
     window = 3.0 if quick else 10.0
     c0, w0, t0 = cpu_seconds(daemon), sum(map(cpu_seconds, workers)), time.monotonic()
     time.sleep(window)

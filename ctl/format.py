@@ -142,10 +142,49 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]], width: int | No
     return "\n".join(lines)
 
 
-BLOCK_HEADERS = ("BLOCK", "TYPE", "STATE", "PID", "UPTIME", "RESTARTS", "FPS", "CPU", "RSS")
+BLOCK_HEADERS = (
+    "BLOCK", "TYPE", "STATE", "PID", "UPTIME", "RESTARTS", "IN/S", "OUT/S", "MISSED", "SKIPPED",
+    "CPU", "RSS",
+)  # fmt: skip
+"""IN/S and OUT/S: frames a second taken in and sent out (a sink: delivered, written or
+served); MISSED: frames lost because the block could not keep up; SKIPPED: let go by
+design (a later input sampled, a sink thinning to its own rate)."""
 
 
-def block_rows(blocks: Iterable[Any], now: float | None = None) -> list[list[str]]:
+SPARKS = "▁▂▃▄▅▆▇█"
+SPARK_WIDTH = 12
+"""Characters of a sparkline: an hour in twelve, five minutes each."""
+
+
+def sparkline(values: Any, width: int = SPARK_WIDTH) -> str:
+    """``values`` (oldest first) as ``width`` bars, each the mean of its share, scaled from
+    0 to the largest; a share with no values (a block younger than the span) is blank."""
+    if not isinstance(values, list):
+        return ""
+    numbers = [v for v in (_number(x) for x in values) if v is not None]
+    if not numbers:
+        return ""
+    points = 3600 // 10  # the daemon keeps a point every 10 s for an hour
+    per = max(points // width, 1)
+    padded = [None] * max(points - len(numbers), 0) + numbers[-points:]
+    top = max(numbers) or 1.0
+    bars = []
+    for i in range(0, len(padded), per):
+        share = [v for v in padded[i : i + per] if v is not None]
+        if not share:
+            bars.append(" ")
+            continue
+        level = round(sum(share) / len(share) / top * (len(SPARKS) - 1))
+        bars.append(SPARKS[max(0, min(level, len(SPARKS) - 1))])
+    return "".join(bars)[-width:]
+
+
+def block_rows(
+    blocks: Iterable[Any], now: float | None = None, history: Any = None
+) -> list[list[str]]:
+    """One row per block; with ``history`` (the ``history`` command's result) a sparkline
+    of each block's frames out per second over the last hour, after OUT/S."""
+    series = history.get("blocks") if isinstance(history, dict) else None
     rows = []
     for b in blocks:
         if not isinstance(b, dict):
@@ -162,7 +201,11 @@ def block_rows(blocks: Iterable[Any], now: float | None = None) -> list[list[str
                 _text(b.get("pid")),
                 duration(b.get("uptime_s")) if b.get("pid") is not None else DASH,
                 _text(b.get("restarts")),
+                _fixed(b.get("fps_in")) if b.get("inputs") != [] else DASH,
                 _fixed(b.get("fps")),
+                *([_spark(series, b.get("name"))] if isinstance(series, dict) else []),
+                _text(b.get("missed")),
+                _text(b.get("skipped")),
                 _fixed(b.get("cpu_percent"), 0, "%"),
                 size(b.get("rss_bytes")),
                 clean(info) if info and info != DASH else "",
@@ -171,8 +214,19 @@ def block_rows(blocks: Iterable[Any], now: float | None = None) -> list[list[str
     return rows
 
 
-def status(obj: Any, width: int | None = None, now: float | None = None) -> str:
-    """The `pipectl status` page: a header line, the blocks, then the wires."""
+def _spark(series: dict[str, Any], name: Any) -> str:
+    figures = series.get(name) if isinstance(name, str) else None
+    line = sparkline(figures.get("fps")) if isinstance(figures, dict) else ""
+    return line.ljust(SPARK_WIDTH) if line.strip() else DASH
+
+
+def status(
+    obj: Any, width: int | None = None, now: float | None = None, history: Any = None
+) -> str:
+    """The `pipectl status` page: a header line, the blocks, then the wires.
+
+    With ``history`` (``status --watch`` asks for it), a column of sparklines: each
+    block's frames out per second over the last hour."""
     if not isinstance(obj, dict):
         return clean(obj)
     graph = obj.get("graph")
@@ -183,7 +237,10 @@ def status(obj: Any, width: int | None = None, now: float | None = None) -> str:
     )
     parts = [head, ""]
     blocks = obj.get("blocks") or []
-    parts.append(table([*BLOCK_HEADERS, "INFO"], block_rows(blocks, now), width))
+    headers = list(BLOCK_HEADERS)
+    if isinstance(history, dict) and isinstance(history.get("blocks"), dict):
+        headers.insert(headers.index("OUT/S") + 1, "LAST HOUR")
+    parts.append(table([*headers, "INFO"], block_rows(blocks, now, history), width))
     wires_list = obj.get("wires")
     if wires_list:
         parts += ["", wires(wires_list, width)]
@@ -192,16 +249,17 @@ def status(obj: Any, width: int | None = None, now: float | None = None) -> str:
     return "\n".join(parts)
 
 
-def _dropped(dropped: Any) -> str:
-    if isinstance(dropped, dict):
-        if not dropped:
+def _per_reader(counts: Any) -> str:
+    if isinstance(counts, dict):
+        if not counts:
             return DASH
-        return " ".join(f"{clean(reader)}:{_text(count)}" for reader, count in dropped.items())
-    return _text(dropped)
+        return " ".join(f"{clean(reader)}:{_text(count)}" for reader, count in counts.items())
+    return _text(counts)
 
 
 def wires(wire_list: Any, width: int | None = None) -> str:
-    """The wires table: writer, readers, frames written, frames dropped per reader."""
+    """The wires table: writer, readers, frames written, and per reader the frames missed
+    (a reader the wire paces) or skipped (a reader that samples it, by design)."""
     if isinstance(wire_list, dict):  # the `wires` command's {"wires": [...], "packet_wires"}
         packets = wire_list.get("packet_wires")
         text = wires(wire_list.get("wires") or [], width)
@@ -217,14 +275,15 @@ def wires(wire_list: Any, width: int | None = None) -> str:
                 _text(w.get("writer")),
                 ", ".join(clean(r) for r in readers) if readers else DASH,
                 _text(w.get("frames")),
-                _dropped(w.get("dropped")),
+                _per_reader(w.get("missed")),
+                _per_reader(w.get("skipped")),
             ]
         )
-    return table(["WIRE", "WRITER", "READERS", "FRAMES", "DROPPED"], rows, width)
+    return table(["WIRE", "WRITER", "READERS", "FRAMES", "MISSED", "SKIPPED"], rows, width)
 
 
 def packet_wires(wire_list: Any, width: int | None = None) -> str:
-    """The packet wires: writer, readers, packets and bytes written, packets dropped."""
+    """The packet wires: writer, readers, packets and bytes written, packets missed."""
     rows = []
     for w in wire_list or []:
         if not isinstance(w, dict):
@@ -236,10 +295,10 @@ def packet_wires(wire_list: Any, width: int | None = None) -> str:
                 ", ".join(clean(r) for r in readers) if readers else DASH,
                 _text(w.get("packets")),
                 size(w.get("bytes")),
-                _dropped(w.get("dropped")),
+                _per_reader(w.get("missed")),
             ]
         )
-    return table(["PACKET WIRE", "READERS", "PACKETS", "BYTES", "DROPPED"], rows, width)
+    return table(["PACKET WIRE", "READERS", "PACKETS", "BYTES", "MISSED"], rows, width)
 
 
 def _graph_blocks(result: Any) -> list[dict[str, Any]]:

@@ -9,6 +9,12 @@ daemon: the lines of a block whose daemon is stopped, or crashed, are still ther
 Reading the system journal needs root or the ``adm`` / ``systemd-journal`` group; a
 user without them sees no entries, and is told so. A daemon run in a terminal logs to
 its stderr, not to the journal: there is nothing to read here for it.
+
+Exit status, as every verb's (docs/design.md): 1 when there is no journal on this box
+(no systemd-journald; ``-D DIR`` without journal files), so ``-f`` never waits for lines
+that cannot come; 1 when the journal has no line of the block and the running daemon has
+no such block (``pipectl stop nosuch`` exits 1 the same way), or no daemon answers to say
+it has one (except with ``-f``, which may wait for a daemon yet to start); else 0.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -24,9 +31,14 @@ from typing import Any, TextIO
 from pipelined.workers.ipc.names import DEFAULT_INSTANCE
 
 from . import argtypes
+from .client import Client, DaemonUnreachable
+from .protocol import NO_SUCH_BLOCK, CommandError
 
 HELP = "a block's log lines from the systemd journal (the system daemon's)"
 FOLLOW_WAIT = 1.0
+JOURNALD_SOCKET = "/run/systemd/journal/socket"
+"""Where systemd-journald listens: without it, nothing is ever written to a journal here."""
+ASK_TIMEOUT = 3.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,6 +95,48 @@ def _open(instance: str, block: str, directory: str | None) -> Any:
     return reader
 
 
+def no_journal(directory: str | None) -> str | None:
+    """Why there is no journal to read here, or None: then following could wait forever."""
+    if directory is not None:
+        if not os.path.isdir(directory):
+            return f"{directory} is not a directory"
+        for _, _, files in os.walk(directory):
+            if any(f.endswith((".journal", ".journal~")) for f in files):
+                return None
+        return f"{directory} holds no journal files (*.journal)"
+    if os.path.exists(JOURNALD_SOCKET):
+        return None
+    return (
+        "this box has no systemd journal (systemd-journald does not run: no"
+        f" {JOURNALD_SOCKET}),"
+        " so there are no lines to show or follow. A daemon run in a terminal logs to its"
+        " stderr: look there"
+    )
+
+
+def has_entries(reader: Any) -> bool:
+    """Whether any entry matches; the reader is left at the end."""
+    reader.seek_tail()
+    found = bool(reader.get_previous())
+    reader.seek_tail()
+    return found
+
+
+def ask_daemon(path: Path, block: str, timeout: float) -> str | None:
+    """Whether the running daemon has ``block``: None if it has; else why not to go on
+    (its no_such_block message, or that no daemon answers to say)."""
+    try:
+        with Client(path, timeout) as daemon:
+            daemon.call("status", blocks=[block])
+    except DaemonUnreachable:
+        return "no daemon answers to say that it has such a block"
+    except CommandError as exc:
+        if exc.code == NO_SUCH_BLOCK:
+            return f"{exc.message} ({NO_SUCH_BLOCK})"
+        raise
+    return None
+
+
 def last_entries(reader: Any, count: int) -> list[dict[str, Any]]:
     """The last ``count`` matching entries, oldest first; the reader is left after them."""
     reader.seek_tail()
@@ -109,26 +163,35 @@ def follow(reader: Any) -> Iterator[dict[str, Any]]:
 
 
 def run(ns: argparse.Namespace, path: Path, out: TextIO) -> int:
-    """The ``logs`` verb (``path``, the control socket, is not used: no daemon needed)."""
+    """The ``logs`` verb. It reads the journal itself; the daemon at ``path``, if one
+    answers, is asked only whether a block without any line in the journal exists."""
     instance = getattr(ns, "instance", DEFAULT_INSTANCE)
     show = as_json if ns.json else format_entry
+    missing = no_journal(ns.directory)
+    if missing is not None:
+        print(f"pipectl logs: {missing}", file=sys.stderr)
+        return 1
     try:
         reader = _open(instance, ns.block, ns.directory)
     except (ImportError, OSError) as exc:
-        print(f"pipectl: cannot read the systemd journal: {exc}", file=sys.stderr)
+        print(f"pipectl logs: cannot read the systemd journal: {exc}", file=sys.stderr)
         return 1
     with reader:
-        shown = last_entries(reader, max(ns.lines, 0))
-        for entry in shown:
-            print(show(entry), file=out)
-        if not shown and ns.lines > 0 and not ns.follow:
+        if not has_entries(reader):
+            none = f"the journal has no lines of block {ns.block!r} of instance {instance!r}"
+            why_not = ask_daemon(path, ns.block, getattr(ns, "timeout", ASK_TIMEOUT))
+            if why_not is not None and (ns.follow is False or NO_SUCH_BLOCK in why_not):
+                print(f"pipectl logs: {none}, and {why_not}", file=sys.stderr)
+                return 1
             print(
-                f"pipectl: the journal has no lines of block {ns.block!r} of instance"
-                f" {instance!r}. The system daemon logs there (a daemon run in a terminal"
-                " logs to its stderr); reading it needs root or the adm or"
+                f"pipectl logs: {none} yet. The system daemon logs there (a daemon run in"
+                " a terminal logs to its stderr); reading it needs root or the adm or"
                 " systemd-journal group.",
                 file=sys.stderr,
             )
+        shown = last_entries(reader, max(ns.lines, 0))
+        for entry in shown:
+            print(show(entry), file=out)
         out.flush()
         if ns.follow:
             try:

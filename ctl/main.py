@@ -7,8 +7,9 @@
     pipectl recordings cam --since -1h
     pipectl export cam --since 14:00 --until 14:05 clip.mp4
 
-Exit codes (docs/design.md): 0 done, 1 the daemon refused or failed (an unknown block
-included), 2 usage, 3 no daemon reachable. ``--socket``, ``--instance`` and
+Exit codes, one rule for every verb (docs/design.md): 0 done, 1 refused, failed or not
+there (an unknown block, for ``logs`` too; no journal to read), 2 usage, 3 no daemon
+reachable. ``--socket``, ``--instance`` and
 ``--timeout`` may come before or after the verb.
 """
 
@@ -32,6 +33,7 @@ from . import format as fmt
 from .client import Client, DaemonUnreachable
 from .protocol import (
     SOCKET_ENV,
+    UNKNOWN_COMMAND,
     CommandError,
     ProtocolError,
     places_looked,
@@ -176,10 +178,11 @@ def _watch(ns: argparse.Namespace, path: Path, out: TextIO) -> int:
             try:
                 with _client(ns, path) as daemon:
                     result = daemon.call("status", blocks=ns.blocks)
+                    history = None if ns.json else _history(daemon, ns.blocks)
                 if ns.json:
                     body = json.dumps(result)
                 else:
-                    body = fmt.status(result, width=columns if tty else None)
+                    body = fmt.status(result, width=columns if tty else None, history=history)
             except DaemonUnreachable as exc:
                 if frames == 0:
                     raise
@@ -205,6 +208,16 @@ def _watch(ns: argparse.Namespace, path: Path, out: TextIO) -> int:
             time.sleep(ns.interval)
     except KeyboardInterrupt:
         return EXIT_OK
+
+
+def _history(daemon: Client, blocks: list[str]) -> Any:
+    """The blocks' last hour for the watch's sparklines; None from a daemon without it."""
+    try:
+        return daemon.call("history", blocks=blocks)
+    except CommandError as exc:
+        if exc.code == UNKNOWN_COMMAND:
+            return None
+        raise
 
 
 def _run_action(ns: argparse.Namespace, path: Path, out: TextIO) -> int:

@@ -20,11 +20,13 @@ The commands and their results (what pipectl sends and expects):
 - ``hello`` -> ``{"protocol": 1, "version", "instance", "commands": [...]}``
 - ``status`` ``{"blocks": [names]}`` (empty: all) -> the status object of
   docs/design.md; an unknown name is ``no_such_block``
+- ``history`` ``{"blocks": [names]}`` -> ``{"interval_s", "span_s", "blocks": {name:
+  {"fps_in", "fps", "cpu_percent"}}}``, each block's last hour, oldest first
 - ``start`` / ``stop`` / ``restart`` ``{"blocks": [names]}`` (empty: all; restart
   refuses it) -> ``{"blocks": [{"name", "state"}, ...]}``, the blocks acted on
 - ``reload`` -> an object of lists, e.g. ``{"restarted": [...], "unchanged": [...]}``
 - ``graph`` -> ``{"blocks": [{"name", "type", "state", "inputs": [...]}, ...]}``
-- ``wires`` -> ``{"wires": [...]}``, each as in "status --json"
+- ``wires`` -> ``{"wires": [...], "packet_wires": [...]}``, each as in "status --json"
 
 pipectl prints whatever comes back readably (``pipelined.ctl.format``) and exits 1 on
 any error reply.

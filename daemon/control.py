@@ -19,6 +19,11 @@ MAX_LINE, connections at ``max_clients``, and a handler that raises gets an ``in
 reply and a traceback in the log while the server carries on. Connections are served
 concurrently; requests on one connection are answered in order.
 
+The cap cannot lock anyone out: when it is reached, a new connection closes the one
+that has waited longest for its next request (it is told why), so idle or slow-drip
+connections left open by a script never stand between an admin and ``pipectl status``.
+Only when every connection is in the middle of a command is the newcomer told ``busy``.
+
 Who may connect: root, the daemon's own user, and members of its group (``group``, by
 default the daemon's gid). The socket file is 0660 so the kernel already keeps others
 out of a socket we bind; the peer check (SO_PEERCRED) also covers sockets handed to us
@@ -135,6 +140,20 @@ def _group_name(gid: int) -> str:
         return str(gid)
 
 
+@dataclass(eq=False)
+class _Conn:
+    """An admitted connection: since when it waits for a request (None: in a command)."""
+
+    reader: asyncio.StreamReader
+    idle_since: float | None
+    evicted: str | None = None  # why the server closes it to make room
+
+    def evict(self, why: str) -> None:
+        """End its wait for a request: the session sees EOF, says ``why`` and closes."""
+        self.evicted = why
+        self.reader.feed_eof()
+
+
 class ControlServer:
     """Serves the control protocol with a table of command handlers."""
 
@@ -166,12 +185,12 @@ class ControlServer:
         self._inode: int | None = None
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._active = 0
+        self._conns: set[_Conn] = set()
 
     @property
     def connections(self) -> int:
         """Admitted connections open right now."""
-        return self._active
+        return len(self._conns)
 
     # -- starting and stopping -----------------------------------------------------------
 
@@ -310,16 +329,38 @@ class ControlServer:
             log.warning("refused a control connection from %s: %s", peer, refusal)
             await self._send(writer, encode_error(None, FORBIDDEN, refusal))
             return
-        if self._active >= self.max_clients:
-            log.warning("refused a control connection from %s: %d already open", peer, self._active)
-            message = f"the daemon already serves {self._active} connections; try again later"
+        if not self._make_room():
+            count = len(self._conns)
+            log.warning("refused a control connection from %s: %d busy", peer, count)
+            message = (
+                f"the daemon is in the middle of {count} commands, its most at once;"
+                " try again later"
+            )
             await self._send(writer, encode_error(None, BUSY, message))
             return
-        self._active += 1
+        conn = _Conn(reader, asyncio.get_running_loop().time())
+        self._conns.add(conn)
         try:
-            await self._serve(reader, writer, peer)
+            await self._serve(reader, writer, peer, conn)
         finally:
-            self._active -= 1
+            self._conns.discard(conn)
+
+    def _make_room(self) -> bool:
+        """Whether a new connection may be admitted, evicting the idlest one if need be."""
+        staying = [c for c in self._conns if c.evicted is None]
+        if len(staying) < self.max_clients:
+            return True
+        idle = [c for c in staying if c.idle_since is not None]
+        if not idle:
+            return False
+        oldest = min(idle, key=lambda c: c.idle_since or 0.0)
+        waited = asyncio.get_running_loop().time() - (oldest.idle_since or 0.0)
+        log.info("closing the control connection idle longest (%.1f s) to make room", waited)
+        oldest.evict(
+            f"closed to make room for a new connection: this one waited {waited:.1f} s"
+            f" for a request, the longest of the {len(staying)} the daemon serves at once"
+        )
+        return True
 
     async def _close_gently(self, writer: asyncio.StreamWriter) -> None:
         """Close after the last reply has left (abort() would drop it), within write_timeout."""
@@ -345,7 +386,11 @@ class ControlServer:
         )
 
     async def _serve(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Peer
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        peer: Peer,
+        conn: _Conn,
     ) -> None:
         loop = asyncio.get_running_loop()
         buf = bytearray()
@@ -372,6 +417,9 @@ class ControlServer:
                     return
                 except ConnectionError:
                     return
+                if conn.evicted is not None:
+                    await self._send(writer, encode_error(None, TIMEOUT, conn.evicted))
+                    return
                 if not chunk:  # EOF: a last line without its newline still counts
                     if buf.strip():
                         await self._send(writer, await self._answer(bytes(buf)))
@@ -385,8 +433,11 @@ class ControlServer:
                 await self._too_large(writer, peer)
                 return
             # Blank lines are skipped: harmless, a human with nc pressed Enter.
-            if line.strip() and not await self._send(writer, await self._answer(line)):
-                return
+            if line.strip():
+                conn.idle_since = None  # in a command: not to be closed to make room
+                if not await self._send(writer, await self._answer(line)):
+                    return
+                conn.idle_since = loop.time()
             deadline = loop.time() + self.idle_timeout
 
     async def _too_large(self, writer: asyncio.StreamWriter, peer: Peer) -> None:
@@ -413,7 +464,7 @@ class ControlServer:
             try:
                 result = await handler(request.args)
             except CommandError as exc:
-                return encode_error(request.id, exc.code, exc.message)
+                return self._error_reply(request.id, exc.code, exc.message)
             except Exception as exc:
                 log.exception("control command %r failed", request.cmd)
                 message = (
@@ -430,6 +481,19 @@ class ControlServer:
             log.error("the result of %r is %d bytes, over the line limit", request.cmd, len(reply))
             message = f"the result of {request.cmd!r} is over {self.max_line} bytes"
             return encode_error(request.id, INTERNAL, message)
+        return reply
+
+    def _error_reply(self, request_id: Any, code: str, message: str) -> bytes:
+        """An error reply that fits one line: a long message keeps its start, with a note."""
+        reply = encode_error(request_id, code, message)
+        if len(reply) <= self.max_line + 1:
+            return reply
+        note = " … (cut to fit one reply)"
+        keep = len(message)
+        while len(reply) > self.max_line + 1 and keep > 0:
+            # non-ASCII takes up to 12 bytes (\\uXXXX pairs): shrink in proportion, then again
+            keep = min(keep - 1, keep * (self.max_line - 1024) // len(reply))
+            reply = encode_error(request_id, code, message[: max(keep, 0)] + note)
         return reply
 
     def _hello(self) -> dict[str, Any]:

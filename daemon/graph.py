@@ -15,11 +15,19 @@ Decisions (docs/design.md, "The graph file"):
 - A block reads each input once; ``liveness_interval`` must be above 0 (0 would spin).
 - The /dev/shm check counts the whole graph against the space free now, so a reload
   of a graph that needs more than half of /dev/shm can be refused while the old one runs.
+- A user's block type is never imported here: its class and checks are asked of a
+  short-lived worker process (probe.py), so nothing its module does can end, hang or
+  change the daemon. Built-in types are imported as before.
+- A parameter declared ``state_path`` (a recorder's ``directory``) that is relative is
+  made absolute under the state directory given to loading (the daemon's
+  ``--state-dir``), so what a graph writes never lands where the daemon happened to be
+  started (a clone of the repository); the Graph keeps that directory for its reloads.
+  A user type's ``state_path`` parameters are known from the probe's answer, as the
+  rest of its declaration is.
 """
 
 from __future__ import annotations
 
-import builtins
 import copy
 import difflib
 import math
@@ -32,12 +40,25 @@ from typing import Any
 
 from pipelined.workers import codec
 from pipelined.workers.block import Block, Kind, Param
-from pipelined.workers.contract import split_secrets
+from pipelined.workers.contract import (
+    SECRET_PLACEHOLDER,
+    is_secret_name,
+    mask,
+    redact,
+    secret_strings,
+    split_secrets,
+    url_password_problem,
+)
 from pipelined.workers.ipc import wire
 from pipelined.workers.ipc.names import SHM_DIR, check_block
 from pipelined.workers.ipc.packets import packet_wire_bytes
-from pipelined.workers.registry import BlockTypeError, resolve
+from pipelined.workers.registry import BlockTypeError
 from pipelined.workers.video.options import EncodeOptions, parse_encode
+
+from .probe import RemoteBlock, UserCodeError, UserTypes
+
+BlockType = type[Block] | RemoteBlock
+"""A built-in's class, or what a user's class declares (asked of a probe process)."""
 
 RESTART_POLICIES = ("always", "on-failure", "never")
 SLOTS = 4
@@ -78,6 +99,9 @@ class Supervision:
     liveness_interval: float = _key(
         0.5, "seconds between a worker's checks that the daemon is alive (> 0)"
     )
+    autostart: bool = _key(
+        True, "false: not started with the graph, only when asked (pipectl start BLOCK)"
+    )
 
 
 SUPERVISOR_KEYS = tuple(f.name for f in fields(Supervision))
@@ -98,7 +122,7 @@ class BlockSpec:
 
     name: str
     type: str
-    cls: builtins.type[Block]  # builtins: the field above shadows `type` here
+    cls: BlockType
     params: dict[str, Any]
     inputs: tuple[str, ...]
     supervision: Supervision
@@ -124,6 +148,8 @@ class Graph:
     source: str
     path: Path | None
     blocks: dict[str, BlockSpec]
+    state_dir: Path | None = None
+    """Where relative ``state_path`` parameters were put; a reload uses the same."""
 
     def readers(self, name: str) -> list[str]:
         """The blocks that read ``name``'s frame wire, in graph order."""
@@ -146,8 +172,14 @@ class GraphError(Exception):
         self.problems = problems
 
 
-def load_graph(path: str | Path) -> Graph:
-    """Read and validate a graph file. ``source`` is the path as given, for messages."""
+def load_graph(
+    path: str | Path, state_dir: Path | None = None, types: UserTypes | None = None
+) -> Graph:
+    """Read and validate a graph file. ``source`` is the path as given, for messages.
+
+    With ``state_dir``, relative ``state_path`` parameters (a recorder's folder) are put
+    under it; without, they stay relative to the daemon's working directory.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -155,40 +187,40 @@ def load_graph(path: str | Path) -> Graph:
         raise GraphError([f"{path}: cannot read the graph file: {exc.strerror or exc}"]) from None
     except UnicodeDecodeError as exc:
         raise GraphError([f"{path}: the graph file is not UTF-8 text: {exc}"]) from None
-    return parse_graph(text, str(path), path.absolute())
+    return parse_graph(text, str(path), path.absolute(), state_dir, types)
 
 
-def parse_graph(text: str, source: str, path: Path | None = None) -> Graph:
-    """Validate graph text; ``source`` names it in every problem."""
+def parse_graph(
+    text: str,
+    source: str,
+    path: Path | None = None,
+    state_dir: Path | None = None,
+    types: UserTypes | None = None,
+) -> Graph:
+    """Validate graph text; ``source`` names it in every problem.
+
+    User block types are asked of ``types`` (by default a new ``UserTypes``, whose probe
+    process ends with the load).
+    """
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise GraphError([f"{source}: not valid TOML: {exc}"]) from None
-    return _Loader(source).build(data, path)
+    with types or UserTypes() as asked:
+        return _Loader(source, asked, state_dir).build(data, path)
 
 
 DEMO_GRAPH = Path(__file__).with_name("demo.toml")
 """The built-in demo's graph file; examples/five-blocks.toml is a link to it."""
 
 
-DEMO_RECORDINGS = "recordings"
-"""The demo recorder's folder in the state directory."""
-
-
-def default_graph(display: bool | None = None, state_dir: Path | None = None) -> Graph:
-    """The built-in demo; ``display=None`` looks for a display in $DISPLAY.
-
-    With ``state_dir`` its recorder records into ``state_dir/recordings``, set before the
-    graph is validated; without, into ``recordings`` where the daemon stands.
-    """
-    if display is None:
-        display = bool(os.environ.get("DISPLAY"))
+def default_graph(state_dir: Path | None = None) -> Graph:
+    """The built-in demo: ``daemon/demo.toml`` as it is, so the file and the demo are one
+    graph (its screen waits to be asked: ``autostart = false``). With ``state_dir`` its
+    recorder records into ``state_dir/recordings``, as any graph's would."""
     data = tomllib.loads(DEMO_GRAPH.read_text(encoding="utf-8"))
-    if not display:
-        del data["blocks"]["screen"]
-    if state_dir is not None:
-        data["blocks"]["recorder"]["directory"] = str(state_dir / DEMO_RECORDINGS)
-    return _Loader(BUILTIN_SOURCE).build(data, None)
+    with UserTypes() as types:  # built-ins only: no process is started
+        return _Loader(BUILTIN_SOURCE, types, state_dir).build(data, None)
 
 
 def describe(graph: Graph) -> str:
@@ -223,11 +255,14 @@ def describe(graph: Graph) -> str:
 class _Loader:
     """One validation pass: collects every problem, builds the Graph only if there is none."""
 
-    def __init__(self, source: str):
+    def __init__(self, source: str, types: UserTypes, state_dir: Path | None = None):
         self.source = source
+        self.types = types
+        self.state_dir = state_dir
         self.beside: Path | None = None  # the graph file's folder: user modules may live there
         self.problems: list[str] = []
         self.miswired: set[str] = set()  # blocks with wrong inputs: not sized, not to pile on
+        self.secrets: dict[str, list[str]] = {}  # per block: values no problem may show
 
     def fits_command_line(self, name: str, params: dict[str, Any]) -> None:
         """A worker gets its parameters as one argument: refuse now what exec would."""
@@ -246,7 +281,10 @@ class _Loader:
             )
 
     def say(self, block: str | None, problem: str) -> None:
+        """Report a problem; a block's secrets are hidden in it, whoever wrote the words
+        (a user block's check or ``validate`` may quote any parameter)."""
         where = f"block {block!r}: " if block is not None else ""
+        problem = mask(problem, self.secrets.get(block, [])) if block is not None else problem
         self.problems.append(f"{self.source}: {where}{problem}")
 
     def build(self, data: dict[str, Any], path: Path | None) -> Graph:
@@ -269,6 +307,7 @@ class _Loader:
             if not isinstance(table, dict):
                 self.say(name, f"must be a table ([blocks.{name}]), not {_show(table)}")
         tables = {n: t for n, t in tables.items() if isinstance(t, dict)}
+        self.secrets = {n: secret_strings(t) for n, t in tables.items()}
 
         classes = {n: c for n, t in tables.items() if (c := self.block_class(n, t))}
         params = {
@@ -312,9 +351,9 @@ class _Loader:
             )
             for n, t in tables.items()
         }
-        return Graph(self.source, path, blocks)
+        return Graph(self.source, path, blocks, self.state_dir)
 
-    def block_class(self, name: str, table: dict[str, Any]) -> type[Block] | None:
+    def block_class(self, name: str, table: dict[str, Any]) -> BlockType | None:
         type_name = table.get("type")
         if type_name is None:
             self.say(name, 'no type: set type = "camera", say, or "package.module:ClassName"')
@@ -323,7 +362,7 @@ class _Loader:
             self.say(name, f"type must be a string, not {_show(type_name)}")
             return None
         try:
-            cls = resolve(type_name, self.beside)
+            cls = self.types.resolve(type_name, self.beside)
         except BlockTypeError as exc:
             self.say(name, str(exc))
             return None
@@ -331,7 +370,7 @@ class _Loader:
             self.say(name, f"block type {type_name!r} declares parameter {key!r}, a reserved key")
         return cls
 
-    def params(self, name: str, cls: type[Block], table: dict[str, Any]) -> dict[str, Any] | None:
+    def params(self, name: str, cls: BlockType, table: dict[str, Any]) -> dict[str, Any] | None:
         """The block's own parameters, defaults filled in; None if any is wrong."""
         before = len(self.problems)
         for key in table:
@@ -345,7 +384,11 @@ class _Loader:
                 if param.required:
                     self.say(name, f"missing parameter {key!r}{_doc(param.doc)}")
                 values[key] = copy.deepcopy(param.default)
+            elif shown_problem := _url_problem(table[key]):
+                self.say(name, f"parameter {key!r} = {shown_problem}")
             elif problem := _param_problem(param, table[key]):
+                if is_secret_name(key):  # "not int 123456": never a secret's value
+                    problem = _hide_value(problem, table[key])
                 self.say(name, f"parameter {key!r} {problem}")
             else:
                 values[key] = table[key]
@@ -355,8 +398,20 @@ class _Loader:
             for problem in cls.validate(values):
                 self.say(name, problem)
         except Exception as exc:  # user code
-            self.say(name, f"{cls.__name__}.validate failed: {type(exc).__name__}: {exc}")
-        return values if len(self.problems) == before else None
+            self.say(name, f"{cls.__name__}.validate failed: {_failure(exc)}")
+        if len(self.problems) > before:
+            return None
+        return self.placed(cls, values)
+
+    def placed(self, cls: BlockType, values: dict[str, Any]) -> dict[str, Any]:
+        """``values`` with each relative ``state_path`` under the state directory."""
+        if self.state_dir is None:
+            return values
+        for key, param in cls.params.items():
+            value = values.get(key)
+            if param.state_path and isinstance(value, str) and value:
+                values[key] = str(self.state_dir / value)  # an absolute value stays as it is
+        return values
 
     def fits_shared_memory(
         self,
@@ -384,12 +439,12 @@ class _Loader:
                 f" {_size(free)} free",
             )
 
-    def packets(self, name: str, cls: type[Block], params: dict[str, Any]) -> int | None:
+    def packets(self, name: str, cls: BlockType, params: dict[str, Any]) -> int | None:
         """The size of the block's packet ring, if it publishes packets."""
         try:
             size = cls.packet_bytes(params)
         except Exception as exc:  # user code
-            self.say(name, f"{cls.__name__}.packet_bytes failed: {type(exc).__name__}: {exc}")
+            self.say(name, f"{cls.__name__}.packet_bytes failed: {_failure(exc)}")
             return None
         if size is not None and not (_is_int(size) and size >= MIN_PACKET_BYTES):
             self.say(name, f"{cls.__name__}.packet_bytes returned {size!r}, not a size >= 4096")
@@ -400,7 +455,7 @@ class _Loader:
         self,
         name: str,
         table: dict[str, Any],
-        classes: dict[str, type[Block]],
+        classes: dict[str, BlockType],
         packets: dict[str, int],
         frames: dict[str, int],
     ) -> EncodeOptions | None:
@@ -426,7 +481,7 @@ class _Loader:
     def kinds(
         self,
         name: str,
-        cls: type[Block],
+        cls: BlockType,
         params: dict[str, Any],
         inputs: tuple[str, ...],
         packets: dict[str, int],
@@ -437,7 +492,7 @@ class _Loader:
         try:
             kinds = tuple(cls.input_kinds(params, offered))
         except Exception as exc:  # user code
-            self.say(name, f"{cls.__name__}.input_kinds failed: {type(exc).__name__}: {exc}")
+            self.say(name, f"{cls.__name__}.input_kinds failed: {_failure(exc)}")
             return None
         if len(kinds) != len(inputs) or not set(kinds) <= {"frames", "packets"}:
             self.say(
@@ -475,7 +530,8 @@ class _Loader:
             if problem:
                 self.say(block, f"{key} {problem}" if block else f"[supervisor]: {key} {problem}")
             else:
-                changes[key] = value if key in ("restart", "restart_limit") else float(value)
+                plain = key in ("restart", "restart_limit", "autostart")
+                changes[key] = value if plain else float(value)
         return replace(base, **changes)
 
     def inputs(
@@ -483,7 +539,7 @@ class _Loader:
         name: str,
         table: dict[str, Any],
         tables: dict[str, Any],
-        classes: dict[str, type[Block]],
+        classes: dict[str, BlockType],
     ) -> tuple[str, ...]:
         """The blocks ``name`` reads, as written; reports names, counts and self-reads."""
         raw = self.input_names(name, table)
@@ -556,7 +612,7 @@ class _Loader:
     def frame_sizes(
         self,
         tables: dict[str, Any],
-        classes: dict[str, type[Block]],
+        classes: dict[str, BlockType],
         params: dict[str, dict[str, Any]],
         inputs: dict[str, tuple[str, ...]],
     ) -> dict[str, int]:
@@ -602,7 +658,7 @@ class _Loader:
         return sizes
 
     def output_bytes(
-        self, name: str, cls: type[Block], params: dict[str, Any], sizes: list[int], declared: bool
+        self, name: str, cls: BlockType, params: dict[str, Any], sizes: list[int], declared: bool
     ) -> int | None:
         """What the block says its largest frame is; None if it cannot say."""
         try:
@@ -615,7 +671,7 @@ class _Loader:
                 )
             return None
         except Exception as exc:  # user code
-            self.say(name, f"{cls.__name__}.max_output_bytes failed: {type(exc).__name__}: {exc}")
+            self.say(name, f"{cls.__name__}.max_output_bytes failed: {_failure(exc)}")
             return None
         if not (_is_int(size) and size > 0):
             self.say(name, f"{cls.__name__}.max_output_bytes returned {size!r}, not a size > 0")
@@ -623,11 +679,37 @@ class _Loader:
         return size
 
 
-def _param_problem(param: Param, value: Any) -> str | None:
+def _url_problem(value: Any) -> str | None:
+    """``'URL': why`` for the first URL in ``value`` whose password cannot be sent as
+    written; its password is not shown."""
+    if isinstance(value, str):
+        problem = url_password_problem(value)
+        return f"{redact(value)!r}: {problem}" if problem else None
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    for item in items:
+        if found := _url_problem(item):
+            return found
+    return None
+
+
+def _hide_value(problem: str, value: Any) -> str:
+    """``problem`` without ``value`` (a secret) in any of the ways it may be written."""
+    for shown in sorted({repr(value), str(value)}, key=len, reverse=True):
+        if shown:
+            problem = problem.replace(shown, SECRET_PLACEHOLDER)
+    return problem
+
+
+def _param_problem(param: Param | Any, value: Any) -> str | None:
     try:
         return param.problem(value)
-    except Exception as exc:  # a user block's check
-        return f"cannot be checked: {type(exc).__name__}: {exc}"
+    except Exception as exc:  # a check of ours (a user block's is asked of its process)
+        return f"cannot be checked: {_failure(exc)}"
+
+
+def _failure(exc: Exception) -> str:
+    """``TypeName: message`` of what a block's code raised (there, or here)."""
+    return str(exc) if isinstance(exc, UserCodeError) else f"{type(exc).__name__}: {exc}"
 
 
 def _supervisor_problem(key: str, value: Any) -> str | None:
@@ -637,6 +719,9 @@ def _supervisor_problem(key: str, value: Any) -> str | None:
     elif key == "restart_limit":
         if not (_is_int(value) and value >= 0):
             return f"must be an integer >= 0, not {_show(value)}"
+    elif key == "autostart":
+        if not isinstance(value, bool):
+            return f"must be true or false, not {_show(value)}"
     elif not (_is_number(value) and math.isfinite(value) and value >= 0):
         return f"must be a number of seconds >= 0, not {_show(value)}"
     elif key == "liveness_interval" and value == 0:

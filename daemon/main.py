@@ -4,9 +4,15 @@
     pipelined --check FILE
     pipelined blocks [TYPE]        the block types and their parameters
 
-With no --graph it runs the built-in five-block demo on the synthetic testsrc camera.
-A graph that fails to load exits with status 78 (EX_CONFIG), which the systemd unit
-does not restart: a typo in a graph file is not fixed by trying again.
+With no --graph it runs the built-in demo on the synthetic testsrc camera
+(daemon/demo.toml). A graph that fails to load exits with status 78 (EX_CONFIG), which
+the systemd unit does not restart: a typo in a graph file is not fixed by trying again.
+A daemon that already answers on the control socket is found before anything is made:
+the second daemon exits 1 and touches nothing of the first's.
+
+What a graph writes (a recorder's relative ``directory``) goes under the state directory:
+``--state-dir``, else ``$STATE_DIRECTORY`` (systemd's), else
+``~/.local/state/pipelined/<instance>``.
 """
 
 from __future__ import annotations
@@ -18,15 +24,17 @@ import os
 import sys
 from pathlib import Path
 
-from pipelined.ctl.protocol import socket_path
+from pipelined.ctl.client import Client, DaemonUnreachable
+from pipelined.ctl.protocol import CommandError, ProtocolError, socket_path
 from pipelined.workers.contract import EX_CONFIG
 from pipelined.workers.ipc.names import DEFAULT_INSTANCE, check_instance
 
+from . import banner, web
 from . import systemd as sd
-from . import web
 from .app import Daemon
 from .control import ControlSocketError
-from .graph import Graph, GraphError, default_graph, describe, load_graph
+from .graph import GraphError, default_graph, describe, load_graph
+from .supervisor import RunError
 
 log = logging.getLogger("pipelined")
 
@@ -44,7 +52,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--state-dir",
         metavar="DIR",
-        help="where the built-in graph records (default: $STATE_DIRECTORY, else"
+        help="where a recorder's relative directory goes (default: $STATE_DIRECTORY, else"
         " ~/.local/state/pipelined/<instance>)",
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
@@ -62,39 +70,44 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=opts.log_level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
     )
-    if opts.check:
-        return check(opts.check)
     try:
         instance = check_instance(opts.instance)
     except ValueError as exc:
         print(f"pipelined: {exc}", file=sys.stderr)
         return 2
+    state = state_dir(opts.state_dir, instance)
+    if opts.check:
+        return check(opts.check, state)
     sd.log_to_journal(instance)  # only when systemd gave us the journal as stderr
+    listen_sock = sd.listen_socket()
+    path = socket_path(instance, opts.socket)
+    if listen_sock is None and (other := answering(path, opts.socket, instance)) is not None:
+        print(f"pipelined: {other}", file=sys.stderr)
+        return 1
     try:
-        graph = load_graph(opts.graph) if opts.graph else builtin(opts.state_dir, instance)
+        graph = load_graph(opts.graph, state) if opts.graph else default_graph(state)
     except GraphError as exc:
         print(f"pipelined: the graph cannot run:\n{exc}", file=sys.stderr)
         return EX_CONFIG
-    path = socket_path(instance, opts.socket)
     try:
-        http = web.listen_from_args(opts, builtin=not opts.graph)
+        token = web.token_from_args(opts)
+        http = web.listen_from_args(opts, builtin=not opts.graph, token=token)
     except web.HttpError as exc:
         print(f"pipelined: {exc}", file=sys.stderr)
         return exc.exit_code
-    announce(graph, path)
-    web.announce(graph, http)
-    daemon = Daemon(graph, instance, path, listen_sock=sd.listen_socket(), http=http)
+    banner.graph_lines(graph, path if listen_sock is None else None)
+    daemon = Daemon(graph, instance, path, listen_sock=listen_sock, http=http, token=token)
     try:
         asyncio.run(daemon.serve())
-    except ControlSocketError as exc:
+    except (ControlSocketError, RunError) as exc:
         print(f"pipelined: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
-def check(path: str) -> int:
+def check(path: str, state: Path) -> int:
     try:
-        graph = load_graph(path)
+        graph = load_graph(path, state)
     except GraphError as exc:
         print(exc, file=sys.stderr)
         return EX_CONFIG
@@ -102,28 +115,36 @@ def check(path: str) -> int:
     return 0
 
 
-def builtin(state_dir: str | None, instance: str) -> Graph:
-    """The demo graph, recording into the state directory rather than wherever we stand."""
-    base = Path(state_dir or os.environ.get("STATE_DIRECTORY") or _user_state(instance))
-    return default_graph(state_dir=base)
-
-
-def _user_state(instance: str) -> Path:
+def state_dir(given: str | None, instance: str) -> Path:
+    """Where a graph's relative output paths go: ``--state-dir``, systemd's
+    ``$STATE_DIRECTORY``, else the user's state folder for this instance."""
+    if given:
+        return Path(given).absolute()
+    if os.environ.get("STATE_DIRECTORY"):  # systemd may list several, ':'-separated
+        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
     xdg = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
     return Path(xdg) / "pipelined" / instance
 
 
-def announce(graph: Graph, control: Path) -> None:
-    """Say where to look: the headless box's only window is the recorder's output."""
-    print(f"pipelined: running {graph.source} ({len(graph.blocks)} blocks)", file=sys.stderr)
-    for spec in graph.blocks.values():
-        if "directory" in spec.params and spec.type == "recorder":
-            folder = spec.params["directory"]
-            print(
-                f"pipelined: {spec.name} records to {folder} (latest frame: {folder}/latest.jpg)",
-                file=sys.stderr,
-            )
-    print(f"pipelined: control socket {control} (pipectl status)", file=sys.stderr, flush=True)
+def answering(path: Path, explicit: str | None, instance: str) -> str | None:
+    """What to say if a daemon already answers at ``path``: asked before anything is
+    made, so a second start neither prints addresses nor touches the first's objects."""
+    try:
+        with Client(path, timeout=2.0) as client:
+            hello = client.call("hello")
+    except DaemonUnreachable:
+        return None
+    except (CommandError, ProtocolError):
+        hello = {}  # something answers there, if not as we expect
+    theirs = hello.get("instance", "?") if isinstance(hello, dict) else "?"
+    which = f"--socket {path}" if explicit else f"--instance {instance}"
+    which = "" if not explicit and instance == DEFAULT_INSTANCE else f" {which}"
+    return (
+        f"a daemon already answers at {path} (instance {theirs}): see it with"
+        f" `{banner.pipectl()}{which} status`, stop it where it runs (Ctrl-C) or with"
+        " systemctl; to run another beside it, give this one another --instance (and its"
+        " graph other ports)"
+    )
 
 
 if __name__ == "__main__":

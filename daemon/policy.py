@@ -140,9 +140,9 @@ class RestartPolicy:
         """The worker exited with ``code`` (negative: the signal that killed it).
 
         ``killed_for`` is the reason it was killed for, if it was; ``last_line`` the last
-        line it wrote to stderr. Returns True if a worker is to be launched again now
-        (the second half of a restart); otherwise the block is STOPPED, EXITED, FAILED,
-        or in BACKOFF for ``restart_in`` seconds.
+        line it wrote to stderr, which a crash's reason quotes. Returns True if a worker is
+        to be launched again now (the second half of a restart); otherwise the block is
+        STOPPED, EXITED, FAILED, or in BACKOFF for ``restart_in`` seconds.
         """
         now, s = self.clock(), self.settings
         ran = self.ran()
@@ -161,6 +161,8 @@ class RestartPolicy:
             self._move(State.EXITED, f"exited with {f'code {code}' if code >= 0 else 'a signal'}")
             return False
         what = _summary(code, killed_for)
+        if code > 0 and last_line:  # what the worker said last: why it crashed, usually
+            what = f"{what}: {_shorten(last_line)}"
         self._crashes = [t for t in self._crashes if now - t <= s.restart_window] + [now]
         if len(self._crashes) > s.restart_limit:
             self._fail(
@@ -229,6 +231,13 @@ def signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
+
+
+MAX_LAST_LINE = 400
+
+
+def _shorten(line: str) -> str:
+    return line if len(line) <= MAX_LAST_LINE else line[: MAX_LAST_LINE - 1] + "…"
 
 
 def _summary(code: int, killed_for: str | None) -> str:

@@ -8,12 +8,16 @@ A ``WorkerProcess`` is what the daemon holds of one launched worker: a pidfd, wh
 the event loop watches to learn of the exit at once; its stderr, logged line by line
 with the last lines kept to explain an exit; and psutil samples for status. It decides
 nothing: the watcher (watcher.py) and its restart policy do.
+
+A worker's stderr is read on the daemon's one event loop, so whatever a block prints
+costs the loop time in proportion to what it printed, never more: a line ends at a
+newline or a carriage return (a progress bar is many lines), a line longer than
+LINE_BYTES is cut (and says so), and the tail is bounded in lines and bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import os
 import select
@@ -24,23 +28,28 @@ from typing import Any
 
 import psutil
 
-from pipelined.workers.contract import WorkerArgs, launch_command
+from pipelined.workers.contract import WorkerArgs, launch_command, mask, secret_strings
 from pipelined.workers.ipc.heartbeat import Beat
 from pipelined.workers.ipc.liveness import ProcessIdentity
 from pipelined.workers.ipc.names import RunNames
 
 from .graph import BlockSpec, Graph
+from .lines import Lines, Tail
 
 log = logging.getLogger("pipelined.block")
-STDERR_LINES = 20
-"""Lines of a worker's stderr kept for ``last_exit``: enough for a traceback's end."""
 
 
-def worker_args(names: RunNames, spec: BlockSpec, graph: Graph) -> WorkerArgs:
+def worker_args(
+    names: RunNames, spec: BlockSpec, graph: Graph, preview_token: str | None = None
+) -> WorkerArgs:
     """The arguments of ``spec``'s worker in ``graph``: its reader slot on each input.
 
-    The graph file's folder goes along: a user's block module may live there.
+    The graph file's folder goes along: a user's block module may live there. A preview
+    block that sets no token gets ``preview_token``, the daemon's (its page's) own.
     """
+    params = spec.params
+    if spec.type == "preview" and not params.get("token") and preview_token:
+        params = {**params, "token": preview_token}
     frames = [w for w, kind in zip(spec.inputs, spec.kinds, strict=True) if kind == "frames"]
     packets = [w for w, kind in zip(spec.inputs, spec.kinds, strict=True) if kind == "packets"]
     beside = graph.path.parent if graph.path else None
@@ -50,7 +59,7 @@ def worker_args(names: RunNames, spec: BlockSpec, graph: Graph) -> WorkerArgs:
         run=names.run,
         block=spec.name,
         type=spec.type,
-        params=spec.params,
+        params=params,
         inputs=[(w, graph.readers(w).index(spec.name)) for w in frames],
         output=spec.frame_bytes is not None,
         packet_inputs=[(w, graph.packet_readers(w).index(spec.name)) for w in packets],
@@ -74,7 +83,7 @@ def launch(args: WorkerArgs) -> subprocess.Popen:
         # Its own session: a Ctrl-C or a terminal hang-up reaches the daemon only, which
         # stops the blocks in order, instead of every block at once behind its back.
         start_new_session=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env=command.env,
     )
     if command.stdin is not None:
         assert proc.stdin is not None  # a pipe, asked for above
@@ -100,17 +109,21 @@ class WorkerProcess:
         popen: subprocess.Popen,
         pidfd: int,
         on_exit: Callable[[WorkerProcess], None],
+        secrets: list[str] | None = None,
+        on_line: Callable[[str], None] | None = None,
     ):
         self.name = name
         self.popen = popen
-        self.tail: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
+        self.secrets = secrets or []  # hidden in every line it prints (``mask``)
+        self.tail = Tail()
         self.fps = self.fps_in = self.cpu_percent = 0.0
         self.rss_bytes = 0
         self._on_exit = on_exit
+        self._on_line = on_line or self._log_line
         self._pidfd: int | None = pidfd
         assert popen.stderr is not None  # launch() pipes it
         self._stderr_fd: int | None = popen.stderr.fileno()
-        self._partial = b""
+        self._lines = Lines()
         self._sample: tuple[float, int, int] | None = None
         try:
             self._ps: psutil.Process | None = psutil.Process(popen.pid)
@@ -122,8 +135,16 @@ class WorkerProcess:
         loop.add_reader(self._stderr_fd, self._read_stderr)
 
     @classmethod
-    def start(cls, args: WorkerArgs, on_exit: Callable[[WorkerProcess], None]) -> WorkerProcess:
+    def start(
+        cls,
+        args: WorkerArgs,
+        on_exit: Callable[[WorkerProcess], None],
+        on_line: Callable[[str], None] | None = None,
+    ) -> WorkerProcess:
         """Launch the worker of ``args`` and watch it on the running loop.
+
+        Each line of its stderr, its block's secrets hidden, goes to ``on_line`` (else
+        to the log, at INFO).
 
         Raises OSError (or CodecError) if it cannot be launched. A worker launched but
         that cannot be watched (no pidfd: out of file descriptors) is killed and reaped
@@ -138,7 +159,7 @@ class WorkerProcess:
             if popen.stderr is not None:
                 popen.stderr.close()
             raise
-        return cls(args.block, popen, pidfd, on_exit)
+        return cls(args.block, popen, pidfd, on_exit, secret_strings(args.params), on_line)
 
     @property
     def pid(self) -> int:
@@ -200,19 +221,19 @@ class WorkerProcess:
             return
         except OSError:
             chunk = b""
-        if not chunk:
+        if chunk:
+            lines = self._lines.feed(chunk)
+        else:
             asyncio.get_running_loop().remove_reader(fd)
             self._stderr_fd = None
-            chunk, self._partial = self._partial + b"\n", b""
-            if chunk == b"\n":
-                return
-        lines = (self._partial + chunk).split(b"\n")
-        self._partial = lines.pop()
-        for raw in lines:
-            line = raw.decode("utf-8", "replace").rstrip()
-            if line:
-                self.tail.append(line)
-                log.info("%s: %s", self.name, line, extra=self.log_extra)
+            lines = self._lines.end()
+        for line in lines:
+            line = mask(line, self.secrets)  # before anyone sees it: the tail, the log
+            self.tail.append(line)
+            self._on_line(line)
+
+    def _log_line(self, line: str) -> None:
+        log.info("%s: %s", self.name, line, extra=self.log_extra)
 
     def _close_fds(self) -> None:
         loop = asyncio.get_running_loop()
@@ -230,5 +251,7 @@ class WorkerProcess:
 
 
 def _readable(fd: int) -> bool:
-    ready, _, _ = select.select([fd], [], [], 0)
-    return bool(ready)
+    """Whether a read would not block (poll: select() cannot take fds past 1023)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))

@@ -72,7 +72,11 @@ def supervisor_keys() -> list[Key]:
 def _key(name: str, param: Param) -> Key:
     types = param.types if isinstance(param.types, tuple) else (param.types,)
     default = "required" if param.default is REQUIRED else _value(param.default)
-    return Key(name, type_names(types), default, rule_text(param.check), param.doc)
+    allowed = rule_text(param.check)
+    if param.state_path:
+        where = "a path; a relative one is under the daemon's state directory"
+        allowed = f"{allowed}; {where}" if allowed else where
+    return Key(name, type_names(types), default, allowed, param.doc)
 
 
 def _value(value: Any) -> str:

@@ -21,13 +21,14 @@ import time
 from typing import Any
 
 from pipelined.workers.codec import CodecError
-from pipelined.workers.contract import WorkerArgs
+from pipelined.workers.contract import WorkerArgs, mask, secret_strings
 from pipelined.workers.ipc.heartbeat import Beat, Heartbeat
 
 from .graph import BlockSpec
 from .policy import Clock, RestartPolicy, signal_name
 from .process import WorkerProcess
 from .states import ALIVE, State
+from .worker_log import StderrLog
 
 log = logging.getLogger("pipelined.block")
 
@@ -41,9 +42,11 @@ class Watcher:
         self.spec = spec
         self.args = args
         self.heartbeat = heartbeat
+        self._secrets = secret_strings(args.params)  # hidden in whatever status shows
         self.policy = RestartPolicy(spec.supervision, clock, on_move=self._moved)
         self.process: WorkerProcess | None = None  # the latest worker, alive or not
         self.last_exit: dict[str, Any] | None = None
+        self.stderr = StderrLog(spec.name)  # across its workers: a repeated traceback once
         self._beat: Beat | None = None  # the latest beat of this worker
         self._kill_reason: str | None = None
         self._restart_timer: asyncio.TimerHandle | None = None
@@ -60,7 +63,13 @@ class Watcher:
 
     @property
     def reason(self) -> str | None:
-        return self.policy.reason
+        """Why the block is as it is: the policy's reason (FAILED, waiting, crashed), the
+        worker's words with its block's secrets hidden; or, for a block never started,
+        that it waits to be asked."""
+        never_started = self.state == State.STOPPED and self.process is None
+        if never_started and not self.spec.supervision.autostart:
+            return f"autostart = false: not started until asked (pipectl start {self.name})"
+        return self._hide(self.policy.reason)
 
     @property
     def restarts(self) -> int:
@@ -146,6 +155,13 @@ class Watcher:
         if self.process is not None and self.state in (State.STARTING, State.RUNNING):
             self.process.sample(self._beat)
 
+    def figures(self) -> tuple[float, float, float]:
+        """Frames in and out per second and CPU percent now, for the history."""
+        live = self.live
+        if live is None:
+            return (0.0, 0.0, 0.0)
+        return (live.fps_in, live.fps, live.cpu_percent)
+
     def status(self) -> dict[str, Any]:
         beat, live = self._beat, self.live
         return {
@@ -159,13 +175,15 @@ class Watcher:
             "fps_in": round(live.fps_in, 2) if live else 0.0,
             "frames_out": beat.frames_out if beat else 0,
             "frames_in": beat.frames_in if beat else 0,
-            "dropped": beat.dropped if beat else 0,
+            "missed": beat.missed if beat else 0,
+            "skipped": beat.skipped if beat else 0,
             "busy_s": round(beat.busy_ns / 1e9, 3) if beat else 0.0,
             "busy_hist": list(beat.busy_hist) if beat else [],
             "cpu_percent": round(live.cpu_percent, 1) if live else 0.0,
             "rss_bytes": live.rss_bytes if live else 0,
             "reason": self.reason,
-            "detail": beat.detail if beat and live else None,
+            "autostart": self.spec.supervision.autostart,
+            "detail": self._hide(beat.detail) if beat and live else None,
             "last_exit": self.last_exit,
             "inputs": list(self.spec.inputs),
         }
@@ -177,11 +195,12 @@ class Watcher:
         self._beat = None
         self._kill_reason = None
         try:
-            self.process = WorkerProcess.start(self.args, self._on_exit)
+            self.process = WorkerProcess.start(self.args, self._on_exit, self._stderr_line)
         except (OSError, CodecError) as exc:  # arguments too long, no memory, no fds left
             self.process = None
-            log.error("%s: cannot launch the worker: %s", self.name, exc, extra=self._log_extra)
-            self.policy.launch_failed(str(exc))
+            why = mask(str(exc), self._secrets)
+            log.error("%s: cannot launch the worker: %s", self.name, why, extra=self._log_extra)
+            self.policy.launch_failed(why)
             return
         log.info(
             "%s: started %s as pid %d",
@@ -189,7 +208,11 @@ class Watcher:
             extra=self._log_extra,
         )
 
+    def _stderr_line(self, line: str) -> None:
+        self.stderr.line(line, self._log_extra)
+
     def _on_exit(self, process: WorkerProcess) -> None:
+        self.stderr.flush(self._log_extra)
         if self._kill_timer is not None:
             self._kill_timer.cancel()
             self._kill_timer = None
@@ -242,5 +265,8 @@ class Watcher:
         if self._restart_timer is not None:
             self._restart_timer.cancel()
             self._restart_timer = None
-        why = f" ({reason})" if reason else ""
+        why = f" ({self._hide(reason)})" if reason else ""
         log.info("%s: %s -> %s%s", self.name, old, new, why, extra=self._log_extra)
+
+    def _hide(self, text: str | None) -> str | None:
+        return mask(text, self._secrets) if text else text

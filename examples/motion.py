@@ -45,13 +45,13 @@ class Motion(Block):
         out = frame.copy()  # the input is a read-only view into shared memory
         if self.previous is not None:
             diff = cv2.absdiff(grey, self.previous)
-            _, mask = cv2.threshold(diff, self.p["threshold"], 255, cv2.THRESH_BINARY)
+            _, mask = cv2.threshold(diff, self.config["threshold"], 255, cv2.THRESH_BINARY)
             mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_RECT, (3, 3)), iterations=2)
             contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
             boxes = [cv2.boundingRect(c) for c in contours]
-            boxes = [b for b in boxes if b[2] * b[3] >= self.p["min_area"]]
+            boxes = [b for b in boxes if b[2] * b[3] >= self.config["min_area"]]
             for x, y, w, h in boxes:
-                cv2.rectangle(out, (x, y), (x + w, y + h), tuple(self.p["color"]), 2)
+                cv2.rectangle(out, (x, y), (x + w, y + h), tuple(self.config["color"]), 2)
             self.moving = len(boxes)
         self.previous = grey
         return out

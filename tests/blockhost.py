@@ -10,8 +10,8 @@ from pipelined.workers.block import Block
 
 
 class RecordingContext:
-    """A block context that records what the block reports (waiting, detail) and each
-    sleep it asks for; ``sleep_cap`` shortens the sleeps."""
+    """A block context that records what the block reports (waiting, detail, what it
+    delivered and skipped) and each sleep it asks for; ``sleep_cap`` shortens the sleeps."""
 
     def __init__(self, sleep_cap: float | None = None, inputs: list[str] | None = None):
         self.log = logging.getLogger("test.blocks")
@@ -22,6 +22,8 @@ class RecordingContext:
         self.stopping = False
         self.sleep_cap = sleep_cap
         self.whole = True  # what intact() answers: False plays a writer that lapped the view
+        self.delivered_count = 0
+        self.skipped_count = 0
 
     def waiting(self, reason: str | None) -> None:
         self.reasons.append(reason)
@@ -31,6 +33,12 @@ class RecordingContext:
 
     def intact(self) -> bool:
         return self.whole
+
+    def delivered(self, count: int = 1) -> None:
+        self.delivered_count += count
+
+    def skipped(self, count: int = 1) -> None:
+        self.skipped_count += count
 
     def sleep(self, seconds: float) -> bool:
         self.sleeps.append(seconds)

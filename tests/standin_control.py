@@ -18,6 +18,7 @@ from typing import Any
 
 from pipelined.ctl.client import Client
 from pipelined.ctl.protocol import (
+    FAILED,
     MAX_LINE,
     NO_SUCH_BLOCK,
     CommandError,
@@ -36,7 +37,8 @@ def _block(name: str, type_: str, state: str, pid: int | None, **extra: Any) -> 
         "uptime_s": 3725.0 if pid else 0.0,
         "fps": 30.0 if pid else 0.0,
         "fps_in": 30.0 if pid else 0.0,
-        "dropped": 0,
+        "missed": 0,
+        "skipped": 0,
         "cpu_percent": 12.5 if pid else None,
         "rss_bytes": 47_400_000 if pid else None,
         "reason": None,
@@ -52,8 +54,8 @@ STATUS: dict[str, Any] = {
     "uptime_s": 3725.5,
     "graph": None,
     "blocks": [
-        _block("camera", "camera", "RUNNING", 4101),
-        _block("red", "color_filter", "RUNNING", 4102),
+        _block("camera", "camera", "RUNNING", 4101, inputs=[]),
+        _block("red", "color_filter", "RUNNING", 4102, inputs=["camera"], missed=3),
         _block(
             "edges",
             "edge_detector",
@@ -75,12 +77,33 @@ STATUS: dict[str, Any] = {
             "writer": "camera",
             "readers": ["red", "edges"],
             "frames": 111750,
-            "dropped": {"red": 0, "edges": 17},
+            "missed": {"red": 0, "edges": 17},
+            "skipped": {},
         },
-        {"name": "red", "writer": "red", "readers": ["screen"], "frames": 111748, "dropped": {}},
+        {
+            "name": "red",
+            "writer": "red",
+            "readers": ["screen"],
+            "frames": 111748,
+            "missed": {"screen": 2},
+            "skipped": {},
+        },
+        {
+            "name": "edges",
+            "writer": "edges",
+            "readers": ["screen"],
+            "frames": 111700,
+            "missed": {},
+            "skipped": {"screen": 40},  # its second input: sampled
+        },
     ],
 }
 NAMES = [b["name"] for b in STATUS["blocks"]]
+HISTORY = {
+    "fps_in": [30.0] * 360,
+    "fps": [0.0] * 180 + [30.0] * 180,  # the last half hour at 30 fps: a step up
+    "cpu_percent": [12.5] * 360,
+}
 GRAPH = {
     "blocks": [
         {"name": b["name"], "type": b["type"], "state": b["state"], "inputs": inputs}
@@ -119,6 +142,9 @@ def stand_in_commands() -> dict[str, Any]:
     async def wires(args: dict[str, Any]) -> dict[str, Any]:
         return {"wires": STATUS["wires"]}
 
+    async def history(args: dict[str, Any]) -> dict[str, Any]:
+        return {"interval_s": 10.0, "span_s": 3600.0, "blocks": {n: HISTORY for n in _known(args)}}
+
     async def boom(args: dict[str, Any]) -> None:
         raise RuntimeError("kaput")
 
@@ -135,6 +161,10 @@ def stand_in_commands() -> dict[str, Any]:
     async def echo(args: dict[str, Any]) -> dict[str, Any]:
         return args
 
+    async def refuse(args: dict[str, Any]) -> None:
+        size = get_arg(args, "size", int, 100)
+        raise CommandError(FAILED, "why " + "é" * size + " the end")
+
     return {
         "status": status,
         "start": action("STARTING"),
@@ -143,11 +173,13 @@ def stand_in_commands() -> dict[str, Any]:
         "reload": reload,
         "graph": graph,
         "wires": wires,
+        "history": history,
         "boom": boom,
         "nan": nan,
         "slow": slow,
         "big": big,
         "echo": echo,
+        "refuse": refuse,
     }
 
 

@@ -267,6 +267,25 @@ def test_frames_side_by_side_are_encoded_to_h264(tmp_path):
     assert abs(right.mean() - 200) < 8
 
 
+def test_latest_jpg_of_several_inputs_names_each_and_thinning_is_skipped(tmp_path):
+    values = params(Recorder, directory=str(tmp_path), min_free_bytes=0, codec="mjpeg", fps=5)
+    context = RecordingContext(inputs=["camera", "edges"])
+    block = Recorder("rec", values, context)
+    block.setup()
+    dark = np.full((240, 320, 3), 60, np.uint8)
+    dark.flags.writeable = False  # as a frame in shared memory comes
+    feed(block, [[dark, np.full((240, 320), 60, np.uint8)]] * 20, fps=200)
+    block.close()
+    latest = cv2.imread(str(tmp_path / SNAPSHOT))
+    assert latest.shape == (240, 640, 3)
+    for corner in (latest[:30, :80], latest[:30, 320:400]):  # a label in each picture's corner
+        assert (corner < 10).mean() > 0.3 and (corner > 200).mean() > 0.03  # black band, white text
+    assert abs(latest[100:, :320].mean() - 60) < 3 and abs(latest[100:, 320:].mean() - 60) < 3
+    # Thinned to 5 fps: what was let go is said to be skipped; what was written, delivered.
+    assert context.skipped_count >= 1 and context.delivered_count >= 1
+    assert context.skipped_count + context.delivered_count == 20
+
+
 def test_mjpeg_keeps_writing_avi_files_cut_every_segment_seconds(tmp_path):
     block = recorder(tmp_path, codec="mjpeg", fps=50, segment_seconds=1.0, snapshot_interval=0)
     feed(block, scene_frames(120, (160, 120)), fps=50)
@@ -532,6 +551,35 @@ def test_a_frame_overwritten_while_it_was_taken_is_never_written(tmp_path, codec
         assert (tmp_path / SNAPSHOT).exists()
     finally:
         block.close()
+
+
+def test_latest_jpg_of_several_inputs_is_made_before_the_check_and_only_if_whole(tmp_path):
+    """The labelled latest.jpg is made of the recorder's own copies, taken before it asks
+    whether the first input is still whole: a writer that overwrites the frame at the
+    check changes nothing written, and one that overwrote it before gets nothing written."""
+    values = params(Recorder, directory=str(tmp_path), min_free_bytes=0, codec="mjpeg")
+    context = RecordingContext(inputs=["camera", "edges"])
+    block = Recorder("rec", values, context)
+    block.setup()
+    first = np.full((240, 320, 3), 60, np.uint8)
+    other = np.full((240, 320), 60, np.uint8)
+    try:
+        context.whole = False
+        block.process([first, other])
+        assert not (tmp_path / SNAPSHOT).exists()
+        context.whole = True
+
+        def overwritten_at_the_check() -> bool:
+            first.fill(250)  # the writer laps the view just after the copies were taken
+            return True
+
+        context.intact = overwritten_at_the_check  # type: ignore[method-assign]
+        block.process([first, other])
+    finally:
+        block.close()
+    latest = cv2.imread(str(tmp_path / SNAPSHOT))
+    assert latest.shape == (240, 640, 3)
+    assert abs(latest[100:, :320].mean() - 60) < 3  # the copy, not what came after
 
 
 def test_side_by_side_whole_is_a_copy_checked_after_it_was_made():

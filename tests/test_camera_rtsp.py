@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import rtsp_server
 from camerahost import DEADLINE, rig_fixture  # noqa: F401 - the rig fixture
-from harness.daemon import RunningDaemon, free_port
+from harness.daemon import TOKEN, RunningDaemon, free_port
 from rtsp_server import RtspServer, encode_clip
 from userblocks.video_blocks import read_dump
 
@@ -298,8 +298,9 @@ def test_in_a_graph_the_camera_decodes_only_while_someone_watches(tmp_path, h264
 
         def snapshot() -> bytes | None:
             url = f"http://127.0.0.1:{port}/live/camera.jpg"
+            request = urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKEN}"})
             try:
-                with urllib.request.urlopen(url, timeout=30) as answer:
+                with urllib.request.urlopen(request, timeout=30) as answer:
                     return answer.read()
             except urllib.error.HTTPError as exc:
                 assert exc.code == 503, exc  # no frame yet: the decoder is starting

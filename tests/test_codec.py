@@ -340,7 +340,7 @@ def test_split_hides_url_passwords_and_secret_keys_and_merge_restores_them() -> 
                 "source": "rtsp://admin:***@10.0.0.5:554/stream",
                 "fallbacks": ("testsrc", "http://viewer:***@cam.local/mjpeg"),
                 "API_Key": "***",
-                "auth": {"password": "***", "user": "admin", "upload_token": "***"},
+                "auth": "***",  # a secret's name: the whole table is hidden
             },
             "url/with~odd": {"secret": "***"},
         }
@@ -349,8 +349,7 @@ def test_split_hides_url_passwords_and_secret_keys_and_merge_restores_them() -> 
         "/blocks/cam/source": "rtsp://admin:hunter2@10.0.0.5:554/stream",
         "/blocks/cam/fallbacks/1": "http://viewer:p@ss:w0rd@cam.local/mjpeg",
         "/blocks/cam/API_Key": 12345,
-        "/blocks/cam/auth/password": "pw",
-        "/blocks/cam/auth/upload_token": ["a", "b"],
+        "/blocks/cam/auth": {"password": "pw", "user": "admin", "upload_token": ["a", "b"]},
         "/blocks/url~1with~0odd/secret": None,
     }
     assert same(merge_secrets(*split_secrets(config)), config)
@@ -362,6 +361,9 @@ def test_split_hides_url_passwords_and_secret_keys_and_merge_restores_them() -> 
     [
         *("password", "PASSWORD", "Passwd", "token", "secret", "api_key", "apikey", "API-KEY"),
         *("camera_password", "auth_token", "Client_Secret", "db-password"),
+        *("secret_key", "pwd", "passphrase", "auth", "credentials", "apiKey", "x-auth-token"),
+        *("clientSecret", "private_key", "Authorization", "dbpassword", "authtoken", "db_pass"),
+        *("AWS_SECRET_ACCESS_KEY", "session.cookie", "creds"),
     ],
 )
 def test_keys_named_like_secrets_are_hidden(key: str) -> None:
@@ -369,7 +371,11 @@ def test_keys_named_like_secrets_are_hidden(key: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "key", ["user", "tokens", "password_file", "secretary", "keyframe", "max_tokens", "key"]
+    "key",
+    [
+        *("user", "tokens", "password_file", "secretary", "keyframe", "max_tokens", "key"),
+        *("tokenizer", "passthrough", "bypass", "auth_mode", "hotkey", "sort_key", "fps"),
+    ],
 )
 def test_other_keys_are_not(key: str) -> None:
     assert split_secrets({key: "s"}) == ({key: "s"}, {})
@@ -380,10 +386,13 @@ def test_other_keys_are_not(key: str) -> None:
     [
         ("rtsp://admin:hunter2@cam/x", "rtsp://admin:***@cam/x"),
         ("open rtsp://u:p@ss@cam:554/s failed", "open rtsp://u:***@cam:554/s failed"),
-        (
-            "a http://u:1@h/ and HTTPS://v:2@k?q=x:y@z",
-            "a http://u:***@h/ and HTTPS://v:***@k?q=x:y@z",
-        ),
+        # A password runs to the last "@" (ffmpeg's rule), "/", "?" and "#" included:
+        # hiding a path too is the safe side.
+        ("a http://u:1@h/ and HTTPS://v:2@k?q=x:y@z", "a http://u:***@h/ and HTTPS://v:***@z"),
+        ("rtsp://u:pa#ss@cam/", "rtsp://u:***@cam/"),
+        ("rtsp://u:pa?ss/x@cam/", "rtsp://u:***@cam/"),
+        ("rtsp://u:pa ss@cam/", "rtsp://u:***@cam/"),  # one URL: spaces too
+        ("said rtsp://u:pa#s/s?@cam/ twice", "said rtsp://u:***@cam/ twice"),
         ("git+ssh://me@example.com:pw@host", "git+ssh://me@example.com:***@host"),
         ("rtsp://u:p%40ss%2F@cam", "rtsp://u:***@cam"),
         ("rtsp://cam:554/stream", "rtsp://cam:554/stream"),
@@ -446,5 +455,9 @@ def test_redact_takes_linear_time_on_long_text() -> None:
     200 KB); at a megabyte, quadratic time would run past the suite's timeout."""
     text = "x" * 1_000_000 + " rtsp://admin:hunter2@cam/stream"
     assert redact(text).endswith(" rtsp://admin:***@cam/stream")
+    # Many URL beginnings in one run, with no "@" or with one at its very end.
+    assert redact("log " + "a://b:" * 200_000) == "log " + "a://b:" * 200_000
+    assert redact("log " + "a://b:" * 200_000 + "@h") == "log a://b:***@h"
+    assert redact("log " + "a://b: " * 200_000).count("***") == 0
     public, secrets = split_secrets({"label": text})
     assert "hunter2" not in public["label"] and secrets

@@ -41,6 +41,7 @@ from pipelined.ctl.protocol import (
     TIMEOUT,
     TOO_LARGE,
     UNKNOWN_COMMAND,
+    CommandError,
     encode_request,
 )
 
@@ -120,6 +121,28 @@ def test_handler_exception_is_internal_and_logged(
     assert_alive(server.path)
 
 
+def test_an_error_message_of_any_length_fits_one_reply_line(server: ServerThread) -> None:
+    """A reload's error carries every problem of the graph (user code's words among them):
+    however long, the reply fits the line limit, cut with a note, its start kept."""
+    with Client(server.path, timeout=10) as c:
+        with pytest.raises(CommandError) as small:
+            c.call("refuse", size=10)
+        assert small.value.message == "why " + "é" * 10 + " the end"
+    with connect(server.path) as sock:
+        sock.sendall(encode_request("refuse", {"size": 3_000_000}, id=7))
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = sock.recv(1 << 20)
+            assert chunk, "the server closed the connection instead of answering"
+            buf += chunk
+    assert len(buf) <= MAX_LINE + 1
+    reply = json.loads(buf)
+    assert reply["id"] == 7 and reply["error"]["code"] == "failed"
+    assert reply["error"]["message"].startswith("why éé")
+    assert reply["error"]["message"].endswith("cut to fit one reply)")
+    assert_alive(server.path)
+
+
 def test_ten_megabytes_without_newline_is_too_large(server: ServerThread) -> None:
     with connect(server.path) as sock:
 
@@ -189,22 +212,46 @@ def test_many_clients_at_once(server: ServerThread) -> None:
     assert time.monotonic() - t0 < 4  # one after the other would take 25 s
 
 
-def test_connection_cap(tmp_path: Path) -> None:
-    srv = ServerThread(tmp_path / "cap.sock", max_clients=3)
+def test_idle_connections_cannot_lock_anyone_out(tmp_path: Path) -> None:
+    """At the cap, a new connection closes the one idle longest: an admin's request
+    always gets through, however many connections a script left open."""
+    srv = ServerThread(tmp_path / "cap.sock", max_clients=3, idle_timeout=30.0)
     try:
         held = [connect(srv.path) for _ in range(3)]
-        for sock in held:  # each admitted and served
+        for sock in held:  # each admitted and served, then left idle, the first longest
             sock.sendall(encode_request("hello"))
             assert read_lines(sock, 1)[0]["ok"]
-        with connect(srv.path) as extra:
-            assert [r["error"]["code"] for r in read_lines(extra)] == [BUSY]
-        held.pop().close()
-        deadline = time.monotonic() + 3
-        while srv.server.connections > 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert_alive(srv.path)
+            time.sleep(0.05)
+        with Client(srv.path, timeout=5) as admin:
+            assert admin.call("status")["run"] == STATUS["run"]
+        [goodbye] = read_lines(held[0])  # then the server closed it
+        assert goodbye["id"] is None and goodbye["error"]["code"] == TIMEOUT
+        assert "to make room" in goodbye["error"]["message"]
+        for sock in held[1:]:  # the others are still served
+            sock.sendall(encode_request("hello", id="still"))
+            assert read_lines(sock, 1)[0]["id"] == "still"
         for sock in held:
             sock.close()
+    finally:
+        srv.stop()
+
+
+def test_busy_only_when_every_connection_is_mid_request(tmp_path: Path) -> None:
+    srv = ServerThread(tmp_path / "cap.sock", max_clients=2, idle_timeout=30.0)
+    try:
+        working = [connect(srv.path) for _ in range(2)]
+        for sock in working:
+            sock.sendall(encode_request("slow", {"seconds": 2.0}))
+        time.sleep(0.5)  # both are inside their command now
+        with connect(srv.path) as extra:
+            assert [r["error"]["code"] for r in read_lines(extra)] == [BUSY]
+        for sock in working:
+            assert read_lines(sock, 1)[0]["result"] == "done"
+            sock.close()
+        deadline = time.monotonic() + 3
+        while srv.server.connections > 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert_alive(srv.path)
     finally:
         srv.stop()
 

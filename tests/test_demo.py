@@ -1,10 +1,14 @@
-"""The built-in demo graph end to end: real workers, real OpenCV, a real recording."""
+"""The built-in demo graph end to end: real workers, real OpenCV, a real recording; a
+second start that finds the first; addresses said only once something listens there."""
 
 from __future__ import annotations
 
 import glob
+import socket
+import subprocess
 
-from harness.daemon import RunningDaemon, wait_for
+from harness.daemon import RunningDaemon, free_port, wait_for
+from harness.graphs import counter, graph
 from video import play
 
 
@@ -17,8 +21,30 @@ def test_demo_graph_records_the_cameras_h264_as_it_comes():
     try:
         status = d.wait_all_running()
         names = [b["name"] for b in status["blocks"]]
-        assert names[:3] == ["camera", "red", "edges"] and "recorder" in names
-        assert "screen" not in names  # no display here
+        assert names == ["camera", "red", "edges", "screen", "recorder", "preview"]
+        screen = d.block("screen")  # the same graph as examples/five-blocks.toml
+        assert screen["state"] == "STOPPED" and screen["autostart"] is False
+        assert screen["reason"] == (
+            "autostart = false: not started until asked (pipectl start screen)"
+        )
+        assert "screen (screen) is not started until asked (autostart = false)" in d.log_text()
+        # The recorder takes in the camera's packets and says what it wrote.
+        recorder = wait_for(lambda: (r := d.block("recorder"))["fps"] > 0 and r, 60, "writing")
+        assert recorder["frames_out"] > 0 and recorder["fps_in"] > 0
+
+        # A second start finds the first before it makes anything or says any address.
+        runs = d.runs()
+        second = subprocess.run(d.command(), capture_output=True, text=True, env=d.env,
+                                cwd=d.dir, timeout=60)  # fmt: skip
+        assert second.returncode == 1
+        assert f"a daemon already answers at {d.socket} (instance {d.instance})" in second.stderr
+        assert f"pipectl --socket {d.socket} status`" in second.stderr  # how to see it
+        assert "http://" not in second.stderr and "records to" not in second.stderr
+        assert d.runs() == runs and d.block("camera")["restarts"] == 0  # the first's intact
+        # Asked, the screen starts; without a display it says why and stays FAILED.
+        d.call("start", blocks=["screen"])
+        failed = d.wait_state("screen", "FAILED")
+        assert "needs a display, and $DISPLAY is not set" in failed["reason"]
         camera = wait_for(
             lambda: "encoding" in ((c := d.block("camera"))["detail"] or "") and c, 60, "detail"
         )
@@ -46,3 +72,24 @@ def test_demo_graph_records_the_cameras_h264_as_it_comes():
     assert red.sum() > 500, "the synthetic scene's red square is missing"
     grey = (frame.max(axis=2).astype(int) - frame.min(axis=2)) < 30
     assert grey.mean() > 0.5, "the scene's grey background is missing"
+
+
+def test_a_previews_address_is_said_once_it_listens_and_why_not_before():
+    """A port held by someone else (a first demo's preview): the banner says the preview
+    waits for it, never its address; once the port is free the address follows."""
+    port = free_port()
+    held = socket.create_server(("127.0.0.1", port))
+    preview = f'[blocks.preview]\ntype = "preview"\ninput = "count"\nlisten = "127.0.0.1:{port}"\n'
+    d = RunningDaemon(graph(counter(), preview)).start()
+    try:
+        d.wait_all_running()
+        d.until(lambda: "preview does not serve yet" in d.log_text(), 30, "why not yet")
+        log = d.log_text()
+        assert f"listen 127.0.0.1:{port}: the address is in use" in log
+        assert f"streams at http://127.0.0.1:{port}/" not in log
+        held.close()
+        d.until(lambda: f"preview streams at http://127.0.0.1:{port}/" in d.log_text(), 30,
+                "the address once the preview has the port")  # fmt: skip
+    finally:
+        held.close()
+        d.close()

@@ -1,17 +1,105 @@
-"""The README's example user block: on real frames, and in a running graph."""
+"""The README's block, exactly as printed, and examples/motion.py: on real frames, and in
+a running graph. And the slips a block author makes, each answered by an error that says
+what to write instead."""
 
 from __future__ import annotations
 
+import importlib.util
+import re
 import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from harness.daemon import RunningDaemon, wait_for
 
 from pipelined.daemon.graph import load_graph
+from pipelined.workers.block import Block, Param
+from pipelined.workers.ipc.names import RunNames
+from pipelined.workers.ipc.wire import WireReader
 
-EXAMPLES = Path(__file__).parent.parent / "examples"
+ROOT = Path(__file__).parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+def readme_snippet(marker: str, language: str) -> str:
+    """The code block after ``<!-- marker -->`` in README.md, as printed."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    found = re.search(rf"<!-- {marker} -->\n```{language}\n(.*?)```", text, re.S)
+    assert found, f"README.md has no {language} block after <!-- {marker} -->"
+    return found[1]
+
+
+def load_module(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_readme_block_inverts_and_says_when_it_waits(tmp_path: Path) -> None:
+    (tmp_path / "invert.py").write_text(readme_snippet("block-example", "python"))
+    invert = load_module(tmp_path / "invert.py").Invert(
+        "invert", {"strength": 1.0, "min_brightness": 10.0}
+    )
+    invert.setup()
+    dark = np.full((48, 64, 3), 3, np.uint8)
+    assert invert.process([dark]) is None
+    assert invert.context.reason == "too dark to invert"  # what status shows
+    frame = np.random.default_rng(1).integers(20, 255, (48, 64, 3), dtype=np.uint8)
+    assert np.array_equal(invert.process([frame]), 255 - frame)
+    assert invert.context.reason is None
+    half = load_module(tmp_path / "invert.py").Invert(
+        "half", {"strength": 0.5, "min_brightness": 0.0}
+    )
+    half.setup()
+    assert np.all(np.abs(half.process([frame]).astype(int) - 127) <= 1)  # halfway: grey
+    invert.close()
+
+
+def test_the_readme_block_runs_in_the_readme_graph_as_printed() -> None:
+    d = RunningDaemon(readme_snippet("block-example-graph", "toml"))
+    (d.dir / "invert.py").write_text(readme_snippet("block-example", "python"))
+    d.start()
+    try:
+        status = d.wait_all_running()
+        invert = wait_for(lambda: (b := d.block("invert"))["fps"] > 0 and b, 60, "inverted")
+        assert invert["reason"] is None and invert["last_exit"] is None
+        reader = WireReader(RunNames(d.instance, status["run"]), "invert", 1)  # a spare slot
+        try:
+            frame = wait_for(lambda: reader.read_copy(timeout=1), 30, "a frame of invert")
+        finally:
+            reader.close()
+        assert frame.array.shape == (480, 640, 3) and frame.array.dtype == np.uint8
+        assert d.stop() == 0
+        log = d.log_text()
+    finally:
+        d.close()
+    assert "invert: INFO: inverting at strength 0.80" in log
+    assert "invert: INFO: done" in log  # close() ran when the daemon stopped it
+
+
+def test_reading_a_value_from_params_says_where_the_value_is() -> None:
+    class Stamp(Block):
+        params = {"fmt": Param(str, default="%H:%M")}
+
+    block = Stamp("stamp", {"fmt": "%H"})
+    assert block.config["fmt"] == "%H" and Stamp.params["fmt"].default == "%H:%M"
+    assert "fmt" in block.params and list(block.params) == ["fmt"]  # the declarations
+    with pytest.raises(
+        TypeError,
+        match=r"self.params\['fmt'\] is the declaration .*"
+        r"self.config\['fmt'\]",
+    ):
+        block.params["fmt"]
+
+
+def test_calling_the_log_says_how_to_log() -> None:
+    block = Block("b", {})
+    with pytest.raises(TypeError, match=r"self.context.log.info\(\.\.\.\)"):
+        block.context.log("hello")
+    block.context.log.info("hello %s", "there")  # the right way works
 
 
 def motion_block():

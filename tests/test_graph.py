@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 
 import posix_ipc
@@ -22,7 +23,6 @@ from pipelined.daemon.graph import (
     parse_graph,
     wire_bytes,
 )
-from pipelined.workers.block import Block
 from pipelined.workers.ipc import wire
 from pipelined.workers.ipc.segment import all_entries
 
@@ -272,7 +272,7 @@ def test_loading_creates_nothing_in_dev_shm(tmp_path: Path, monkeypatch) -> None
         load(tmp_path, block("src", "Source", "width = -3"))
     assert all_entries() == before
     load(tmp_path, EXAMPLE.read_text())
-    default_graph(display=False)
+    default_graph()
     assert all_entries() == before
 
 
@@ -300,7 +300,8 @@ def test_block_specs_keep_file_order(tmp_path: Path) -> None:
     assert g.order() == ["src", "f", "sink"]
     assert g.readers("src") == ["sink", "f"] and g.readers("sink") == []
     f = g.blocks["f"]
-    assert f.name == "f" and f.type == f"{U}:Labelled" and issubclass(f.cls, Block)
+    assert f.name == "f" and f.type == f"{U}:Labelled" and f.cls.__name__ == "Labelled"
+    assert U not in sys.modules  # the user's class was asked about, never imported here
     assert f.params == {"low": 0, "high": 255, "label": "x"}
     assert f.inputs == ("src",) and g.blocks["sink"].inputs == ("f", "src")
     assert g.blocks["src"].frame_bytes == 10 * 48 * 3 == f.frame_bytes
@@ -331,9 +332,10 @@ def test_wire_bytes() -> None:
 
 
 def test_example_file_is_the_built_in_demo() -> None:
+    """One graph, one text: the screen waits to be asked, nothing is taken out for the demo."""
     assert EXAMPLE.is_symlink() and EXAMPLE.resolve() == DEMO_GRAPH.resolve()  # one text
     example = load_graph(EXAMPLE)
-    built_in = default_graph(display=True)
+    built_in = default_graph()
     assert built_in.source == BUILTIN_SOURCE and built_in.path is None
     assert example.blocks == built_in.blocks
     assert list(example.blocks) == ["camera", "red", "edges", "screen", "recorder", "preview"]
@@ -342,38 +344,46 @@ def test_example_file_is_the_built_in_demo() -> None:
     assert example.blocks["red"].inputs == ("camera",)
     assert example.blocks["recorder"].inputs == ("camera",)
     assert example.blocks["recorder"].kinds == ("packets",)  # the camera's H.264, copied
+    autostart = {n: b.supervision.autostart for n, b in example.blocks.items()}
+    assert [n for n, on in autostart.items() if not on] == ["screen"]
 
 
-def test_built_in_demo_without_a_display(monkeypatch: pytest.MonkeyPatch) -> None:
-    headless = default_graph(display=False)
-    assert list(headless.blocks) == ["camera", "red", "edges", "recorder", "preview"]
-    monkeypatch.delenv("DISPLAY", raising=False)
-    assert default_graph() == headless
-    monkeypatch.setenv("DISPLAY", ":0")
-    assert "screen" in default_graph().blocks
+def test_autostart_is_a_supervisor_key(tmp_path: Path) -> None:
+    g = load(tmp_path, "[supervisor]\nautostart = false\n" + SOURCE)
+    assert g.blocks["src"].supervision.autostart is False
+    g = load(tmp_path, SOURCE + "autostart = false\n")
+    assert g.blocks["src"].supervision == Supervision(autostart=False)
+    with pytest.raises(GraphError, match="block 'src': autostart must be true or false, not 0"):
+        load(tmp_path, SOURCE + "autostart = 0\n")
 
 
-def test_built_in_demo_records_into_the_state_directory_it_is_given(tmp_path: Path) -> None:
-    """Given to loading, and only the recorder's folder: no graph is changed once made."""
-    placed = default_graph(display=True, state_dir=tmp_path)
-    plain = default_graph(display=True)
-    assert placed.blocks["recorder"].params["directory"] == str(tmp_path / "recordings")
-    assert plain.blocks["recorder"].params["directory"] == "recordings"
-    assert {n: b for n, b in placed.blocks.items() if n != "recorder"} == {
-        n: b for n, b in plain.blocks.items() if n != "recorder"
-    }
+def test_what_a_graph_writes_goes_under_the_state_directory(tmp_path: Path) -> None:
+    """A relative recorder folder is placed under the state directory at load: a graph run
+    from a clone of the repository does not record into it. An absolute one stays."""
+    state = tmp_path / "state"
+    placed = load_graph(EXAMPLE, state)
+    assert placed.state_dir == state
+    assert placed.blocks["recorder"].params["directory"] == str(state / "recordings")
+    assert default_graph(state).blocks["recorder"].params == placed.blocks["recorder"].params
+    assert load_graph(EXAMPLE).blocks["recorder"].params["directory"] == "recordings"
+    text = '[blocks.rec]\ntype = "recorder"\ninput = "src"\ndirectory = "/srv/rec"\n'
+    g = parse_graph(SOURCE + text, "g", None, state)
+    assert g.blocks["rec"].params["directory"] == "/srv/rec"
+    unplaced = {n: b for n, b in load_graph(EXAMPLE).blocks.items() if n != "recorder"}
+    assert {n: b for n, b in placed.blocks.items() if n != "recorder"} == unplaced
 
 
 def test_describe() -> None:
-    text = describe(default_graph(display=True))
-    assert text.startswith("<built-in>: 6 blocks, 3 wires")
+    text = describe(default_graph())
+    assert text.startswith("<built-in>: 6 blocks, 3 wires, 1 packet wires")
     red = "red (color_filter) <- camera: frames up to 900.0 KiB, read by screen, preview"
     assert red in text
     assert "packets in" in text and "read by recorder" in text
     assert "recorder (recorder) <- camera" in text
     assert "fps = 30" in text
-    g = dataclasses.replace(default_graph(display=False), source="x.toml")
-    assert describe(g).startswith("x.toml: 5 blocks")
+    assert "autostart = false" in text  # the screen's, a supervisor key it changes
+    g = dataclasses.replace(default_graph(), source="x.toml")
+    assert describe(g).startswith("x.toml: 6 blocks")
 
 
 def test_describe_hides_secrets(tmp_path: Path) -> None:

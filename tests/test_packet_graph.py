@@ -27,7 +27,7 @@ def test_packets_flow_from_a_source_to_a_packet_reader(tmp_path):
         status = d.status()
         [wire] = status["packet_wires"]
         assert wire["name"] == "src" and wire["readers"] == ["sink"]
-        assert wire["packets"] >= int(last) and wire["dropped"] == {"sink": 0}
+        assert wire["packets"] >= int(last) and wire["missed"] == {"sink": 0}
         [frames] = [w for w in status["wires"] if w["name"] == "src"]
         assert frames["readers"] == []  # nobody takes its frames; the wire is there for viewers
         d.call("restart", blocks=["sink"])  # a new reader starts at the newest keyframe

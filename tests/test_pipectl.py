@@ -21,6 +21,7 @@ from standin_control import (
 )
 
 from pipelined.ctl import format as fmt
+from pipelined.ctl import logs
 from pipelined.ctl.main import main
 from pipelined.ctl.protocol import (
     NO_SUCH_BLOCK,
@@ -44,14 +45,17 @@ def test_status_table(server: ServerThread, capsys: pytest.CaptureFixture[str]) 
     header = next(line for line in lines if line.startswith("BLOCK"))
     assert header.split() == [*fmt.BLOCK_HEADERS, "INFO"]
     camera = next(line for line in lines if line.startswith("camera "))
-    expected = ["camera", "camera", "RUNNING", "4101", "1h02m", "0", "30.0", "12%", "45.2M"]
-    assert camera.split()[:9] == expected
+    expected = ["camera", "camera", "RUNNING", "4101", "1h02m", "0", "-", "30.0", "0", "0"]
+    assert camera.split()[:12] == [*expected, "12%", "45.2M"]  # a source takes nothing in
+    red = next(line for line in lines if line.startswith("red "))
+    assert red.split()[6:10] == ["30.0", "30.0", "3", "0"]  # in, out, missed, skipped
     assert re.search(
         r"BACKOFF .* 3 .* exit 1, [0-9hms]+ ago: ValueError: threshold out of range", out
     )
     assert "no display: DISPLAY is not set" in out
     assert "\x1b" not in out  # a worker's stderr cannot drive the terminal
-    assert re.search(r"^camera\s+camera\s+red, edges\s+111750\s+red:0 edges:17$", out, re.M)
+    assert re.search(r"^camera\s+camera\s+red, edges\s+111750\s+red:0 edges:17\s+-$", out, re.M)
+    assert re.search(r"^edges\s+edges\s+screen\s+111700\s+-\s+screen:40$", out, re.M)
 
 
 def test_status_json_and_block_selection(
@@ -128,7 +132,9 @@ def test_graph_and_dot(server: ServerThread, capsys: pytest.CaptureFixture[str])
     assert main(["--socket", str(server.path), "graph"]) == 0
     assert re.search(r"^screen\s+screen\s+FAILED\s+red, edges$", capsys.readouterr().out, re.M)
     assert main(["--socket", str(server.path), "wires"]) == 0
-    assert "WIRE    WRITER  READERS     FRAMES  DROPPED" in capsys.readouterr().out
+    assert "WIRE    WRITER  READERS     FRAMES  MISSED          SKIPPED" in (
+        capsys.readouterr().out
+    )
 
 
 def test_exit_codes_of_the_command(server: ServerThread, tmp_path: Path) -> None:
@@ -141,6 +147,34 @@ def test_exit_codes_of_the_command(server: ServerThread, tmp_path: Path) -> None
     assert done.returncode == 3 and str(tmp_path / "x.sock") in done.stderr
 
 
+def test_logs_exits_1_when_it_has_nothing_to_show(
+    server: ServerThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """One rule for every verb: an unknown block exits 1 (as `stop nosuch` does), and so
+    does a box without a journal, at once, even with -f (which would wait forever)."""
+    sock = ["--socket", str(server.path), "--instance", "nolines"]
+    monkeypatch.setattr(logs, "JOURNALD_SOCKET", str(tmp_path / "no-journald"))
+    assert main([*sock, "logs", "-f", "camera"]) == 1
+    assert "this box has no systemd journal" in capsys.readouterr().err
+    journald = tmp_path / "journald"
+    journald.touch()
+    monkeypatch.setattr(logs, "JOURNALD_SOCKET", str(journald))  # a journal, without our lines
+    assert main([*sock, "logs", "nosuch"]) == 1
+    err = capsys.readouterr().err
+    assert "no lines of block 'nosuch'" in err and NO_SUCH_BLOCK in err
+    assert main([*sock, "logs", "camera"]) == 0  # the daemon has it: nothing logged yet
+    assert "no lines of block 'camera' of instance 'nolines' yet" in capsys.readouterr().err
+    gone = ["--socket", str(tmp_path / "gone.sock"), "--instance", "nolines"]
+    assert main([*gone, "logs", "camera"]) == 1
+    assert "no daemon answers" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(os.path.exists(logs.JOURNALD_SOCKET), reason="this box has a journal")
+def test_logs_follow_on_a_box_without_a_journal_says_so_and_ends() -> None:
+    done = pipectl("logs", "-f", "camera")  # pipectl's own timeout: 20 s
+    assert done.returncode == 1 and "no systemd journal" in done.stderr
+
+
 def test_watch_refreshes_in_place(server: ServerThread) -> None:
     leader, follower = pty.openpty()
     watch = ["status", "--watch", "--interval", "0.2", "--count", "3"]
@@ -150,6 +184,7 @@ def test_watch_refreshes_in_place(server: ServerThread) -> None:
         stdout=follower,
         stderr=follower,
         close_fds=True,
+        env={**os.environ, "COLUMNS": "200", "LINES": "50"},  # room for every column
     )
     os.close(follower)
     output = b""
@@ -167,6 +202,8 @@ def test_watch_refreshes_in_place(server: ServerThread) -> None:
     assert text.count("\x1b[2J") == 1 and text.count("\x1b[H") == 3
     assert text.count("Every 0.2s: pipectl status") == 3
     assert len(re.findall(r"camera +camera +RUNNING", text)) == 3
+    # The last hour of each block's frames out, from the daemon's history: zero, then 30.
+    assert "LAST HOUR" in text and "▁▁▁▁▁▁██████" in text
 
 
 def test_watch_without_a_terminal_survives_the_daemon(tmp_path: Path) -> None:

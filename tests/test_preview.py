@@ -11,8 +11,9 @@ import aiohttp
 import cv2
 import numpy as np
 import pytest
-from harness.daemon import RunningDaemon, free_port, wait_for
+from harness.daemon import TOKEN, RunningDaemon, free_port, wait_for
 from test_web_support import (
+    BEARER,
     assert_opencv_reads_the_wire,
     camera_fps,
     get,
@@ -78,6 +79,32 @@ def test_mjpeg_read_by_opencv_matches_the_wire(preview):
     assert_opencv_reads_the_wire(d, f"{url}/stream/camera.mjpg?quality=95", 10)
 
 
+def test_what_viewers_get_is_what_the_preview_delivers_in_status(preview):
+    """A sink's frames out are what it delivered: for a preview, the frames it served."""
+    d, url = preview
+    before = d.block("preview")["frames_out"]
+    served = stats(url)["served"]
+    assert len(read_mjpeg(url + "/stream/camera.mjpg?fps=10", 12)) == 12
+    assert stats(url)["served"] >= served + 12
+    shown = wait_for(
+        lambda: (b := d.block("preview"))["frames_out"] >= before + 12 and b, 30, "served"
+    )
+    assert shown["fps_in"] > 0 and shown["skipped"] > 0  # nobody due a frame: let go
+
+
+def test_the_page_shows_every_input_in_the_daemon_pages_look(preview):
+    _, url = preview
+    status, headers, body = get(url + "/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    page = body.decode()
+    assert '<link rel="stylesheet" href="look.css">' in page
+    assert page.count("<figure>") == 2 and 'src="stream/red.mjpg"' in page
+    assert '<main class="streams">' in page and "2 live streams" in page
+    status, headers, css = get(url + "/look.css")
+    assert status == 200 and headers["Content-Type"].startswith("text/css")
+    assert b".streams" in css and b"--bg: #101418" in css
+
+
 def test_snapshot_options_and_errors(preview):
     _, url = preview
     status, headers, body = get(url + "/snapshot/camera.jpg")
@@ -114,7 +141,7 @@ def test_twenty_viewers_share_one_encode_and_cost_the_camera_nothing(preview):
         return n
 
     async def scenario() -> tuple[dict, float]:
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(headers=BEARER) as session:
             tasks = [asyncio.create_task(viewer(session, 5.0)) for _ in range(20)]
             await asyncio.sleep(2.0)
             during = await asyncio.to_thread(stats, url)
@@ -140,7 +167,8 @@ def test_a_stalled_viewer_is_dropped_and_slows_no_one(preview):
     stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting
     stalled.connect(("127.0.0.1", int(url.rsplit(":", 1)[1])))
     stalled.sendall(
-        b"GET /stream/camera.mjpg?width=640&quality=95 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        b"GET /stream/camera.mjpg?width=640&quality=95 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Authorization: Bearer " + TOKEN.encode() + b"\r\n\r\n"
     )
     try:
         wait_for(lambda: stats(url)["viewers"] == 1, 10, "the stalled viewer to be served")
@@ -156,6 +184,28 @@ def test_a_stalled_viewer_is_dropped_and_slows_no_one(preview):
         stalled.close()
 
 
+def test_the_preview_wants_the_daemons_token_and_keeps_it_out_of_links(preview):
+    """Set no token of its own, the preview takes the daemon's; a first visit trades it
+    for a session cookie, and the page's links carry none."""
+    _, url = preview
+    port = int(url.rsplit(":", 1)[1])
+    for path in ("/", "/stats", "/snapshot/camera.jpg", "/stream/camera.mjpg"):
+        assert get(url + path, token=None)[0] == 401, path
+        assert get(url + path + "?token=wrong", token=None)[0] == 401, path
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET /stats HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        answer = b""
+        while chunk := s.recv(4096):  # closed after the 401
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 401")
+    status, headers, _ = get(f"{url}/?token={TOKEN}", token=None)
+    assert status == 303 and headers["Location"] == "/" and TOKEN not in headers["Set-Cookie"]
+    cookie = {"Cookie": headers["Set-Cookie"].split(";")[0]}
+    status, _, page = get(url + "/", cookie, token=None)
+    assert status == 200 and b'src="stream/camera.mjpg"' in page and b"token" not in page
+    assert get(url + "/snapshot/camera.jpg", cookie, token=None)[0] == 200
+
+
 def test_token_beyond_loopback(tmp_path):
     port = free_port()
     text = GRAPH.format(port=port).replace("127.0.0.1:", "0.0.0.0:")
@@ -167,10 +217,11 @@ def test_token_beyond_loopback(tmp_path):
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: get(url + "/stats")[0] == 401, 30, "the preview to refuse")
         for path in ("/", "/stats", "/snapshot/camera.jpg", "/stream/camera.mjpg", "/x"):
-            assert get(url + path)[0] == 401, path
-            assert get(url + path + "?token=wrong")[0] == 401, path
-        assert get(url + "/snapshot/camera.jpg?token=pr3view-s3cret")[0] == 200
+            assert get(url + path)[0] == 401, path  # its own token, not the daemon's
+            assert get(url + path + "?token=wrong", token=None)[0] == 401, path
+        assert get(url + "/snapshot/camera.jpg?token=pr3view-s3cret", token=None)[0] == 200
         assert get(url + "/stats", {"Authorization": "Bearer pr3view-s3cret"})[0] == 200
+        assert "Secure" in get(url + "/?token=pr3view-s3cret", token=None)[1]["Set-Cookie"]
         # The token travels on stdin, never on the worker's command line.
         pid = d.block("preview")["pid"]
         with open(f"/proc/{pid}/cmdline", "rb") as f:

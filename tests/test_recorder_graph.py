@@ -209,7 +209,8 @@ def test_an_mp4_clip_is_copied_and_a_source_that_is_not_video_is_refused(tmp_pat
     try:
         d.wait_state("rec", "RUNNING")
         refused = wait_for(lambda: (b := d.block("notvideo"))["reason"] and b, 60, "a reason")
-        wait_for(lambda: len(Namer("rec").scan(d.dir / "rec")) >= 4, 60, "four segments")
+        state = d.dir / "state"  # relative folders: under the daemon's state directory
+        wait_for(lambda: len(Namer("rec").scan(state / "rec")) >= 4, 60, "four segments")
         rec = d.block("rec")
         pages = _pages(d)
         everything = d.call("recordings", blocks=["rec"])["recordings"]
@@ -218,8 +219,10 @@ def test_an_mp4_clip_is_copied_and_a_source_that_is_not_video_is_refused(tmp_pat
             d.call("recordings", blocks=["clip"])
         with pytest.raises(CommandError) as bad_limit:
             d.call("recordings", limit=0)
+        written = {s.path: s.path.read_bytes() for s in Namer("rec").scan(state / "rec")[:-1]}
+        nothing = not (state / "nv").exists() or not list((state / "nv").iterdir())
     finally:
-        d.close()
+        d.close()  # and its folder: what is looked at below was read before
     assert [e["file"] for e in pages] == [e["file"] for e in everything[: len(pages)]]
     assert len(pages) >= 4 and len({e["file"] for e in pages}) == len(pages)
     assert newest["more"] and [e["start"] for e in newest["recordings"]] == sorted(
@@ -234,12 +237,15 @@ def test_an_mp4_clip_is_copied_and_a_source_that_is_not_video_is_refused(tmp_pat
         "input 'counter' sends 'counter' packets, which is not video a recording can hold"
         " (h264, hevc, mjpeg); nothing is written"
     )
-    assert not (d.dir / "nv").exists() or not list((d.dir / "nv").iterdir())
+    assert nothing
     assert rec["reason"] is None
     clip_units = [u for u, _, _ in mp4_samples(clip)]
-    for segment in Namer("rec").scan(d.dir / "rec")[:-1]:
-        probe = ffprobe(segment.path)
+    assert len(written) >= 3
+    for name, data in written.items():
+        segment = tmp_path / name.name
+        segment.write_bytes(data)
+        probe = ffprobe(segment)
         assert probe["errors"] == "" and probe["frames"] in (25, 30)
-        units = [u for u, _, _ in mp4_samples(segment.path)]
+        units = [u for u, _, _ in mp4_samples(segment)]
         at = clip_units.index(units[0])
         assert units == (clip_units * 3)[at : at + len(units)]  # the clip, looped, as it is

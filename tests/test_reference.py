@@ -54,3 +54,12 @@ def test_an_unknown_type_says_what_there_is() -> None:
     done = run("blocks", "nosuch")
     assert done.returncode == 1
     assert "unknown block type 'nosuch'" in done.stderr and "camera" in done.stderr
+
+
+def test_a_path_the_block_writes_and_autostart_say_where_and_when() -> None:
+    done = run("blocks", "recorder")
+    assert 'directory (a string, default "recordings"; a path; a relative one is under' in (
+        done.stdout
+    )
+    done = run("blocks", "supervisor")
+    assert "autostart (true or false, default true)" in done.stdout

@@ -190,3 +190,33 @@ def test_mirror_and_crop_of_a_flat_out_source_reach_a_sink_whole(tmp_path):
                 f"{path.name} to see 200 frames",
             )
             assert counts[1] == "0", f"{path.name}: torn frames reached the sink: {counts}"
+
+
+def test_a_crash_is_said_in_one_line_at_the_block_code_that_raised(tmp_path):
+    """Where: the block's method the runtime called, and the block's own line, even when
+    numpy raised deep inside; why: the exception's first line."""
+    from pipelined.workers.runtime import worker
+    from pipelined.workers.runtime.worker import crash_line
+
+    module = tmp_path / "odd.py"
+    module.write_text(
+        "import numpy as np\n"
+        "def setup():\n"
+        "    helper()\n"
+        "def helper():\n"
+        "    np.zeros(3).reshape(2, 2)  # numpy raises: cannot reshape\n"
+    )
+    namespace: dict = {}
+    exec(compile(module.read_text(), str(module), "exec"), namespace)
+    # The block's setup() called as the runtime calls it: from a frame of worker.py.
+    runtime = (
+        "def call(f):\n    try:\n        f()\n    except Exception as exc:\n        return exc\n"
+    )
+    exec(compile(runtime, worker.__file__, "exec"), namespace)
+    line = crash_line(namespace["call"](namespace["setup"]))
+    assert line.startswith("crashed in setup(): ValueError: cannot reshape array of size 3")
+    assert line.endswith("(odd.py, line 5)")
+    try:
+        raise RuntimeError("first line\nsecond line")
+    except RuntimeError as exc:
+        assert crash_line(exc).startswith("crashed: RuntimeError: first line (test_runtime.py")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -69,6 +70,33 @@ def test_block_that_always_crashes_ends_failed_and_the_rest_runs(tmp_path):
         assert d.block("count")["restarts"] == 0
     finally:
         d.close()
+
+
+def test_a_crash_in_setup_says_why_in_status_with_the_traceback_once_in_the_log(tmp_path):
+    crash = f'[blocks.bad]\ntype = "{BLOCKS}:CrashAtOnce"\nbackoff_initial = 1.5\n'
+    d = RunningDaemon(graph(counter(), crash)).start()
+    try:
+        first = d.wait_state("bad", "BACKOFF", timeout=60)  # after the first crash
+        why = re.fullmatch(
+            r"exit code 1: crashed in setup\(\): RuntimeError: this block always crashes"
+            r" \(runtime_blocks\.py, line \d+\); restarting in 1\.5 s",
+            first["reason"],
+        )
+        assert why, first["reason"]
+        shown = subprocess.run(
+            [sys.executable, "-m", "pipelined.ctl.main", "--socket", str(d.socket), "status"],
+            capture_output=True, text=True, timeout=30,
+        ).stdout  # fmt: skip
+        assert "crashed in setup(): RuntimeError: this block always crashes" in shown
+        wait_for(lambda: d.block("bad")["restarts"] >= 2, 60, "two more crashes")
+        d.wait_state("bad", "BACKOFF", timeout=60)
+        log = d.log_text()
+    finally:
+        d.close()
+    assert log.count("Traceback (most recent call last):") == 1, log
+    assert "ERROR bad: Traceback (most recent call last):" in log  # one entry, at ERROR
+    repeats = re.findall(r"bad: RuntimeError: this block always crashes \(the same traceback", log)
+    assert len(repeats) >= 2
 
 
 def test_a_failed_block_tries_again_after_its_pause_until_it_is_stopped(tmp_path):
@@ -188,12 +216,13 @@ def test_status_reports_metrics_and_wires(chain):
     assert status["graph"] == str(chain.graph)
     inv = next(b for b in status["blocks"] if b["name"] == "inv")
     assert set(inv) >= {
-        "name", "type", "state", "pid", "restarts", "uptime_s", "fps", "fps_in", "dropped",
+        "name", "type", "state", "pid", "restarts", "uptime_s", "fps", "fps_in", "missed",
+        "skipped",
         "cpu_percent", "rss_bytes", "reason", "last_exit",
     }  # fmt: skip
     wires = {w["name"]: w for w in status["wires"]}
     assert wires["count"]["readers"] == ["inv"] and wires["count"]["frames"] > 0
-    assert set(wires["inv"]["dropped"]) == {"sink"}
+    assert set(wires["inv"]["missed"]) == {"sink"} and wires["inv"]["skipped"] == {}
 
 
 def test_reload_restarts_only_what_changed_and_refuses_a_bad_file(chain, tmp_path):
@@ -321,4 +350,33 @@ def test_a_worker_that_cannot_be_launched_fails_with_the_reason(names):
     asyncio.run(start())
     assert block.state == "FAILED" and block.pid is None
     assert "cannot launch the worker" in block.reason and "131,071" in block.reason
+    block.heartbeat.close()
+
+
+def test_a_worker_whose_pidfd_cannot_be_opened_fails_and_leaves_no_process(names, monkeypatch):
+    """Launched, but no pidfd (out of descriptors): the block must not stay STARTING with
+    nobody watching; the worker is killed and reaped, the block FAILED with the reason."""
+    from pipelined.daemon.graph import parse_graph
+    from pipelined.daemon.process import worker_args
+    from pipelined.daemon.watcher import Watcher
+    from pipelined.workers.ipc.heartbeat import Heartbeat
+
+    graph = parse_graph(counter(), "t.toml")
+    spec = graph.blocks["count"]
+    block = Watcher(spec, worker_args(names, spec, graph), Heartbeat.create(names, "count"))
+    launched: list[int] = []
+
+    def no_pidfd(pid: int) -> int:
+        launched.append(pid)
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+
+    async def start() -> None:
+        block.start()
+
+    asyncio.run(start())
+    assert block.state == "FAILED" and block.pid is None
+    assert "Too many open files" in block.reason
+    assert launched and start_time(launched[0]) is None  # killed and reaped
     block.heartbeat.close()

@@ -30,7 +30,7 @@ GRAPH_TOML = Path(__file__).parent.parent / "packaging" / "graph.toml"
 def packaged_graph_daemon() -> RunningDaemon:
     """A daemon on the graph the package installs, recording into its own directory."""
     text = GRAPH_TOML.read_text()
-    assert 'directory = "recordings"' in text  # relative: in the daemon's folder, its cwd
+    assert 'directory = "recordings"' in text  # relative: under the daemon's state directory
     return RunningDaemon(text)
 
 

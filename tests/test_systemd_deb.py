@@ -137,8 +137,20 @@ def journal(box: Sandbox, *matches: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
-def shm(box: Sandbox) -> list[str]:
-    return sorted(box.run("ls", "-A", "/dev/shm").stdout.split())
+def shm(box: Sandbox, unit: str = UNIT) -> list[str]:
+    """What the unit's daemon has in /dev/shm: its own tmpfs (TemporaryFileSystem=),
+    seen through its /proc/PID/root; [] when it is not running. The box's own /dev/shm
+    never holds anything of pipelined's."""
+    assert host_shm(box) == []
+    pid = show(box, unit)["MainPID"]
+    if pid == "0":
+        return []
+    listing = box.run("ls", "-A", f"/proc/{pid}/root/dev/shm", check=False)
+    return sorted(listing.stdout.split()) if listing.returncode == 0 else []
+
+
+def host_shm(box: Sandbox) -> list[str]:
+    return sorted(e for e in box.run("ls", "-A", "/dev/shm").stdout.split() if "pipelined" in e)
 
 
 def wait(check: Any, timeout: float, what: str) -> Any:
@@ -206,7 +218,11 @@ def test_install_creates_user_enables_without_starting_and_units_verify(guest: G
 
 def test_start_is_active_only_after_ready_and_status_shows_the_line(guest: Sandbox) -> None:
     """systemd keeps the unit activating (daemon up, blocks starting) until READY=1, which
-    comes once every block runs; `systemctl status` then shows the daemon's STATUS=."""
+    comes once every block runs; `systemctl status` then shows the daemon's STATUS=.
+    A neighbour's names in the box's /dev/shm change nothing: the unit has its own."""
+    planted = ["/dev/shm/pipelined.main.aaaa.owner", "/dev/shm/sem.pipelined.main.aaaa.wire.x.r0"]
+    for path in planted:
+        guest.run("sh", "-c", f"printf garbage > {path}", user="bob")
     seen = guest.sh(
         f"systemctl start --no-block {UNIT}; for i in $(seq 5000); do"
         f" systemctl show -p ActiveState -p MainPID -p StatusText {UNIT} | tr '\\n' '|'; echo;"
@@ -242,6 +258,10 @@ def test_start_is_active_only_after_ready_and_status_shows_the_line(guest: Sandb
         "the STATUS line with the camera's rate",
     )
     assert text is not None
+    assert host_shm(guest) == sorted(p.rsplit("/", 1)[1] for p in planted)  # untouched
+    guest.run("rm", *planted)
+    run = running["run"]
+    assert shm(guest) and all(f"pipelined.main.{run}." in name for name in shm(guest))
 
 
 def test_pipectl_answers_the_group_and_refuses_others(guest: Sandbox) -> None:
@@ -374,9 +394,11 @@ def test_named_instance_runs_its_own_graph_socket_and_state(guest: Guest) -> Non
         "the recorder's latest.jpg in the instance's state directory",
     )
     guest.run("systemctl", "reload", "pipelined@cam2")
-    assert all(f"pipelined.cam2.{answer['run']}." in name for name in shm(guest))
+    objects = shm(guest, "pipelined@cam2.service")
+    assert objects and all(f"pipelined.cam2.{answer['run']}." in name for name in objects)
     guest.run("systemctl", "stop", "pipelined@cam2")
-    assert shm(guest) == [] and guest.run("pgrep", "-u", "pipelined", check=False).stdout == ""
+    assert shm(guest, "pipelined@cam2.service") == []
+    assert guest.run("pgrep", "-u", "pipelined", check=False).stdout == ""
     guest.run("rm", "/etc/pipelined/cam2.toml")  # the admin's file: a purge would keep it
 
 

@@ -23,7 +23,7 @@ import aiohttp
 import cv2
 import numpy as np
 import pytest
-from harness.daemon import free_port
+from harness.daemon import TOKEN, free_port
 from harness.graphs import demo_graph
 from test_web_support import DEMO_BLOCKS, web_daemon
 
@@ -39,6 +39,10 @@ FLAGS = [
     "--window-size=1400,900",
     "--remote-debugging-port=0",
 ]
+
+SCREENSHOTS = "PIPELINED_SCREENSHOTS"
+"""A folder to keep the screenshots in, to look at them (unset: they are only checked)."""
+BACKGROUND = (24, 20, 16)  # look.css's --bg, #101418, as BGR
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package")
 
@@ -80,7 +84,9 @@ class Browser:
                 return message["result"]
 
     async def js(self, expression: str) -> Any:
-        result = await self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        result = await self.call(
+            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
+        )
         assert "exceptionDetails" not in result, result
         return result["result"].get("value")
 
@@ -94,9 +100,18 @@ class Browser:
             await asyncio.sleep(0.2)
         raise AssertionError(f"the page did not show {what} in {timeout} s (last: {value!r})")
 
-    async def screenshot(self) -> np.ndarray:
+    async def screenshot(self, keep: str | None = None) -> np.ndarray:
+        """The page as the window shows it; ``keep`` names a copy in $PIPELINED_SCREENSHOTS."""
         png = base64.b64decode((await self.call("Page.captureScreenshot"))["data"])
+        if keep and os.environ.get(SCREENSHOTS):
+            Path(os.environ[SCREENSHOTS], keep).write_bytes(png)
         return cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+
+    async def window(self, width: int, height: int) -> None:
+        await self.call(
+            "Emulation.setDeviceMetricsOverride",
+            width=width, height=height, deviceScaleFactor=1, mobile=False,
+        )  # fmt: skip
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -147,6 +162,9 @@ async def scenario(d, url: str, browser: Browser, tmp_path: Path) -> None:
     async with aiohttp.ClientSession() as session:
         await browser.connect(session)
         await browser.call("Page.enable")
+        # The daemon's printed link: the token becomes a session cookie and leaves the
+        # address bar; the page, its JSON and its live views then go by the cookie.
+        await log_in(browser, url)
         await browser.call("Page.navigate", url=f"{url}/#camera")  # camera selected
         blocks = await browser.until(
             f"(b => b.length === {len(DEMO_BLOCKS)} && b.every(x => x[1] === 'RUNNING')"
@@ -156,7 +174,7 @@ async def scenario(d, url: str, browser: Browser, tmp_path: Path) -> None:
         )
         assert [name for name, _, _ in blocks] == DEMO_BLOCKS
         drawn = await browser.js("document.querySelectorAll('path.wire').length")
-        assert drawn == 6  # camera -> red, edges, preview, recorder; red, edges -> preview
+        assert drawn == 6  # camera -> red, edges, recorder, preview; red, edges -> preview
 
         # The live view of the camera's wire: a frame, and then another one.
         box = await browser.until(LIVE_JS, 30, "a live frame")
@@ -204,3 +222,71 @@ async def scenario(d, url: str, browser: Browser, tmp_path: Path) -> None:
         )
         assert d.block("recorder")["state"] == "STOPPED"
         assert await browser.js("document.getElementById('message').textContent") == ("stop: done")
+
+
+PLOTTED_JS = """(blocks => blocks.length === 5 && blocks.every(g =>
+    [...g.querySelectorAll('.plot')].every(p => Number(p.dataset.points) >= 2))
+)([...document.querySelectorAll('.block')])"""
+AGREES_JS = """(async () => {
+    const s = (await (await fetch('/api/status', {cache: 'no-store'})).json()).result;
+    const b = s.blocks.find(x => x.name === 'recorder');
+    const text = document.querySelector('.block[data-name="recorder"] .stats')?.textContent;
+    const rates = `${b.fps_in.toFixed(1)} → ${b.fps.toFixed(1)} fps`;
+    return !!text && text.startsWith(rates) && b.fps > 0;
+})()"""
+STREAMS_JS = """(() => { const imgs = [...document.querySelectorAll('.streams img')];
+    if (imgs.length === 0 || !imgs.every(i => i.naturalWidth > 0)) return null;
+    return imgs.map(i => { const r = i.getBoundingClientRect();
+        return [i.alt, r.left, r.top, r.right, r.bottom]; }); })()"""
+
+
+def test_the_page_plots_the_last_hour_and_the_preview_page_shows_every_stream(tmp_path):
+    """Screenshots at 1280x900: the daemon's page with each block's fps and CPU plotted,
+    the same figures as status; the preview's page in the same look, every stream in view."""
+    shm_before = set(os.listdir("/dev/shm"))
+    preview_port = free_port()
+    with web_daemon(demo_graph(preview_port, tmp_path / "rec")) as (_, url):
+        browser = Browser()
+        try:
+            asyncio.run(screenshots(url, f"http://127.0.0.1:{preview_port}", browser))
+        finally:
+            browser.close()
+    left = {e for e in set(os.listdir("/dev/shm")) - shm_before if "chromium" in e.lower()}
+    for entry in left:
+        (Path("/dev/shm") / entry).unlink(missing_ok=True)
+
+
+async def log_in(browser: Browser, url: str) -> None:
+    """Open ``url`` as the daemon prints it: the token becomes the server's session cookie."""
+    await browser.call("Page.navigate", url=f"{url}/?token={TOKEN}")
+    await browser.until("location.pathname === '/' && !location.search", 30, "the login")
+
+
+async def screenshots(url: str, preview: str, browser: Browser) -> None:
+    async with aiohttp.ClientSession() as session:
+        await browser.connect(session)
+        await browser.call("Page.enable")
+        await browser.window(1280, 900)
+        await log_in(browser, url)
+        await browser.call("Page.navigate", url=f"{url}/#camera")  # its live view, too
+        await browser.until(PLOTTED_JS, 60, "a line of the last hour in every block's plots")
+        await browser.until(AGREES_JS, 30, "the recorder's rates as status has them")
+        await browser.until(
+            "document.querySelectorAll('#sel-plots polyline').length === 3", 30, "panel plots"
+        )
+        await asyncio.sleep(1.5)  # a few frames in the live view, for the eye
+        page = await browser.screenshot("page.png")
+        assert page.shape[:2] == (900, 1280)
+        assert tuple(int(v) for v in page[890, 5]) == BACKGROUND  # the page's own look
+
+        await log_in(browser, preview)  # its streams and look.css then go by the cookie
+        shown = await browser.until(STREAMS_JS, 30, "every stream of the preview")
+        assert [alt for alt, *_ in shown] == ["camera, live", "red, live", "edges, live"]
+        for alt, left, top, right, bottom in shown:
+            assert min(left, top) >= 0 and right <= 1280 and bottom <= 900, (alt, bottom)
+        await asyncio.sleep(0.5)
+        picture = await browser.screenshot("preview.png")
+        assert tuple(int(v) for v in picture[890, 5]) == BACKGROUND  # the daemon page's look
+        _, _, right, bottom = shown[0][1:]
+        camera = picture[int(shown[0][2]) : int(bottom), int(shown[0][1]) : int(right)]
+        assert red_square(camera) is not None, "no camera picture on the preview's page"

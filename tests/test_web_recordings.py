@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import cv2
 import pytest
-from harness.daemon import wait_for
+from harness.daemon import TOKEN, wait_for
 from harness.graphs import graph
 from test_web_browser import CHROMIUM, Browser, red_square
 from test_web_support import get, web_daemon
@@ -91,6 +91,8 @@ async def play_one(url: str, browser: Browser, tmp_path: Path) -> None:
     async with aiohttp.ClientSession() as session:
         await browser.connect(session)
         await browser.call("Page.enable")
+        await browser.call("Page.navigate", url=f"{url}/?token={TOKEN}")  # the printed link
+        await browser.until("location.pathname === '/' && !location.search", 30, "the login")
         await browser.call("Page.navigate", url=f"{url}/#rec")
         rows = await browser.until(
             "(r => r.length >= 2 && r.map(x => x.dataset.url))"

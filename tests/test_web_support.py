@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import cv2
 import numpy as np
-from harness.daemon import RunningDaemon, free_port
+from harness.daemon import TOKEN, RunningDaemon, free_port
 
 from pipelined.daemon.supervisor import SPARE_READERS
 from pipelined.workers.ipc.names import RunNames
@@ -34,22 +34,41 @@ def web_daemon(graph_text: str | None, *extra: str) -> Iterator[tuple[RunningDae
         yield d, url
 
 
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+
+
 def get(
-    url: str, headers: dict[str, str] | None = None, method: str = "GET", timeout: float = 10
+    url: str,
+    headers: dict[str, str] | None = None,
+    method: str = "GET",
+    timeout: float = 10,
+    token: str | None = TOKEN,
 ) -> tuple[int, dict[str, str], bytes]:
-    """One request on its own connection: status, headers, body. Refused: status 0."""
+    """One request on its own connection: status, headers, body. Refused: status 0.
+
+    It carries the test daemons' token (``token=None``: none) unless ``headers`` has an
+    Authorization or a Cookie of its own.
+    """
     rest = url.split("://", 1)[1]
     hostport, _, path = rest.partition("/")
     host, _, port = hostport.rpartition(":")
+    headers = dict(headers or {})
+    if token and not {"Authorization", "Cookie"} & set(headers):
+        headers["Authorization"] = f"Bearer {token}"
     conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
     try:
-        conn.request(method, "/" + path, headers=headers or {})
+        conn.request(method, "/" + path, headers=headers)
         resp = conn.getresponse()
         return resp.status, dict(resp.getheaders()), resp.read()
     except ConnectionError:
         return 0, {}, b""
     finally:
         conn.close()
+
+
+def with_token(url: str) -> str:
+    """``url`` carrying the test token in its query, for clients that take only a URL."""
+    return url + ("&" if "?" in url else "?") + f"token={TOKEN}"
 
 
 def read_mjpeg(url: str, frames: int, timeout: float = 20) -> list[bytes]:
@@ -61,7 +80,7 @@ def read_mjpeg(url: str, frames: int, timeout: float = 20) -> list[bytes]:
     host, _, port = hostport.rpartition(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
     try:
-        conn.request("GET", "/" + path)
+        conn.request("GET", "/" + path, headers=BEARER)
         resp = conn.getresponse()
         status = resp.status
         assert status == 200, f"{url}: HTTP {status}: {resp.read()[:200]!r}"
@@ -153,7 +172,7 @@ def assert_opencv_reads_the_wire(d: RunningDaemon, url: str, count: int) -> None
     most are frames the camera wire carried (the demo's camera: 640x480)."""
     with WireTap(d, "camera").running() as tap:
         time.sleep(0.5)
-        cap = cv2.VideoCapture(url)
+        cap = cv2.VideoCapture(with_token(url))
         try:
             assert cap.isOpened(), f"OpenCV could not open {url}"
             pictures = [cap.read()[1] for _ in range(count)]

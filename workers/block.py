@@ -5,11 +5,17 @@ anything starts, and asks it how large its output frames can be to size its wire
 the worker process the runtime makes one instance, calls ``setup()`` once, then
 ``process()`` for every new frame, and ``close()`` at the end.
 
-    class Invert(Block):
-        params = {"strength": Param(float, default=1.0, doc="0..1", check=in_range(0, 1))}
+    class Dim(Block):
+        params = {"strength": Param(float, default=0.5, doc="0..1", check=in_range(0, 1))}
 
         def process(self, frames):
-            return 255 - frames[0]
+            return (frames[0] * (1 - self.config["strength"])).astype(frames[0].dtype)
+
+``params`` declares the parameters (a class attribute); ``self.config`` holds their values
+as the graph file set them, defaults filled in. ``self.context.log`` is a logger
+(``.info(...)``, ``.warning(...)``), and ``self.context.waiting("why")`` shows in status why
+the block does nothing for now. Reading a value from ``self.params`` or calling
+``self.context.log(...)`` raises a TypeError that says so.
 
 A block with inputs runs each time its first input has a new frame, and gets the newest
 frame of every input (a frame only once all inputs have sent one). A block with no
@@ -51,13 +57,16 @@ REQUIRED: Any = object()
 class Param:
     """One parameter of a block: its accepted types, default and check.
 
-    ``check`` returns a problem ("must be between 0 and 255") or None.
+    ``check`` returns a problem ("must be between 0 and 255") or None. ``state_path``
+    marks a path the block writes to (a recorder's folder): a relative one is taken under
+    the daemon's state directory when the graph is loaded, never where the daemon stands.
     """
 
     types: type | tuple[type, ...]
     default: Any = REQUIRED
     doc: str = ""
     check: Callable[[Any], str | None] | None = None
+    state_path: bool = False
 
     @property
     def required(self) -> bool:
@@ -160,10 +169,61 @@ def rule_text(check: Callable[[Any], str | None] | None) -> str:
     return doc.splitlines()[0] if doc else ""
 
 
+Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
+"""What a block's helpers log through: its ``context.log``, or a plain logger."""
+
+
+class BlockLog(logging.LoggerAdapter[logging.Logger]):
+    """A block's logger: ``self.context.log.info("...")``, ``.warning``, ``.error``.
+
+    Calling it as a function is a common slip; it raises a TypeError that says how instead
+    of Python's bare "'Logger' object is not callable".
+    """
+
+    def __init__(self, name: str):
+        super().__init__(logging.getLogger(f"pipelined.block.{name}"))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError(
+            "self.context.log is a logger, not a function: write"
+            " self.context.log.info(...) (or .warning, .error, .exception)"
+        )
+
+
+class _Declarations(dict[str, "Param"]):
+    """``self.params`` seen from a block instance: the declarations, which hold no values.
+
+    Iterating it or asking ``"x" in self.params`` works; reading ``self.params["x"]`` is
+    the slip of someone who wants the value, and the error says where the value is.
+    """
+
+    def __getitem__(self, key: str) -> Param:
+        raise TypeError(
+            f"self.params[{key!r}] is the declaration of parameter {key!r} (a Param), not"
+            f" its value: read the value the graph file set as self.config[{key!r}]"
+        )
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key]
+
+
+class _ParamsAttribute:
+    """A Block class's ``params``: the table of declarations on the class, and the same
+    table behind a reminder on an instance (``_Declarations``)."""
+
+    def __init__(self, table: dict[str, Param]):
+        self.table = table
+
+    def __get__(self, instance: object, owner: type | None = None) -> dict[str, Param]:
+        return self.table if instance is None else _Declarations(self.table)
+
+
 class Context(Protocol):
     """What the runtime offers a block while it runs."""
 
-    log: logging.Logger
+    log: BlockLog
+    """The block's logger: ``.info("...")``, ``.warning``, ``.error``; lines go to the
+    daemon's log (the journal under systemd) with the block's name."""
     inputs: list[str]
     """The blocks this one reads, in the order of its frames."""
 
@@ -178,6 +238,19 @@ class Context(Protocol):
 
     def detail(self, text: str | None) -> None:
         """A line on how the block runs, shown in status (a camera's delivered size, fps)."""
+        ...
+
+    def delivered(self, count: int = 1) -> None:
+        """A sink counts what it delivered out of the graph (frames or packets written to
+        a file, frames sent to viewers): its frames out, and so its output rate in status.
+
+        A block with an output need not: the frames it publishes are counted for it.
+        """
+        ...
+
+    def skipped(self, count: int = 1) -> None:
+        """Frames the block took in and let go by design (a sink thinning to its own rate):
+        counted apart from the frames it missed because it could not keep up."""
         ...
 
     def intact(self) -> bool:
@@ -208,7 +281,11 @@ class Context(Protocol):
 
 
 class Block:
-    """Base of every block. Subclasses set ``params`` and override ``process``."""
+    """Base of every block. Subclasses set ``params`` and override ``process``.
+
+    ``params`` (on the class) declares the parameters; ``self.config`` (on the instance)
+    holds their values as the graph file set them, with the defaults filled in.
+    """
 
     params: ClassVar[dict[str, Param]] = {}
     min_inputs: ClassVar[int] = 1
@@ -217,10 +294,22 @@ class Block:
     packets_when: ClassVar[str] = ""
     """For the reference: when the block publishes packets ("when its source is encoded")."""
 
-    def __init__(self, name: str, params: dict[str, Any], context: Context | None = None):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        declared = cls.__dict__.get("params")
+        if isinstance(declared, dict):
+            setattr(cls, "params", _ParamsAttribute(declared))  # noqa: B010 (mypy: ClassVar)
+
+    def __init__(self, name: str, config: dict[str, Any], context: Context | None = None):
         self.name = name
-        self.p = params
+        self.config = config
+        """The parameters' values, as the graph file set them, defaults filled in."""
         self.context: Context = context or _Detached(name)
+
+    @property
+    def p(self) -> dict[str, Any]:
+        """``config``'s old name, for blocks written before it had one."""
+        return self.config
 
     # -- load time (the daemon, before anything starts) ------------------------------
 
@@ -286,6 +375,9 @@ class Block:
         """Release what ``setup`` opened. Runs on every exit the worker controls."""
 
 
+setattr(Block, "params", _ParamsAttribute({}))  # noqa: B010 (mypy sees the ClassVar)
+
+
 @dataclass
 class _Detached:
     """The context of a block used outside a worker, in a test or a notebook."""
@@ -294,10 +386,12 @@ class _Detached:
     reason: str | None = None
     inputs: list[str] = field(default_factory=list)
     details: list[str | None] = field(default_factory=list)
-    log: logging.Logger = field(init=False)
+    written: int = 0
+    skipped_frames: int = 0
+    log: BlockLog = field(init=False)
 
     def __post_init__(self) -> None:
-        self.log = logging.getLogger(f"pipelined.block.{self.name}")
+        self.log = BlockLog(self.name)
 
     @property
     def stopping(self) -> bool:
@@ -308,6 +402,12 @@ class _Detached:
 
     def detail(self, text: str | None) -> None:
         self.details.append(text)
+
+    def delivered(self, count: int = 1) -> None:
+        self.written += count
+
+    def skipped(self, count: int = 1) -> None:
+        self.skipped_frames += count
 
     def intact(self) -> bool:
         return True

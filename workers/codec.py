@@ -55,8 +55,12 @@ class CodecError(ValueError):
     """A value the codec cannot carry, or a string it did not write."""
 
 
-def encode(value: object) -> str:
-    """Encode ``value`` as one printable-ASCII string that ``decode`` turns back into it."""
+def encode(value: object, limit: int | None = MAX_ARG_BYTES) -> str:
+    """Encode ``value`` as one printable-ASCII string that ``decode`` turns back into it.
+
+    ``limit``: the longest string allowed (the kernel's, for a command line); None for
+    none (a pipe).
+    """
     try:
         text = _dumps(_to_json(value, (), set()))
     except RecursionError:
@@ -64,7 +68,7 @@ def encode(value: object) -> str:
             f"cannot encode {_ROOT}: it is nested too deeply for Python's recursion limit"
             " (flatten it, or move it to a file)"
         ) from None
-    if len(text) > MAX_ARG_BYTES:
+    if limit is not None and len(text) > limit:
         raise CodecError(_too_long(value, len(text)))
     return text
 

@@ -46,6 +46,32 @@ def side_by_side_whole(frames: list[np.ndarray], intact: Callable[[], bool]) -> 
     return picture if intact() else None
 
 
+LABEL_SCALE = 1 / 480
+"""A label's font scale per pixel of picture height: legible on 240 to 1080 lines."""
+
+
+def labelled(frames: list[np.ndarray], names: list[str]) -> np.ndarray:
+    """The frames side by side, each with its name in its top-left corner (on a dark
+    band, legible on any picture): which picture is which input, at a glance."""
+    height = frames[0].shape[0]
+    scale = max(0.4, height * LABEL_SCALE)
+    thickness = max(1, round(scale * 1.5))
+    pictures = []
+    for frame, name in zip(frames, names, strict=False):
+        picture = np.array(as_bgr(frame))  # our own copy: the input may be a read-only view
+        h = picture.shape[0]
+        size = scale * h / height  # the same size once scaled to the first's height
+        (w, th), base = cv2.getTextSize(name, cv2.FONT_HERSHEY_SIMPLEX, size, thickness)
+        pad = max(2, th // 3)
+        cv2.rectangle(picture, (0, 0), (w + 2 * pad, th + base + 2 * pad), (0, 0, 0), -1)
+        cv2.putText(
+            picture, name, (pad, pad + th), cv2.FONT_HERSHEY_SIMPLEX, size, (255, 255, 255),
+            thickness, cv2.LINE_AA,
+        )  # fmt: skip
+        pictures.append(picture)
+    return side_by_side(pictures + [np.array(as_bgr(f)) for f in frames[len(pictures) :]])
+
+
 def fit_within(image: np.ndarray, max_width: int, max_height: int) -> np.ndarray:
     """``image`` scaled down, keeping its shape, so it fits the box; never scaled up."""
     h, w = image.shape[:2]

@@ -1,7 +1,7 @@
 """The control commands, one module each; ``table()`` binds them to a running daemon.
 
-Each command gets what it acts on, already checked. The block commands (status, start,
-stop, restart) get the supervisor and the blocks the request names, resolved here, once:
+Each command gets what it acts on, already checked. The block commands (status, history,
+start, stop, restart) get the supervisor and the blocks the request names, resolved here, once:
 a request that names no block means ``supervisor.every()`` (restart refuses it), so no
 layer below ever sees an empty list that stands for "all". ``graph`` and ``wires`` get
 the supervisor; ``reload`` gets the daemon, which re-reads its graph file;
@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from . import graph, recordings, reload, restart, start, status, stop, wires
+from . import graph, history, recordings, reload, restart, start, status, stop, wires
 from .blocks import WhenNone, every, resolve
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ def table(daemon: Daemon) -> dict[str, Handler]:
 
     return {
         "status": on_blocks(status.handle),
+        "history": on_blocks(history.handle),
         "start": on_blocks(start.handle),
         "stop": on_blocks(stop.handle),
         "restart": on_blocks(restart.handle, restart.none_named),

@@ -27,10 +27,11 @@ from typing import TYPE_CHECKING, Any
 from pipelined.ctl.protocol import BAD_REQUEST, CommandError
 from pipelined.workers.video.segments import Namer, Segment
 
+from ..probe import RemoteBlock
 from .args import get_arg
 
 if TYPE_CHECKING:
-    from ..graph import BlockSpec
+    from ..graph import BlockSpec, BlockType
     from ..supervisor import Supervisor
     from ..watcher import Watcher
 
@@ -83,12 +84,15 @@ def recorders(specs: list[BlockSpec], named: bool) -> list[BlockSpec]:
     return chosen
 
 
-def is_recorder(cls: type) -> bool:
+def is_recorder(cls: BlockType) -> bool:
     """Whether ``cls`` is the built-in recorder or a subclass of it.
 
     Its module is imported with a graph that has a recorder; without one, the daemon
-    does not import it (and OpenCV with it) just to find that none is there.
+    does not import it (and OpenCV with it) just to find that none is there. A user's
+    class is never imported here: what its bases are was asked with the rest.
     """
+    if isinstance(cls, RemoteBlock):
+        return cls.is_a(f"{RECORDER}:Recorder")
     module = sys.modules.get(RECORDER)
     return module is not None and issubclass(cls, module.Recorder)
 

@@ -4,6 +4,7 @@
                        buttons, and a live view of a wire on click
 /api/status            pipectl's status object (GET)
 /api/graph             pipectl's graph object (GET)
+/api/history           each block's fps and CPU over the last hour (GET)
 /api/blocks/B/ACTION   start, stop or restart block B (POST; see security.py)
 /api/recordings        pipectl's recordings object (GET; ?block=&since=&until=&order=&limit=)
 /recordings/B/FILE     a segment recorder B wrote, to play (Range requests)
@@ -16,6 +17,6 @@ and OpenCV take a good part of a second to import, which a daemon without a page
 should not pay at every start.
 """
 
-from .listen import HttpError, Listener, add_arguments, announce, listen_from_args
+from .listen import HttpError, Listener, Token, add_arguments, listen_from_args, token_from_args
 
-__all__ = ["HttpError", "Listener", "add_arguments", "announce", "listen_from_args"]
+__all__ = ["HttpError", "Listener", "Token", "add_arguments", "listen_from_args", "token_from_args"]

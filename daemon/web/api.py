@@ -41,6 +41,9 @@ def add_routes(app: web.Application, daemon: Daemon) -> None:
     async def graph(request: web.Request) -> web.Response:
         return await call("graph", {})
 
+    async def history(request: web.Request) -> web.Response:
+        return await call("history", {})
+
     async def action(request: web.Request) -> web.Response:
         verb = request.match_info["action"]
         if verb not in ACTIONS:
@@ -49,4 +52,5 @@ def add_routes(app: web.Application, daemon: Daemon) -> None:
 
     app.router.add_get("/api/status", status)
     app.router.add_get("/api/graph", graph)
+    app.router.add_get("/api/history", history)
     app.router.add_post("/api/blocks/{block}/{action}", action)

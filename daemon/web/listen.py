@@ -1,16 +1,17 @@
-"""Where the page listens, and with which token: ``--http``, ``--http-token-file``, the env.
+"""Where the page listens, and its token: ``--http``, ``--http-token-file``, the env.
 
 Decisions (docs/design.md, "pipelined"):
 
 - ``--http ADDR:PORT`` turns the page on; ``--http off`` turns it off. With no
   ``--http`` it is on at 127.0.0.1:8080 for the built-in demo and off for a graph file,
   so the packaged daemon (which runs a graph file) serves nothing unless told to.
-- The token comes from ``$PIPELINED_HTTP_TOKEN`` or the first line of
+- A token, always. It comes from ``$PIPELINED_HTTP_TOKEN`` or the first line of
   ``--http-token-file FILE`` (systemd: ``LoadCredential=http-token:/etc/…`` and
   ``--http-token-file ${CREDENTIALS_DIRECTORY}/http-token``), never from the command
-  line, which every local user can read in /proc.
-- Beyond loopback the token is required: without one the daemon does not start
-  (exit 78, EX_CONFIG). On loopback a token, if set, is required too.
+  line, which every local user can read in /proc. Given none, the daemon makes one and
+  prints the URL that carries it, as Jupyter does (only on loopback: beyond it, a token
+  must be given, or the daemon does not start: exit 78, EX_CONFIG).
+- The same token opens the preview blocks that set none of their own.
 - The socket is bound before the graph starts, so a port in use is said at once. For the
   demo's implicit page a port in use is only a warning: the graph runs without its page.
 """
@@ -21,13 +22,10 @@ import argparse
 import os
 import socket
 import sys
+import urllib.parse
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from pipelined.workers.contract import EX_CONFIG
-
-if TYPE_CHECKING:
-    from ..graph import Graph
 
 DEMO_LISTEN = "127.0.0.1:8080"
 TOKEN_ENV = "PIPELINED_HTTP_TOKEN"
@@ -41,9 +39,21 @@ class HttpError(Exception):
         self.exit_code = exit_code
 
 
+@dataclass(frozen=True)
+class Token:
+    """The token the page and previews require; ``made`` when the daemon made it."""
+
+    value: str
+    made: bool = False
+
+    def in_url(self, url: str) -> str:
+        """``url`` as the daemon prints it: with the token when nobody else knows it."""
+        return f"{url}?token={urllib.parse.quote(self.value)}" if self.made else url
+
+
 @dataclass
 class Listener:
-    """A bound socket for the page, and the token its requests must carry ("" for none)."""
+    """A bound socket for the page, and the token its requests must carry."""
 
     host: str
     port: int
@@ -70,7 +80,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def listen_from_args(opts: argparse.Namespace, builtin: bool) -> Listener | None:
+def token_from_args(opts: argparse.Namespace) -> Token:
+    """The token of ``--http-token-file`` or the environment, else a new one."""
+    from pipelined.workers.http.access import new_token
+
+    given = _token(opts.http_token_file)
+    return Token(given) if given else Token(new_token(), made=True)
+
+
+def listen_from_args(opts: argparse.Namespace, builtin: bool, token: Token) -> Listener | None:
     """Bind the page's socket as the options say; None when the page is off."""
     text = opts.http if opts.http is not None else (DEMO_LISTEN if builtin else "off")
     if text == "off":
@@ -81,8 +99,7 @@ def listen_from_args(opts: argparse.Namespace, builtin: bool) -> Listener | None
         host, port = parse_listen(text)
     except ValueError as exc:
         raise HttpError(f"--http: {exc}", 2) from None
-    token = _token(opts.http_token_file)
-    if not is_loopback(host) and not token:
+    if not is_loopback(host) and token.made:
         raise HttpError(
             f"--http {text} is beyond loopback, and the page would be open to the network:"
             f" set a token in ${TOKEN_ENV} or --http-token-file, or listen on 127.0.0.1",
@@ -98,7 +115,7 @@ def listen_from_args(opts: argparse.Namespace, builtin: bool) -> Listener | None
             print(f"pipelined: {message}; running without it", file=sys.stderr)
             return None
         raise HttpError(message, 1) from None
-    return Listener(host, sock.getsockname()[1], token, sock)
+    return Listener(host, sock.getsockname()[1], token.value, sock)
 
 
 def _token(path: str | None) -> str:
@@ -112,22 +129,3 @@ def _token(path: str | None) -> str:
     if not token:
         raise HttpError(f"--http-token-file {path} is empty", EX_CONFIG)
     return token
-
-
-def announce(graph: Graph, listener: Listener | None) -> None:
-    """Print the URLs to open: the page, and each preview block's streams."""
-    from pipelined.workers.http.mjpeg import parse_listen, url_host
-
-    if listener is not None:
-        note = " (token required)" if listener.token else ""
-        print(
-            f"pipelined: page {listener.url}{note}, metrics {listener.url}metrics", file=sys.stderr
-        )
-    for spec in graph.blocks.values():
-        if spec.type == "preview":
-            host, port = parse_listen(spec.params["listen"])
-            print(
-                f"pipelined: {spec.name} streams at http://{url_host(host)}:{port}/",
-                file=sys.stderr,
-            )
-    sys.stderr.flush()

@@ -95,7 +95,9 @@ class DaemonCollector(Collector):
             "pipelined_block_frames_in", "Frames the worker took in", labels=b
         )
         frames_out = CounterMetricFamily(
-            "pipelined_block_frames_out", "Frames the worker sent out", labels=b
+            "pipelined_block_frames_out",
+            "Frames the worker sent out (a sink: delivered out of the graph, written or served)",
+            labels=b,
         )
         fps_in = GaugeMetricFamily(
             "pipelined_block_input_frames_per_second",
@@ -107,9 +109,16 @@ class DaemonCollector(Collector):
             "Frames out per second, last second",
             labels=b,
         )
-        dropped = CounterMetricFamily(
-            "pipelined_block_dropped_frames",
-            "Input frames the worker skipped (it fell behind) or threw away (overwritten)",
+        missed = CounterMetricFamily(
+            "pipelined_block_missed_frames",
+            "Frames lost because the block could not keep up: its first input's frames that"
+            " went by while it was busy, frames overwritten while it worked, packets lapped",
+            labels=b,
+        )
+        skipped = CounterMetricFamily(
+            "pipelined_block_skipped_frames",
+            "Frames let go by design: later inputs' frames it did not sample, and what it"
+            " thinned to its own rate; not a loss",
             labels=b,
         )
         busy = HistogramMetricFamily(
@@ -143,30 +152,38 @@ class DaemonCollector(Collector):
             frames_out.add_metric(name, block["frames_out"])
             fps_in.add_metric(name, block["fps_in"])
             fps_out.add_metric(name, block["fps"])
-            dropped.add_metric(name, block["dropped"])
+            missed.add_metric(name, block["missed"])
+            skipped.add_metric(name, block["skipped"])
             busy.add_metric(name, _buckets(block["busy_hist"]), sum_value=block["busy_s"])
             cpu.add_metric(name, _cpu_seconds(block["pid"]))
             cpu_ratio.add_metric(name, block["cpu_percent"] / 100.0)
             rss.add_metric(name, block["rss_bytes"])
             uptime.add_metric(name, block["uptime_s"])
-        yield from (state, restarts, frames_in, frames_out, fps_in, fps_out, dropped, busy)
+        yield from (state, restarts, frames_in, frames_out, fps_in, fps_out, missed, skipped)
+        yield busy
         yield from (cpu, cpu_ratio, rss, uptime)
 
     def _wires(self, wires: list[dict]) -> Iterator[Metric]:
         frames = CounterMetricFamily(
             "pipelined_wire_frames", "Frames written to the wire", labels=["wire"]
         )
-        dropped = CounterMetricFamily(
-            "pipelined_wire_dropped_frames",
-            "Frames a reader of the wire skipped",
+        missed = CounterMetricFamily(
+            "pipelined_wire_missed_frames",
+            "Frames that went by a reader the wire paces (its first input) while it was busy",
+            labels=["wire", "reader"],
+        )
+        skipped = CounterMetricFamily(
+            "pipelined_wire_skipped_frames",
+            "Frames a reader that samples the wire (a later input) let go by design",
             labels=["wire", "reader"],
         )
         for wire in wires:
             frames.add_metric([wire["name"]], wire["frames"])
-            for reader, count in wire["dropped"].items():
-                dropped.add_metric([wire["name"], reader], count)
-        yield frames
-        yield dropped
+            for reader, count in wire["missed"].items():
+                missed.add_metric([wire["name"], reader], count)
+            for reader, count in wire["skipped"].items():
+                skipped.add_metric([wire["name"], reader], count)
+        yield from (frames, missed, skipped)
 
 
 def _cpu_seconds(pid: int | None) -> float:

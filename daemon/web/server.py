@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from pipelined.workers.http.mjpeg import NO_STORE, secure_response, start_server
+from pipelined.workers.http.mjpeg import NO_STORE, add_look, secure_response, start_server
 
 from . import api, metrics, recordings
 from .listen import Listener
@@ -39,6 +39,7 @@ class WebServer:
         self.app.on_response_prepare.append(secure_response)
         self.app.router.add_get("/", self.index)
         self.app.router.add_static("/static/", STATIC, append_version=False)
+        add_look(self.app)
         api.add_routes(self.app, daemon)
         recordings.add_routes(self.app, daemon)
         self.live.add_routes(self.app)
@@ -46,9 +47,12 @@ class WebServer:
         metrics.add_route(self.app, collector)
         self.runner: web.AppRunner | None = None
 
-    async def start(self) -> None:
-        self.runner = await start_server(self.app, sock=self.listener.sock)
-        log.info("page at %s", self.listener.url)
+    async def start(self, max_connections: int) -> None:
+        """Serve, with at most ``max_connections`` open (limits.http_connections)."""
+        self.runner = await start_server(
+            self.app, sock=self.listener.sock, max_connections=max_connections
+        )
+        log.info("page at %s (at most %d connections)", self.listener.url, max_connections)
 
     async def close(self) -> None:
         await self.live.close()

@@ -32,6 +32,8 @@ from pipelined.workers.ipc.segment import runs_of, unlink_run
 
 T = TypeVar("T")
 TESTS = Path(__file__).resolve().parents[1]
+TOKEN = "pipelined-test-token"
+"""The token of every test daemon's page and previews ($PIPELINED_HTTP_TOKEN)."""
 CLEANUP_S = 15.0  # for a dead daemon's workers to notice and remove their run
 
 
@@ -112,6 +114,7 @@ class RunningDaemon:
         self.log = self.dir / "daemon.log"
         self.args = [*(["--http", http] if http else []), *args]
         self.env = child_env(display)
+        self.env.setdefault("PIPELINED_HTTP_TOKEN", TOKEN)
         if graph_text is not None:
             self.graph.write_text(graph_text)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -185,10 +188,13 @@ class RunningDaemon:
         )
 
     def wait_all_running(self, timeout: float = 90) -> dict[str, Any]:
+        """Every block RUNNING, but those with ``autostart = false``: they wait, STOPPED."""
+
+        def settled(b: dict[str, Any]) -> bool:
+            return b["state"] == ("RUNNING" if b.get("autostart", True) else "STOPPED")
+
         return self.until(
-            lambda: (
-                (s := self.status()) and all(b["state"] == "RUNNING" for b in s["blocks"]) and s
-            ),
+            lambda: (s := self.status()) and all(settled(b) for b in s["blocks"]) and s,
             timeout,
             "every block RUNNING",
         )

@@ -31,8 +31,9 @@ def tally(name: str, source: str, path: Path | str, extra: str = "") -> str:
 
 
 def demo_graph(preview_port: int, recordings: Path | str, preview_extra: str = "") -> str:
-    """The built-in demo as a headless box runs it (no screen), its preview listening on
-    ``preview_port`` and its recorder writing into ``recordings``."""
+    """The built-in demo without its screen (which waits to be asked, and a headless box
+    cannot show), its preview listening on ``preview_port`` and its recorder writing into
+    ``recordings``."""
     tables = re.split(r"(?m)^(?=\[blocks\.)", DEMO_GRAPH.read_text(encoding="utf-8"))
     added = {
         "recorder": f'directory = "{recordings}"\n',

@@ -7,6 +7,7 @@ two-core machine.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,11 +36,11 @@ class Counter(Block):
         self.next_at = time.monotonic()
 
     def output_like(self, frames):
-        side = self.p["side"]
+        side = self.config["side"]
         return (side, side, 3), np.dtype(np.uint8)
 
     def process_into(self, frames, out) -> bool:
-        self.next_at += 1.0 / self.p["fps"]
+        self.next_at += 1.0 / self.config["fps"]
         if not self.context.sleep(max(0.0, self.next_at - time.monotonic())):
             return False
         self.n += 1
@@ -52,6 +53,16 @@ class Invert(Block):
 
     def process(self, frames):
         return 255 - frames[0]
+
+
+class Slow(Block):
+    """Passes frames on, taking ``delay`` seconds over each: a block that cannot keep up."""
+
+    params = {"delay": Param(float, default=0.05, check=in_range(0, 10))}
+
+    def process(self, frames):
+        time.sleep(self.config["delay"])
+        return frames[0]
 
 
 class Tally(Block):
@@ -67,9 +78,9 @@ class Tally(Block):
     def process(self, frames):
         self.count += 1
         if self.count % 10 == 1:
-            tmp = Path(self.p["path"] + ".tmp")
+            tmp = Path(self.config["path"] + ".tmp")
             tmp.write_text(f"{self.count} {int(frames[0].flat[0])} {os.getpid()}\n")
-            tmp.replace(self.p["path"])
+            tmp.replace(self.config["path"])
         return None
 
 
@@ -88,6 +99,22 @@ class CrashAtOnce(_TinySource):
 
     def setup(self) -> None:
         raise RuntimeError("this block always crashes")
+
+
+class Chatty(_TinySource):
+    """A source that floods its stderr, then dies: a line of ``flood`` bytes without a
+    newline, a progress bar drawn with carriage returns, and its last words."""
+
+    params = {"flood": Param(int, default=32 << 20)}
+
+    def setup(self) -> None:
+        chunk = b"x" * 65536
+        for _ in range(self.config["flood"] // len(chunk)):
+            os.write(2, chunk)
+        for i in range(1, 4):
+            os.write(2, f"\rprogress {i}/3".encode())
+        os.write(2, b"\r\nlast words\n")
+        raise RuntimeError("flooded")
 
 
 class NeedsHardware(_TinySource):
@@ -109,10 +136,42 @@ class SecretProbe(Block):
     has_output = False
 
     def setup(self) -> None:
-        Path(self.p["report"]).write_text(f"{self.p['url']}\n{self.p['password']}\n")
+        Path(self.config["report"]).write_text(f"{self.config['url']}\n{self.config['password']}\n")
 
     def process(self, frames):
         self.context.sleep(0.2)
+        return None
+
+
+class Leaky(Block):
+    """Says its secret parameters everywhere a block can: on stderr at start, in its
+    waiting reason and its detail, and in its last words once ``crash_when`` exists."""
+
+    params = {
+        **{
+            key: Param(str, doc="a secret, by its name")
+            for key in ("password", "secret_key", "pwd", "passphrase", "auth", "credentials")
+        },
+        "apiKey": Param(str, doc="a secret, by its name"),
+        "token": Param(str, doc="a secret, by its name"),
+        "url": Param(str, doc="a URL with a password"),
+        "crash_when": Param(str, doc="a file: the block crashes once it exists"),
+    }
+    min_inputs = max_inputs = 0
+    has_output = False
+
+    def _said(self) -> str:
+        return " ".join(f"{k}={v!r}" for k, v in self.config.items() if k != "crash_when")
+
+    def setup(self) -> None:
+        print(f"my secrets: {self._said()}", file=sys.stderr, flush=True)
+        self.context.detail(f"detail {self._said()}")
+        self.context.waiting(f"waiting {self._said()}")
+
+    def process(self, frames):
+        if os.path.exists(self.config["crash_when"]):
+            raise RuntimeError(f"dying with {self._said()}")
+        self.context.sleep(0.1)
         return None
 
 
@@ -138,7 +197,7 @@ class PacketCounter(Counter):
             return False
         packets = self.context.packets
         packets.write(self.n.to_bytes(8, "little"), pts=self.n, dts=self.n,
-                      keyframe=self.n % self.p["gop"] == 1)  # fmt: skip
+                      keyframe=self.n % self.config["gop"] == 1)  # fmt: skip
         return True
 
 
@@ -165,10 +224,10 @@ class PacketTally(Block):
             assert packet.keyframe, "the first packet a reader gets is a keyframe"
         self.numbers.append(number)
         if len(self.numbers) % 10 == 1:
-            tmp = Path(self.p["path"] + ".tmp")
+            tmp = Path(self.config["path"] + ".tmp")
             line = f"{len(self.numbers)} {self.numbers[0]} {number} {self.gaps} {codec.codec}\n"
             tmp.write_text(line)
-            tmp.replace(self.p["path"])
+            tmp.replace(self.config["path"])
 
 
 class Mirror(Block):
@@ -202,7 +261,7 @@ class Uniform(Block):
             self.frames += 1
             self.torn += not whole
             if self.frames % 20 == 1:
-                tmp = Path(self.p["path"] + ".tmp")
+                tmp = Path(self.config["path"] + ".tmp")
                 tmp.write_text(f"{self.frames} {self.torn}\n")
-                tmp.replace(self.p["path"])
+                tmp.replace(self.config["path"])
         return None

@@ -59,41 +59,41 @@ class H264Camera(Block):
     def setup(self) -> None:
         self.n = 0
         self.next_at = time.monotonic()
-        self.log = open(self.p["log"], "a") if self.p["log"] else None  # noqa: SIM115
-        self._open(*self.p["size"])
+        self.log = open(self.config["log"], "a") if self.config["log"] else None  # noqa: SIM115
+        self._open(*self.config["size"])
 
     def _open(self, width: int, height: int) -> None:
-        context = av.CodecContext.create(self.p["encoder"], "w")
+        context = av.CodecContext.create(self.config["encoder"], "w")
         context.width, context.height, context.pix_fmt = width, height, "yuv420p"
         context.time_base = TIME_BASE
-        context.framerate = Fraction(self.p["fps"]).limit_denominator(1000)
+        context.framerate = Fraction(self.config["fps"]).limit_denominator(1000)
         context.flags |= av.codec.context.Flags.global_header
-        gop = self.p["gop"]
+        gop = self.config["gop"]
         keys = f"keyint={gop}:min-keyint={gop}:scenecut=0"
-        if self.p["encoder"] == "libx265":
+        if self.config["encoder"] == "libx265":
             context.options = {"x265-params": keys + ":log-level=error"}
         else:
             context.options = {"preset": "ultrafast", "tune": "zerolatency", "x264-params": keys}
         context.open()
         self.encoder, self.scene, self.frame_index = context, TestScene(width, height), 0
-        codec = "hevc" if self.p["encoder"] == "libx265" else "h264"
+        codec = "hevc" if self.config["encoder"] == "libx265" else "h264"
         params = CodecParams(codec, width, height, (1, 90000), bytes(context.extradata))
         self.generation = self.context.packets.set_params(params)
 
     def process(self, frames: list[np.ndarray]) -> np.ndarray | None:
-        self.next_at += 1.0 / self.p["fps"]
+        self.next_at += 1.0 / self.config["fps"]
         if not self.context.sleep(max(0.0, self.next_at - time.monotonic())):
             return None
         self.n += 1
-        if self.n == self.p["switch_after"]:
+        if self.n == self.config["switch_after"]:
             self._flush()
-            self._open(*self.p["switch_size"])
-        if self.n == self.p["pause_after"] and self.p["pause_seconds"]:
-            self.context.sleep(self.p["pause_seconds"])
+            self._open(*self.config["switch_size"])
+        if self.n == self.config["pause_after"] and self.config["pause_seconds"]:
+            self.context.sleep(self.config["pause_seconds"])
             self.next_at = time.monotonic()
         picture = self.scene.render(self.n)
         frame = av.VideoFrame.from_ndarray(picture, format="bgr24").reformat(format="yuv420p")
-        frame.pts = round(self.frame_index * 90000 / self.p["fps"])
+        frame.pts = round(self.frame_index * 90000 / self.config["fps"])
         frame.time_base = TIME_BASE
         self.frame_index += 1
         for packet in self.encoder.encode(frame):
@@ -136,7 +136,7 @@ class ClipCamera(Block):
         return RING
 
     def setup(self) -> None:
-        with av.open(self.p["clip"]) as container:
+        with av.open(self.config["clip"]) as container:
             stream = container.streams.video[0]
             context = stream.codec_context
             tb = stream.time_base
@@ -183,14 +183,14 @@ class PacketDump(Block):
         return ["packets"]
 
     def setup(self) -> None:
-        self.out = open(self.p["path"], "ab")  # noqa: SIM115 - closed in close()
+        self.out = open(self.config["path"], "ab")  # noqa: SIM115 - closed in close()
         self.seen: set[int] = set()
 
     def process_packet(self, packet, codec) -> None:
         if packet.generation not in self.seen:
             self.seen.add(packet.generation)
             fields = json.loads(codec.to_bytes())
-            Path(f"{self.p['path']}.g{packet.generation}.json").write_text(json.dumps(fields))
+            Path(f"{self.config['path']}.g{packet.generation}.json").write_text(json.dumps(fields))
         head = RECORD.pack(
             len(packet.data), packet.pts, packet.dts, packet.keyframe, packet.generation,
             packet.time_ns,

@@ -180,10 +180,10 @@ class Camera(Block):
     # -- run time ---------------------------------------------------------------------
 
     def setup(self) -> None:
-        self.source: Source = parse_source(self.p["source"])
-        width, height = self.p["size"]
+        self.source: Source = parse_source(self.config["source"])
+        width, height = self.config["size"]
         self.size = (width, height)
-        self.fps = float(self.p["fps"])
+        self.fps = float(self.config["fps"])
         self.delivered_size: tuple[int, int] | None = None
         self.delivered_fps: float | None = None
         self._backoff = RETRY_FIRST
@@ -202,14 +202,14 @@ class Camera(Block):
         from ..video.source import OpenSettings
 
         self._settings = OpenSettings(
-            open_timeout=self.p["timeout"],
-            read_timeout=self.p["stall_timeout"],
-            rtsp_transport=self.p["rtsp_transport"],
+            open_timeout=self.config["timeout"],
+            read_timeout=self.config["stall_timeout"],
+            rtsp_transport=self.config["rtsp_transport"],
             size=self.size,
             fps=self.fps,
-            fourcc=self.p["fourcc"],
+            fourcc=self.config["fourcc"],
         )
-        self._policy = DecodePolicy(self.fps, self.p["decode_fps"], self.source.live)
+        self._policy = DecodePolicy(self.fps, self.config["decode_fps"], self.source.live)
         self._feed: Feed | None = None
         self._decoder: Decoder | None = None
         self._decoder_how: str | None = None  # as last reported
@@ -265,17 +265,17 @@ class Camera(Block):
             self._settings,
             self.context.packets,
             pace_fps=None if self.source.live else self.fps,
-            loop=self.p["loop"],
+            loop=self.config["loop"],
         )
         feed.want = self._policy.want(self.context.frames_wanted(), None, False)
         feed.start()
-        give_up = self.p["timeout"] + self.p["stall_timeout"]
+        give_up = self.config["timeout"] + self.config["stall_timeout"]
         while not feed.settled:
             if not self.context.sleep(0.02):
                 feed.stop()
                 return None
             if feed.silent_for() > give_up:
-                self._lost(feed, f"no answer within {self.p['timeout']:g} s")
+                self._lost(feed, f"no answer within {self.config['timeout']:g} s")
                 return None
         if not feed.opened:
             self._lost(feed, feed.failure or "the source did not open")
@@ -298,7 +298,7 @@ class Camera(Block):
         if feed.failure is not None or feed.ended:
             self._lost(feed, feed.failure or "the source stopped sending frames")
             return False
-        stall = self.p["stall_timeout"]
+        stall = self.config["stall_timeout"]
         if self.source.live and feed.silent_for() > stall:
             self._lost(feed, f"no packet for {stall:g} s")
             return False
@@ -316,7 +316,7 @@ class Camera(Block):
         self._decoder = None
         self._set_reason(f"waiting for source {self.source.show()}: {why}")
         self.context.sleep(self._backoff)
-        self._backoff = min(self._backoff * 2, self.p["retry_max"])
+        self._backoff = min(self._backoff * 2, self.config["retry_max"])
 
     def _finish(self, feed: Feed) -> None:
         feed.stop()
@@ -382,7 +382,7 @@ class Camera(Block):
             return None  # said so already: the packets still go out
         self._decoder, self._decode_problem = None, None
         try:
-            self._decoder = Decoder(item.params, self.p["hwaccel"], keyframes_only)
+            self._decoder = Decoder(item.params, self.config["hwaccel"], keyframes_only)
         except Exception as exc:  # an FFmpeg without a decoder for this codec, say
             why = f"cannot decode {item.params.codec}: {exc}"
             self._decode_problem = (item.params, why)

@@ -52,7 +52,7 @@ class ColorFilter(Block):
         ]
 
     def setup(self) -> None:
-        low, high = self.p["hsv_low"], self.p["hsv_high"]
+        low, high = self.config["hsv_low"], self.config["hsv_high"]
         if low[0] <= high[0]:
             ranges = [(low, high)]
         else:  # wraps around the hue circle: low..179 and 0..high

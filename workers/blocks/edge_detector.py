@@ -68,13 +68,19 @@ class EdgeDetector(Block):
 
     def process_into(self, frames: list[np.ndarray], out: np.ndarray) -> bool:
         image = self._gray_of(frames[0])
-        blur = self.p["blur"]
+        blur = self.config["blur"]
         if blur:
             self._blurred = cv2.GaussianBlur(
                 image, (blur, blur), 0, dst=_reuse(self._blurred, image.shape)
             )
             image = self._blurred
-        cv2.Canny(image, self.p["low"], self.p["high"], edges=out, L2gradient=self.p["l2_gradient"])
+        cv2.Canny(
+            image,
+            self.config["low"],
+            self.config["high"],
+            edges=out,
+            L2gradient=self.config["l2_gradient"],
+        )
         return True
 
     def _gray_of(self, frame: np.ndarray) -> np.ndarray:

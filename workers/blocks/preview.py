@@ -18,11 +18,14 @@ slow browser skips frames, and one that takes nothing for ``client_timeout`` sec
 dropped. The wire never waits for the preview (it never waits for anyone), so at worst
 the preview itself drops frames, which its reader counts.
 
-Who may connect: bound to a loopback address, anyone on this box, provided the request's
-``Host`` is a loopback name (so a web page cannot reach it by DNS rebinding); bound
-beyond loopback, only requests with the ``token`` (``Authorization: Bearer …`` or
-``?token=…``), and the graph is refused without one. The token is secret-named, so it
-travels to the worker on stdin, never on its command line.
+Who may connect: only requests with the token (``Authorization: Bearer …``, ``?token=…``,
+or the session cookie that opening ``/?token=…`` leaves; see
+``pipelined.workers.http.access``), and bound to loopback, with a loopback ``Host`` too
+(so a web page cannot reach it by DNS rebinding). The token is the block's ``token``;
+left empty, the daemon gives it its own (the page's, which it prints in the preview's
+URL); a preview run by no daemon makes one and logs the URL that carries it. Beyond
+loopback the graph must set ``token``. The token is secret-named, so it travels to the
+worker on stdin, never on its command line.
 
 A port in use (say, a preview of an older run still closing) is not a crash: the block
 says it waits for the port and tries again every few seconds.
@@ -41,11 +44,13 @@ import asyncio
 import errno
 import threading
 import time
+import urllib.parse
 from typing import Any
 
 import numpy as np
 
 from ..block import Block, ConfigurationError, Param, in_range
+from ..http.access import new_token
 from ..http.mjpeg import is_loopback, parse_listen, url_host
 from ..http.preview import Feed, PreviewServer
 
@@ -96,7 +101,11 @@ class Preview(Block):
             check=in_range(0, 16384),
             doc="largest width sent (frames are scaled down); 0 = as they come",
         ),
-        "token": Param(str, default="", doc="required of every request when set"),
+        "token": Param(
+            str,
+            default="",
+            doc="required of every request; empty: the daemon's own (its page's)",
+        ),
         "client_timeout": Param(
             float,
             default=10.0,
@@ -125,10 +134,17 @@ class Preview(Block):
         self._server: PreviewServer = self._call(self._make_server(names or []))
         self._bound = False
         self._retry_at = 0.0
+        self._reported = 0  # of the server's frames served, what status has been told
         self._try_bind()
 
     async def _make_server(self, names: list[str]) -> PreviewServer:
-        return PreviewServer(self.name, self.p, names)
+        params = self.config
+        if not params["token"]:  # no daemon gave one: make one, and say where it opens
+            params = {**params, "token": new_token()}
+            host, port = parse_listen(params["listen"])
+            query = urllib.parse.quote(params["token"])
+            self.context.log.info("open http://%s:%d/?token=%s", url_host(host), port, query)
+        return PreviewServer(self.name, params, names)
 
     def _call(self, coro: Any, timeout: float = 10.0) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
@@ -140,11 +156,12 @@ class Preview(Block):
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
                 raise ConfigurationError(
-                    f"preview {self.name!r} cannot listen on {self.p['listen']}: {exc.strerror}"
+                    f"preview {self.name!r} cannot listen on {self.config['listen']}:"
+                    f" {exc.strerror}"
                 ) from None
             self._retry_at = time.monotonic() + BIND_RETRY
             self.context.waiting(
-                f"listen {self.p['listen']}: the address is in use; trying again every"
+                f"listen {self.config['listen']}: the address is in use; trying again every"
                 f" {BIND_RETRY:g} s"
             )
             return
@@ -165,6 +182,12 @@ class Preview(Block):
         if due and self.context.intact():  # the copies are whole frames, none torn
             for feed, copy in due:
                 feed.hand(copy)
+        elif not due:
+            self.context.skipped()  # no viewer, or none due a frame now: by design
+        served = server.served  # counted on the server's thread: read once
+        if served > self._reported:
+            self.context.delivered(served - self._reported)
+            self._reported = served
         return None
 
     async def _add_feeds(self, count: int) -> None:

@@ -19,10 +19,13 @@ most ``max_total_bytes``, none older than ``max_age_seconds``. A full disk stops
 recording, not the graph: the block keeps running, says why (``context.waiting``) and
 tries again every ``retry_interval`` seconds. ``latest.jpg`` is replaced at most every
 ``snapshot_interval`` seconds (the card wears), atomically; in copy mode it is one
-keyframe decoded now and then.
+keyframe decoded now and then; with several inputs, each picture in it carries the name
+of its input in its corner.
 
-``directory`` defaults to ``recordings``, relative to the worker's working directory;
-the daemon may give another default (the unit's state directory).
+``directory`` defaults to ``recordings``; the daemon takes a relative one under its state
+directory (``--state-dir``: ``/var/lib/pipelined`` under systemd, else
+``~/.local/state/pipelined/<instance>``), never where it was started: a graph run from a
+clone does not record into the clone.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ import numpy as np
 
 from ..block import Block, ConfigurationError, Kind, Param, in_range
 from ..ipc.packets import CodecParams, Packet
-from ..picture import side_by_side_whole
+from ..picture import labelled, side_by_side_whole
 from ..video.segments import Namer, Segment
 from ..video.storage import DiskFull, Limits, Storage
 
@@ -80,7 +83,8 @@ class Recorder(Block):
         "directory": Param(
             str,
             default="recordings",
-            doc="where files go; relative to the worker's working directory unless absolute",
+            doc="where files go",
+            state_path=True,
         ),
         "codec": Param(
             str,
@@ -170,9 +174,11 @@ class Recorder(Block):
     # -- run time ---------------------------------------------------------------------
 
     def setup(self) -> None:
-        self.directory = Path(self.p["directory"]).absolute()
+        self.directory = Path(self.config["directory"]).absolute()
         limits = Limits(
-            self.p["min_free_bytes"], self.p["max_total_bytes"], self.p["max_age_seconds"]
+            self.config["min_free_bytes"],
+            self.config["max_total_bytes"],
+            self.config["max_age_seconds"],
         )
         try:
             self.storage = Storage(self.directory, Namer(self.name), limits, self.context.log)
@@ -182,7 +188,7 @@ class Recorder(Block):
             "%d earlier segments in %s (%.1f MiB)",
             len(self.storage.index), self.directory, self.storage.index.total_bytes / 2**20,
         )  # fmt: skip
-        self.period = 1.0 / self.p["fps"]
+        self.period = 1.0 / self.config["fps"]
         self._packets: Any = None  # a PacketSegmenter, once the first packet or frame came
         self._encoder: Any = None  # frames -> packets (h264)
         self._avi: AviSegmenter | None = None  # frames -> .avi (mjpeg)
@@ -218,6 +224,8 @@ class Recorder(Block):
             segments.finish("the stream cannot be written")
             self._refuse(packet.generation, f"input {self._input()!r}: {exc}")
             return
+        if written:
+            self.context.delivered()
         if written and (self.reason is not None or self._refused is not None):
             self._resume()
 
@@ -237,8 +245,8 @@ class Recorder(Block):
 
             self._packets = PacketSegmenter(
                 self.storage,
-                self.p["segment_seconds"],
-                self.p["gap_seconds"],
+                self.config["segment_seconds"],
+                self.config["gap_seconds"],
                 self.context.log,
                 on_start=self._say_segment,
             )
@@ -263,21 +271,28 @@ class Recorder(Block):
         now = time.monotonic()
         schedule = (self._next_snapshot, self._next_frame)
         snapshot_due, frame_due = self._snapshot_due(now), self._frame_due(now)
+        if not frame_due:
+            self.context.skipped()  # thinned to fps, by design
         if not (snapshot_due or frame_due):
             return  # input faster than fps: not even composed
-        picture = side_by_side_whole(frames, self.context.intact)
+        several = snapshot_due and len(frames) > 1  # latest.jpg names each input
+        shown = labelled(frames, self.context.inputs) if several else None
+        picture = side_by_side_whole(frames, self.context.intact)  # checks both pictures
         if picture is None:  # the writer overwrote the frame while it was taken:
             self._next_snapshot, self._next_frame = schedule  # the next whole one is due
             return
         if snapshot_due:
-            self._guard(lambda: self._write_snapshot(picture), now)
+            snapshot = picture if shown is None else shown
+            self._guard(lambda: self._write_snapshot(snapshot), now)
         if not frame_due or self._stopped(now):
             return
         time_ns = time.time_ns()
-        if self.p["codec"] == "mjpeg":
+        if self.config["codec"] == "mjpeg":
             written = self._guard(lambda: self._avi_segmenter().take(picture, time_ns), now)
         else:
             written = self._guard(lambda: self._encode(picture, time_ns), now)
+        if written:
+            self.context.delivered()
         if written and self.reason is not None:
             self._resume()
 
@@ -290,25 +305,25 @@ class Recorder(Block):
 
     def _encode(self, picture: np.ndarray, time_ns: int) -> bool:
         if self._encoder is None:
-            self._encoder = FrameEncoding(self._packet_segmenter(), self.p)
+            self._encoder = FrameEncoding(self._packet_segmenter(), self.config)
         return self._encoder.take(picture, time_ns)
 
     def _avi_segmenter(self) -> AviSegmenter:
         if self._avi is None:
-            self._avi = AviSegmenter(self.storage, self.p, self.context.log)
+            self._avi = AviSegmenter(self.storage, self.config, self.context.log)
         return self._avi
 
     # -- latest.jpg -------------------------------------------------------------------
 
     def _snapshot_due(self, now: float, keyframe: bool = True) -> bool:
-        interval = self.p["snapshot_interval"]
+        interval = self.config["snapshot_interval"]
         if not interval or not keyframe or now < self._next_snapshot:
             return False
         self._next_snapshot = now + interval
         return True
 
     def _write_snapshot(self, picture: np.ndarray) -> None:
-        quality = [cv2.IMWRITE_JPEG_QUALITY, self.p["quality"]]
+        quality = [cv2.IMWRITE_JPEG_QUALITY, self.config["quality"]]
         ok, jpeg = cv2.imencode(".jpg", picture, quality)
         if ok:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -330,7 +345,7 @@ class Recorder(Block):
         return self._paused_until is not None and now < self._paused_until
 
     def _stop(self, why: str, now: float) -> None:
-        retry = self.p["retry_interval"]
+        retry = self.config["retry_interval"]
         self._paused_until = now + retry
         self._close_files()
         reason = f"recording stopped: {why}; trying again every {retry:g} s"
@@ -381,7 +396,7 @@ class FrameEncoding:
 
     def __init__(self, segments: Any, params: dict[str, Any]):
         self.segments = segments
-        self.p = params
+        self.config = params
         self.encoder: Any = None
         self.size: tuple[int, int] | None = None
         self.generation = 0
@@ -399,8 +414,8 @@ class FrameEncoding:
         from ..video.encode import Encoder
         from ..video.options import EncodeOptions
 
-        options = EncodeOptions(preset=self.p["preset"], bit_rate=self.p["bit_rate"])
-        self.encoder = Encoder(options, width, height, self.p["fps"])
+        options = EncodeOptions(preset=self.config["preset"], bit_rate=self.config["bit_rate"])
+        self.encoder = Encoder(options, width, height, self.config["fps"])
         self.size, self.start_ns = (width, height), time_ns
         self.generation += 1
 
@@ -439,7 +454,7 @@ class AviSegmenter:
 
     def __init__(self, storage: Storage, params: dict[str, Any], log: Any):
         self.storage = storage
-        self.p = params
+        self.config = params
         self.log = log
         self.writer: cv2.VideoWriter | None = None
         self.path: Path | None = None
@@ -451,7 +466,7 @@ class AviSegmenter:
 
     def take(self, picture: np.ndarray, time_ns: int) -> bool:
         size = (picture.shape[1], picture.shape[0])
-        long_enough = time_ns - self.start_ns >= self.p["segment_seconds"] * 1e9
+        long_enough = time_ns - self.start_ns >= self.config["segment_seconds"] * 1e9
         if self.writer is None or size != self.size or long_enough:
             self.finish()
             self._start(size, time_ns)
@@ -468,12 +483,12 @@ class AviSegmenter:
         self.storage.make_room(time.time_ns())
         path = self.storage.new_path(time_ns, "avi")
         fourcc = cv2.VideoWriter.fourcc(*"MJPG")
-        writer = cv2.VideoWriter(str(path), cv2.CAP_OPENCV_MJPEG, fourcc, self.p["fps"], size)
+        writer = cv2.VideoWriter(str(path), cv2.CAP_OPENCV_MJPEG, fourcc, self.config["fps"], size)
         if not writer.isOpened():
             writer.release()
             path.unlink(missing_ok=True)
             raise RecordingStopped(f"cannot create a video file in {self.storage.directory}")
-        writer.set(cv2.VIDEOWRITER_PROP_QUALITY, self.p["quality"])
+        writer.set(cv2.VIDEOWRITER_PROP_QUALITY, self.config["quality"])
         self.writer, self.path, self.size = writer, path, size
         self.start_ns, self._bytes, self._stalled = time_ns, path.stat().st_size, 0
         self._next_check = time.monotonic() + 1.0
@@ -509,7 +524,7 @@ class AviSegmenter:
         if size < 1024:
             path.unlink()  # a header at most: nothing worth keeping
             return
-        end_ns = self.last_ns + int(1e9 / self.p["fps"])
+        end_ns = self.last_ns + int(1e9 / self.config["fps"])
         os.utime(path, ns=(end_ns, end_ns))
         self.storage.add(Segment(self.start_ns, path.name, end_ns, size, path))
 

@@ -62,10 +62,10 @@ class Screen(Block):
             raise ConfigurationError(
                 f"screen {self.name!r} cannot open display {display!r}: {exc}. " + INSTEAD
             ) from exc
-        self._root.title(self.p["title"] or self.name)
+        self._root.title(self.config["title"] or self.name)
         self._root.configure(background="black")
         self._root.protocol("WM_DELETE_WINDOW", self._root.iconify)  # pipectl stops it
-        if self.p["fullscreen"]:
+        if self.config["fullscreen"]:
             self._root.attributes("-fullscreen", True)
         self._label = tkinter.Label(self._root, borderwidth=0, background="black")
         self._label.pack()
@@ -80,6 +80,7 @@ class Screen(Block):
             return None  # overwritten while it was taken: never shown torn
         self._show(fit_within(picture, *self._max_size))
         self._root.update()  # draw, and answer the window system, once a frame
+        self.context.delivered()  # shown
         return None
 
     def _show(self, picture: np.ndarray) -> None:

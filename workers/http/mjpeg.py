@@ -16,6 +16,7 @@ import math
 import socket
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -28,6 +29,19 @@ from ..picture import as_bgr
 BOUNDARY = "frame"
 MJPEG_TYPE = f"multipart/x-mixed-replace; boundary={BOUNDARY}"
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+LOOK = Path(__file__).with_name("look.css")
+"""The stylesheet the daemon's page and the preview's page share: one look."""
+
+
+def add_look(app: web.Application) -> None:
+    """Serve ``LOOK`` at ``/look.css``, which both pages link."""
+
+    async def look(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(LOOK, headers={"Content-Type": "text/css; charset=utf-8"})
+
+    app.router.add_get("/look.css", look)
+
+
 HEAD_TIMEOUT = 10.0
 """Seconds a connection may take to send a request, and stay idle between requests."""
 SHUTDOWN_TIMEOUT = 1.0
@@ -254,28 +268,78 @@ class _QuietParserErrors(logging.Filter):
 _QUIET = _QuietParserErrors()
 
 
+MAX_CONNECTIONS = 128
+"""Open connections a server takes at once; more are answered 503 and closed."""
+ACCEPT_BURST = 16
+"""The listen backlog, which is also how many connections asyncio accepts in one go:
+each is a descriptor before it can be refused, so a burst stays small."""
+
+
+class _Refuse(asyncio.Protocol):
+    """A connection over the cap: one 503 answer, then closed, whatever it sends."""
+
+    BODY = b"too many connections; try again\n"
+    ANSWER = (
+        b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 5\r\n"
+        b"Content-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY)
+    )
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(self.ANSWER)
+        transport.close()
+
+
+class _CappedSite(web.SockSite):
+    """aiohttp's SockSite, with at most ``limit`` connections open at once."""
+
+    __slots__ = ("_limit",)
+
+    def __init__(self, runner: web.AppRunner, sock: socket.socket, limit: int, **kw: Any):
+        super().__init__(runner, sock, **kw)
+        self._limit = limit
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site with its runner
+        server = self._runner.server
+        assert server is not None
+        limit = self._limit
+
+        def connection() -> asyncio.BaseProtocol:
+            return server() if len(server.connections) < limit else _Refuse()
+
+        self._server = await asyncio.get_running_loop().create_server(
+            connection, sock=self._sock, backlog=min(self._backlog, ACCEPT_BURST)
+        )
+
+
 async def start_server(
-    app: web.Application, *, sock: socket.socket | None = None, host: str = "", port: int = 0
+    app: web.Application,
+    *,
+    sock: socket.socket | None = None,
+    host: str = "",
+    port: int = 0,
+    max_connections: int = MAX_CONNECTIONS,
 ) -> web.AppRunner:
     """Serve ``app`` on ``sock`` (or host:port) with the limits every pipelined server has.
 
     aiohttp parses requests and refuses malformed ones, over-long lines and too many
     headers (400). ``keepalive_timeout`` also closes a connection that sends no
-    complete request within HEAD_TIMEOUT (a slowloris). Streams never end by themselves,
-    so closing gives them SHUTDOWN_TIMEOUT, not aiohttp's minute. The access log is off:
-    URLs may carry a token.
+    complete request within HEAD_TIMEOUT (a slowloris). At most ``max_connections`` are
+    open at once: the file descriptors of a server are bounded, whoever connects.
+    Streams never end by themselves, so closing gives them SHUTDOWN_TIMEOUT, not
+    aiohttp's minute. The access log is off: a first visit's URL carries a token.
     """
     logging.getLogger("aiohttp.server").addFilter(_QUIET)
     runner = web.AppRunner(
         app, access_log=None, keepalive_timeout=HEAD_TIMEOUT, shutdown_timeout=SHUTDOWN_TIMEOUT
     )
     await runner.setup()
-    site: web.BaseSite
-    if sock is not None:
-        site = web.SockSite(runner, sock)
-    else:
-        site = web.TCPSite(runner, host, port, reuse_address=True)
     try:
+        if sock is None:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = socket.create_server((host, port), family=family)
+        site = _CappedSite(runner, sock, max_connections)
         await site.start()
     except BaseException:
         await runner.cleanup()

@@ -20,25 +20,25 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
+from .access import TokenGate
 from .mjpeg import (
     FRAME_WAIT,
     NO_STORE,
     Pacer,
     Streams,
     View,
+    add_look,
     encode_jpeg,
-    given_token,
-    is_loopback,
-    local_host_header,
     mjpeg_response,
     parse_listen,
-    same_secret,
     secure_response,
     send_mjpeg,
     start_server,
 )
 
 MAX_VIEWERS = 64
+MAX_CONNECTIONS = 128
+"""Open connections at once (viewers, snapshots, a page): more get 503 and are closed."""
 MAX_ENCODINGS = 8
 SNAPSHOT_TIMEOUT = 5.0
 
@@ -181,12 +181,14 @@ class PreviewServer:
         self.block = block
         self.host, self.port = parse_listen(params["listen"])
         self.token: str = params["token"]
+        self.gate = TokenGate(self.host, self.port, self.token, realm="pipelined preview")
         self.default = View(float(params["fps"]), int(params["quality"]), int(params["width"]))
         self.client_timeout = float(params["client_timeout"])
         self.loop = asyncio.get_running_loop()
         self.feeds = [Feed(name, self.loop) for name in names]
         self.encodings: dict[tuple[int, int, int], Encoding] = {}
         self.streams = Streams()
+        self.served = 0  # JPEGs sent to viewers (each viewer counts), snapshots too
         self.pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="jpeg")
         self.app = web.Application(middlewares=[self._guard])
         self.app.on_response_prepare.append(secure_response)
@@ -194,10 +196,13 @@ class PreviewServer:
         self.app.router.add_get("/stream/{input}.mjpg", self.stream)
         self.app.router.add_get("/snapshot/{input}.jpg", self.snapshot)
         self.app.router.add_get("/stats", self.stats)
+        add_look(self.app)
         self.runner: web.AppRunner | None = None
 
     async def bind(self) -> None:
-        self.runner = await start_server(self.app, host=self.host, port=self.port)
+        self.runner = await start_server(
+            self.app, host=self.host, port=self.port, max_connections=MAX_CONNECTIONS
+        )
 
     async def close(self) -> None:
         await self.streams.end_all()
@@ -209,13 +214,10 @@ class PreviewServer:
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        if is_loopback(self.host) and not local_host_header(request):
-            raise web.HTTPForbidden(text="this server answers to loopback names only\n")
-        if self.token and not same_secret(given_token(request), self.token):
-            raise web.HTTPUnauthorized(
-                text="a token is needed: Authorization: Bearer TOKEN, or ?token=TOKEN\n",
-                headers={"WWW-Authenticate": 'Bearer realm="pipelined preview"'},
-            )
+        """A token always (workers/http/access.py): a first visit's becomes a cookie."""
+        refusal = self.gate.refusal(request)
+        if refusal is not None:
+            return refusal
         return await handler(request)
 
     def _feed(self, request: web.Request) -> tuple[int, Feed]:
@@ -256,12 +258,16 @@ class PreviewServer:
             raise web.HTTPServiceUnavailable(text=f"{MAX_VIEWERS} viewers already\n")
         encoding = self._subscribe(index, view)
         response = mjpeg_response()
+
+        async def next_jpeg(seq: int) -> tuple[bytes, int] | None:
+            got = await encoding.next_after(seq)
+            self.served += got is not None
+            return got
+
         try:
             with self.streams.opened():
                 await response.prepare(request)
-                await send_mjpeg(
-                    request, response, encoding.next_after, view.fps, self.client_timeout
-                )
+                await send_mjpeg(request, response, next_jpeg, view.fps, self.client_timeout)
         except ConnectionError:
             pass
         finally:
@@ -281,29 +287,40 @@ class PreviewServer:
             raise web.HTTPServiceUnavailable(
                 text=f"no frame from {feed.name!r} within {SNAPSHOT_TIMEOUT:g} s\n"
             )
+        self.served += 1
         return web.Response(body=got[0], content_type="image/jpeg", headers=NO_STORE)
 
     async def stats(self, request: web.Request) -> web.Response:
         body = {
             "block": self.block,
             "viewers": len(self.streams),
+            "served": self.served,
             "inputs": [{"name": f.name, "handed": f.handed} for f in self.feeds],
             "encodings": [e.stats() for e in self.encodings.values()],
         }
         return web.json_response(body, headers=NO_STORE)
 
     async def index(self, request: web.Request) -> web.Response:
-        token = request.query.get("token")
-        suffix = f"?token={html.escape(token, quote=True)}" if token else ""
+        """Every input live, in the daemon page's look, all in view at 1280x900. Its
+        links carry no token: the session cookie opens them."""
+        block = html.escape(self.block)
         items = "".join(
-            f'<figure><img alt="{html.escape(f.name)}"'
-            f' src="stream/{html.escape(f.name)}.mjpg{suffix}" width="480">'
-            f'<figcaption>{html.escape(f.name)} &middot; <a href="snapshot/'
-            f'{html.escape(f.name)}.jpg{suffix}">snapshot</a></figcaption></figure>'
+            f'<figure><img alt="{html.escape(f.name)}, live"'
+            f' src="stream/{html.escape(f.name)}.mjpg">'
+            f'<figcaption><span class="name">{html.escape(f.name)}</span>'
+            f'<a href="snapshot/{html.escape(f.name)}.jpg">snapshot</a>'
+            f'<span class="dim">stream/{html.escape(f.name)}.mjpg</span></figcaption></figure>'
             for f in self.feeds
         )
+        count = len(self.feeds)
         page = (
-            f"<!doctype html><meta charset=utf-8><title>{html.escape(self.block)}</title>"
-            f"<h1>{html.escape(self.block)}</h1>{items}"
+            '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{block} · pipelined</title>"
+            '<link rel="stylesheet" href="look.css"></head><body>'
+            f'<header><h1>{block}</h1><span id="summary">{count} live'
+            f" stream{'s' if count != 1 else ''}, at most {self.default.fps:g} fps each"
+            f'</span><a class="aside" href="stats">stats</a></header>'
+            f'<main class="streams">{items}</main></body></html>'
         )
         return web.Response(text=page, content_type="text/html", headers=NO_STORE)

@@ -17,12 +17,12 @@ from .segment import Segment
 
 SIZE = 4096
 MAGIC = int.from_bytes(b"PLDBEAT\0", "little")
-VERSION = 3
+VERSION = 4
 BUCKETS_S = tuple(0.0005 * 2**i for i in range(12))
 """Upper bounds of the processing-time histogram, 0.5 ms to 1 s; one more bucket is +Inf."""
 _MAGIC, _VERSION, _SEQ = 0, 8, 16
-_FIELDS = 24  # beat_ns, pid, state, frames_in, frames_out, dropped, busy_ns, then 2 lengths
-_NFIELDS = 9
+_FIELDS = 24  # beat_ns, pid, state, frames_in, frames_out, missed, skipped, busy_ns, 2 lengths
+_NFIELDS = 10
 _HIST = _FIELDS + 8 * _NFIELDS  # then one count per bucket, +Inf last
 _REASON = _HIST + 8 * (len(BUCKETS_S) + 1)
 MAX_REASON = 2048
@@ -43,13 +43,19 @@ class Beat:
     state: int = STARTING
     frames_in: int = 0
     frames_out: int = 0
-    dropped: int = 0
+    """Frames published; a sink's: what it delivered out of the graph (written, served)."""
+    missed: int = 0
+    """Frames lost because the block could not keep up: its first input's frames that went
+    by while it was busy, frames overwritten while it worked on them, packets lapped."""
+    skipped: int = 0
+    """Frames let go by design: its other inputs' frames it did not sample, and what it
+    thinned to its own rate. Not a loss."""
     busy_ns: int = 0
     reason: str | None = None
     busy_hist: tuple[int, ...] = ()
+    """Calls of the block's code by duration: counts per BUCKETS_S bucket, then +Inf."""
     detail: str | None = None
     """How the block runs, in its own words (a camera: the size and fps it gets)."""
-    """Calls of the block's code by duration: counts per BUCKETS_S bucket, then +Inf."""
 
 
 def bucket(seconds: float) -> int:
@@ -104,7 +110,8 @@ class Heartbeat:
             beat.state,
             beat.frames_in,
             beat.frames_out,
-            beat.dropped,
+            beat.missed,
+            beat.skipped,
             beat.busy_ns,
             len(reason) if beat.reason is not None else _NONE,
             len(detail) if beat.detail is not None else _NONE,
@@ -131,18 +138,19 @@ class Heartbeat:
             hist = tuple(
                 _atomics.load_relaxed(mm, _HIST + 8 * i) for i in range(len(BUCKETS_S) + 1)
             )
-            reason = self._text(_REASON, values[7], MAX_REASON)
-            detail = self._text(_DETAIL, values[8], MAX_DETAIL)
+            reason = self._text(_REASON, values[8], MAX_REASON)
+            detail = self._text(_DETAIL, values[9], MAX_DETAIL)
             _atomics.fence_acquire()
             if _atomics.load_relaxed(mm, _SEQ) == seq:
-                beat_ns, pid, state, frames_in, frames_out, dropped, busy_ns = values[:7]
+                beat_ns, pid, state, frames_in, frames_out, missed, skipped, busy_ns = values[:8]
                 return Beat(
                     beat_ns,
                     pid,
                     state,
                     frames_in,
                     frames_out,
-                    dropped,
+                    missed,
+                    skipped,
                     busy_ns,
                     reason=reason,
                     busy_hist=hist,

@@ -27,9 +27,17 @@ INSTANCE_RULE = "use 1-32 of a-z, 0-9, '_' and '-', starting with a letter or di
 BLOCK_RULE = "use 1-64 of A-Z, a-z, 0-9, '_' and '-' (no dots)"
 
 
+RUN_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+RUN_TOKEN_LENGTH = 16
+
+
 def new_run_token() -> str:
-    """A short token, new for each daemon start."""
-    return secrets.token_hex(4)
+    """A token new for each daemon start: 16 of a-z0-9, over 80 random bits.
+
+    Any local user can create names in /dev/shm; one who cannot guess a run's token
+    cannot take its names before the daemon makes them.
+    """
+    return "".join(secrets.choice(RUN_ALPHABET) for _ in range(RUN_TOKEN_LENGTH))
 
 
 def check_instance(instance: object) -> str:
@@ -81,3 +89,17 @@ class RunNames:
     def owner(self) -> str:
         """The segment that says which daemon owns this run."""
         return f"/{self.stem}owner"
+
+    def staged(self) -> RunNames:
+        """Where a reload makes the run's new objects before it renames them into place."""
+        return _StagedNames(self.instance, self.run)
+
+
+@dataclass(frozen=True)
+class _StagedNames(RunNames):
+    """``/pipelined.<instance>.<run>.next.<kind>…``: a run's objects made by a reload
+    that has not switched to them yet; the run's cleanup removes them with the rest."""
+
+    @property
+    def stem(self) -> str:
+        return f"{PREFIX}.{self.instance}.{self.run}.next."

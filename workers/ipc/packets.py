@@ -437,6 +437,7 @@ class PacketWriter:
         if keyframe:
             _atomics.store_release(mm, _KEYFRAME, n)
         self._next = n + 1
+        _atomics.fence_full()  # the head store before the doorbell loads (see the top)
         for bell in self._bells:
             if bell.value == 0:
                 bell.release()
@@ -564,6 +565,7 @@ class PacketReader:
                 raise PacketWireError(f"{self._w.label}: read after close()")
             try:
                 self._bell.acquire(remaining)
+                _atomics.fence_full()  # our doorbell's decrement before the head load
             except posix_ipc.BusyError:
                 return self._take()
             except posix_ipc.SignalError:

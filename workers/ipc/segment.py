@@ -11,6 +11,10 @@ place (in the manner of CPython's ``multiprocessing/shared_memory.py``):
   MAP_POPULATE, so the first frame does not pay for page faults.
 - Linux (glibc, on ARM as on x86) keeps a segment ``/name`` as ``/dev/shm/name`` and a
   semaphore ``/name`` as ``/dev/shm/sem.name``; listing a run's objects relies on that.
+- /dev/shm is shared with every local user, who may create any name in it. A name that
+  exists already is ``NameTaken`` (saying whose it is), never reused; and removing a run
+  removes only the entries this process's user owns, never stopping at another's
+  (the directory is sticky: only an entry's owner, or root, may remove or replace it).
 """
 
 from __future__ import annotations
@@ -28,9 +32,29 @@ class NoRoom(Exception):
     """/dev/shm cannot hold a new segment: ``needed`` bytes, ``free`` available."""
 
     def __init__(self, name: str, needed: int, free: int):
-        super().__init__(f"no room in {SHM_DIR} for {name}: {needed:,} bytes needed, {free:,} free")
+        if needed <= free and no_entries_left():
+            why = "it holds no more entries (every inode of the file system is in use)"
+        else:
+            why = f"{needed:,} bytes needed, {free:,} free"
+        super().__init__(f"no room in {SHM_DIR} for {name}: {why}")
         self.needed = needed
         self.free = free
+
+
+class NameTaken(FileExistsError):
+    """The name exists already: left by an older run, or made by another user."""
+
+    def __init__(self, name: str):
+        entry = _entry_of(name)
+        try:
+            whose = f" (owned by uid {os.lstat(f'{SHM_DIR}/{entry}').st_uid})"
+        except OSError:
+            whose = ""
+        super().__init__(errno.EEXIST, f"{SHM_DIR}/{entry} exists already{whose}")
+        self.name = name
+
+    def __str__(self) -> str:
+        return self.strerror or ""
 
 
 def mode_for(group: int | None) -> int:
@@ -47,8 +71,18 @@ class Segment:
 
     @classmethod
     def create(cls, name: str, size: int, group: int | None = None) -> Segment:
-        """Make ``name`` with ``size`` bytes reserved and mapped; NoRoom when /dev/shm is full."""
-        shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=mode_for(group))
+        """Make ``name`` with ``size`` bytes reserved and mapped.
+
+        NameTaken when the name exists; NoRoom when /dev/shm is full.
+        """
+        try:
+            shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=mode_for(group))
+        except posix_ipc.ExistentialError:
+            raise NameTaken(name) from None
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            raise NoRoom(name, size, free_bytes()) from None
         try:
             _restrict_fd(shm.fd, group)
             try:
@@ -72,6 +106,8 @@ class Segment:
             shm = posix_ipc.SharedMemory(name, read_only=not writable)
         except posix_ipc.ExistentialError:
             raise FileNotFoundError(errno.ENOENT, "no such shared-memory segment", name) from None
+        except posix_ipc.PermissionsError:
+            raise PermissionError(errno.EACCES, "permission denied", name) from None
         try:
             if shm.size == 0:
                 raise ValueError(f"{SHM_DIR}{name} is empty: not set up yet")
@@ -99,8 +135,15 @@ class Segment:
 
 
 def create_semaphore(name: str, group: int | None = None) -> None:
-    """Make a semaphore at 0 with the mode and group of ``mode_for``."""
-    posix_ipc.Semaphore(name, posix_ipc.O_CREX, mode=mode_for(group), initial_value=0).close()
+    """Make a semaphore at 0 with the mode and group of ``mode_for``; NameTaken, NoRoom."""
+    try:
+        posix_ipc.Semaphore(name, posix_ipc.O_CREX, mode=mode_for(group), initial_value=0).close()
+    except posix_ipc.ExistentialError:
+        raise NameTaken(f"sem.{name.lstrip('/')}") from None
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        raise NoRoom(name, 0, free_bytes()) from None
     path = f"{SHM_DIR}/sem.{name.lstrip('/')}"
     if group is not None:
         os.chown(path, -1, group)
@@ -112,18 +155,24 @@ def open_semaphore(name: str) -> posix_ipc.Semaphore:
 
 
 def unlink_segment(name: str) -> bool:
-    """Remove a segment; False if it was not there (another process got there first)."""
+    """Remove a segment of ours; False if it was not there (another process got there
+    first) or is another user's (left alone, even by root)."""
+    if not is_mine(_entry_of(name)):
+        return False
     try:
         posix_ipc.unlink_shared_memory(name)
-    except posix_ipc.ExistentialError:
+    except (posix_ipc.ExistentialError, posix_ipc.PermissionsError):
         return False
     return True
 
 
 def unlink_semaphore(name: str) -> bool:
+    """Remove a semaphore of ours; False as for ``unlink_segment``."""
+    if not is_mine("sem." + _entry_of(name)):
+        return False
     try:
         posix_ipc.unlink_semaphore(name)
-    except posix_ipc.ExistentialError:
+    except (posix_ipc.ExistentialError, posix_ipc.PermissionsError):
         return False
     return True
 
@@ -131,6 +180,12 @@ def unlink_semaphore(name: str) -> bool:
 def free_bytes() -> int:
     stat = os.statvfs(SHM_DIR)
     return stat.f_bavail * stat.f_frsize
+
+
+def no_entries_left() -> bool:
+    """Whether /dev/shm has run out of inodes (a tmpfs mounted with ``nr_inodes``)."""
+    stat = os.statvfs(SHM_DIR)
+    return stat.f_files > 0 and stat.f_favail == 0
 
 
 def _restrict_fd(fd: int, group: int | None) -> None:
@@ -149,14 +204,43 @@ def all_entries() -> list[str]:
 
 
 def run_entries(names: RunNames) -> list[str]:
-    """One run's objects as /dev/shm entry names (``sem.`` in front of semaphores)."""
+    """One run's objects as /dev/shm entry names (``sem.`` in front of semaphores).
+
+    Every entry with the run's names, whoever owns it: see ``owner_of``.
+    """
     return [e for e in _listing() if _strip_sem(e).startswith(names.stem)]
 
 
-def unlink_run(names: RunNames) -> list[str]:
-    """Remove every segment and semaphore of one run; returns what was removed.
+def owner_of(entry: str) -> int | None:
+    """The uid that owns a /dev/shm entry (the symlink itself, if it is one); None: gone."""
+    try:
+        return os.lstat(f"{SHM_DIR}/{entry}").st_uid
+    except FileNotFoundError:
+        return None
 
-    Safe to call from many processes at once: whoever loses a race skips the entry.
+
+def is_mine(entry: str) -> bool:
+    """Whether this process's user owns the entry, and so may ever remove it."""
+    return owner_of(entry) == os.geteuid()
+
+
+def foreign_entries(prefix: str) -> list[tuple[str, int]]:
+    """Entries whose name starts ``prefix`` that another user owns, with their uid."""
+    found = []
+    for entry in _listing():
+        if _strip_sem(entry).startswith(prefix):
+            uid = owner_of(entry)
+            if uid is not None and uid != os.geteuid():
+                found.append((entry, uid))
+    return found
+
+
+def unlink_run(names: RunNames) -> list[str]:
+    """Remove every segment and semaphore of one run that is ours; returns what was removed.
+
+    An entry of another user with the run's names is left alone (even by root), and
+    never stops the removal of the rest. Safe to call from many processes at once:
+    whoever loses a race skips the entry.
     """
     return [entry for entry in run_entries(names) if unlink_entry(entry)]
 
@@ -175,10 +259,21 @@ def runs_of(instance: str) -> set[str]:
 
 
 def unlink_entry(entry: str) -> bool:
-    """Remove one /dev/shm entry by its listing name; False if it was gone already."""
+    """Remove one /dev/shm entry by its listing name; False if it was gone (or not ours)."""
     if entry.startswith("sem."):
         return unlink_semaphore("/" + entry[4:])
     return unlink_segment("/" + entry)
+
+
+def rename_entry(old: str, new: str) -> None:
+    """Give a /dev/shm entry of ours another name, replacing what has that name.
+
+    rename(2) replaces atomically: the new name is never missing, so no other process
+    can take it in between. Processes that have the replaced object mapped keep it.
+    """
+    if not is_mine(old):
+        raise PermissionError(errno.EPERM, "not this user's entry", f"{SHM_DIR}/{old}")
+    os.rename(f"{SHM_DIR}/{old}", f"{SHM_DIR}/{new}")
 
 
 def _listing() -> list[str]:
@@ -190,3 +285,8 @@ def _listing() -> list[str]:
 
 def _strip_sem(entry: str) -> str:
     return entry[4:] if entry.startswith("sem.") else entry
+
+
+def _entry_of(name: str) -> str:
+    """The /dev/shm entry of a segment's name ("/x" -> "x"; "sem.x" stays)."""
+    return name.lstrip("/")

@@ -34,6 +34,15 @@ them; the fences are the hardware instructions (``dmb ish`` on ARM64).
 The semaphores also order memory (a post/wait pair is a release/acquire), but a reader
 that never waits (it has a frame ready) gets no such pairing, hence the seqlock.
 
+The doorbell itself is a store-buffering pattern: the writer stores ``head`` and then
+loads the doorbell's count (it posts only at zero); the reader's wait decrements the
+count and then it loads ``head``. Without a full fence between the store and the load on
+each side, both may read the other's old value (store buffers: on ARM, and on x86 too):
+the writer sees the count still at one and does not post, the reader sees the old head
+and sleeps with a frame waiting, until its timeout. ``fence_full`` (``dmb ish``, ``mfence``)
+after the writer's head store and after the reader's wait rules that out: in any order
+of the two fences, one side sees the other's store. packets.py's doorbells do the same.
+
 The segment and its doorbells are made by ``segment``: 0600 (0660 with a group), memory
 reserved up front, so a full /dev/shm is an error when the wire is made and never a
 SIGBUS later, and mapped with MAP_POPULATE, so the first frame does not pay for page
@@ -399,6 +408,7 @@ class WireWriter:
         _atomics.store_release(m.mm, _HEAD, f)
         self._loaned = None
         self._next = f + 1
+        _atomics.fence_full()  # the head store before the doorbell loads (see the top)
         for bell in self._bells:
             if bell.value == 0:
                 bell.release()
@@ -491,6 +501,7 @@ class WireReader:
                 raise WireError(f"{self._m.label}: read after close()")
             try:
                 self._bell.acquire(remaining)
+                _atomics.fence_full()  # our doorbell's decrement before the head load
             except posix_ipc.BusyError:
                 return self._take(copy, time.monotonic())
             except posix_ipc.SignalError:
@@ -574,6 +585,12 @@ class WireReader:
         mm = self._m.mm
         _atomics.store_relaxed(mm, self._row + _R_FRAMES, self.frames)
         _atomics.store_relaxed(mm, self._row + _R_DROPPED, self.dropped)
+
+    def forget_drops(self) -> None:
+        """Count dropped frames from now on (here and in the wire's header): those so far
+        went by while the reader's block started (its first call imports, allocates)."""
+        self.dropped = 0
+        _atomics.store_relaxed(self._m.mm, self._row + _R_DROPPED, 0)
 
     def close(self) -> None:
         if self._bell is not None:

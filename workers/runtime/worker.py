@@ -16,6 +16,7 @@ import math
 import os
 import signal
 import sys
+import sysconfig
 import threading
 import time
 import traceback
@@ -25,9 +26,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..block import Block, ConfigurationError
+from ..block import Block, BlockLog, ConfigurationError
 from ..codec import CodecError
-from ..contract import EX_CONFIG, EX_OK, EX_USAGE, WorkerArgs, read_worker_args
+from ..contract import EX_CONFIG, EX_CRASHED, EX_OK, EX_USAGE, WorkerArgs, read_worker_args
 from ..ipc.heartbeat import BUCKETS_S, RUNNING, STARTING, WAITING, Beat, Heartbeat, bucket
 from ..ipc.liveness import ProcessIdentity, ask_for_death_signal
 from ..ipc.names import RunNames
@@ -50,7 +51,7 @@ class _Context:
 
     def __init__(self, worker: Worker):
         self._worker = worker
-        self.log = logging.getLogger(f"pipelined.block.{worker.args.block}")
+        self.log = BlockLog(worker.args.block)
         self.inputs = [wire for wire, _ in worker.args.packet_inputs or worker.args.inputs]
 
     @property
@@ -63,6 +64,12 @@ class _Context:
     def detail(self, text: str | None) -> None:
         self._worker.detail = text
         self._worker.beat(force=True)
+
+    def delivered(self, count: int = 1) -> None:
+        self._worker.frames_out += count
+
+    def skipped(self, count: int = 1) -> None:
+        self._worker.skipped += count
 
     def intact(self) -> bool:
         held = self._worker.held_first
@@ -99,7 +106,9 @@ class Worker:
         self.state = STARTING
         self.reason: str | None = None
         self.detail: str | None = None
-        self.frames_in = self.frames_out = self.stale = self.busy_ns = 0
+        self.frames_in = self.frames_out = self.busy_ns = 0
+        self.stale = 0  # frames overwritten while the block worked on them, packets too late
+        self.skipped = 0  # frames the block let go by design (it says so: context.skipped)
         self.busy_hist = [0] * (len(BUCKETS_S) + 1)
         self.readers: list[WireReader] = []
         self.writer: WireWriter | None = None
@@ -153,8 +162,10 @@ class Worker:
     # -- heartbeat -------------------------------------------------------------------
 
     def set_waiting(self, reason: str | None) -> None:
-        self.state = WAITING if reason else RUNNING
-        self.reason = reason
+        state = WAITING if reason else RUNNING
+        if (state, reason) == (self.state, self.reason):
+            return  # said already: a block may say it for every frame
+        self.state, self.reason = state, reason
         self.beat(force=True)
 
     def beat(self, force: bool = False) -> None:
@@ -162,7 +173,7 @@ class Worker:
         if self.heartbeat is None or (not force and now - self._last_beat < BEAT_INTERVAL):
             return
         self._last_beat = now
-        dropped = self.stale + sum(r.dropped for r in self.all_readers)
+        missed, skipped = self.losses()
         detail = self.detail
         if self.encoder is not None and self.encoder.status:
             detail = f"{detail}; {self.encoder.status}" if detail else self.encoder.status
@@ -171,13 +182,30 @@ class Worker:
                 state=self.state,
                 frames_in=self.frames_in,
                 frames_out=self.frames_out,
-                dropped=dropped,
+                missed=missed,
+                skipped=skipped,
                 busy_ns=self.busy_ns,
                 reason=self.reason,
                 busy_hist=tuple(self.busy_hist),
                 detail=detail,
             )
         )
+
+    def losses(self) -> tuple[int, int]:
+        """Frames missed (it could not keep up) and skipped (by design), so far.
+
+        The first input paces the block: each of its frames that went by unread was a
+        frame to process, missed (but for those that went by during its first call, which
+        imports and allocates: every block is slow once; forgotten by the reader itself, so
+        the wire's count agrees). So is a frame overwritten while
+        the block worked on it, and a packet the packet reader was lapped past. The other
+        inputs are sampled (the newest frame when the first has one): what goes by between
+        is skipped by design, as is what the block says it let go (a sink thinning to its
+        own rate)."""
+        first, others = self.readers[:1], self.readers[1:]
+        missed = self.stale + sum(r.dropped for r in first)
+        missed += sum(r.dropped for r in self.packet_readers)
+        return missed, self.skipped + sum(r.dropped for r in others)
 
     def frames_wanted(self) -> bool:
         """Whether a reader is attached to the block's frame wire, or its frames are
@@ -196,9 +224,15 @@ class Worker:
     # -- the run ---------------------------------------------------------------------
 
     def run(self) -> int:
+        """Set up, run until asked to stop, tear down; the exit status (contract.py).
+
+        The worker's last stderr line says why it ended (the daemon shows it in status):
+        printed after ``close()``, which may print too.
+        """
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
         self.watch_supervisor()
+        code, last_words = EX_OK, None
         try:
             self.set_up()
             self.state = RUNNING if self.state == STARTING else self.state
@@ -206,12 +240,16 @@ class Worker:
             while not self.stopping:
                 self.step()
                 self.beat()
-            return EX_OK
         except ConfigurationError as exc:
-            print(f"block {self.args.block!r} cannot run: {exc}", file=sys.stderr, flush=True)
-            return EX_CONFIG
+            code, last_words = EX_CONFIG, f"block {self.args.block!r} cannot run: {exc}"
+        except Exception as exc:
+            traceback.print_exc()
+            code, last_words = EX_CRASHED, crash_line(exc)
         finally:
             self.tear_down()
+        if last_words is not None:
+            print(last_words, file=sys.stderr, flush=True)
+        return code
 
     def set_up(self) -> None:
         args = self.args
@@ -288,6 +326,8 @@ class Worker:
         if first is None:
             return None
         self.frames_in += 1
+        if self.frames_in == 2:  # what went by during the block's first call is not missed
+            self.readers[0].forget_drops()
         self._held[0] = first
         for i, reader in enumerate(self.readers[1:], start=1):
             newer = reader.read_copy(timeout=0 if self._held[i] is not None else 1.0)
@@ -363,6 +403,42 @@ class Worker:
                 writer.close()
         if self.heartbeat is not None:
             self.heartbeat.close()
+
+
+def crash_line(exc: BaseException) -> str:
+    """``crashed in setup(): NameError: name 'y' is not defined (x.py, line 12)``.
+
+    Where: the block's method the runtime called (the first frame past this module), and
+    the innermost line of code outside Python's own library and installed packages (the
+    block's, usually, even when OpenCV or numpy raised).
+    """
+    frames = traceback.extract_tb(exc.__traceback__)
+    called = next((f for f in frames if f.filename != __file__), None)
+    ours = [f for f in frames if f.filename != __file__ and not _library(f.filename)]
+    ours = ours or frames[-1:]
+    what = (str(exc).strip().splitlines() or [""])[0]
+    what = f"{type(exc).__name__}: {what}" if what else type(exc).__name__
+    if len(what) > MAX_CRASH_TEXT:
+        what = what[: MAX_CRASH_TEXT - 1] + "…"
+    line = "crashed"
+    if called is not None and hasattr(Block, called.name):  # a method of the block's
+        line += f" in {called.name}()"
+    line += f": {what}"
+    if ours:
+        line += f" ({Path(ours[-1].filename).name}, line {ours[-1].lineno})"
+    return line
+
+
+MAX_CRASH_TEXT = 300
+_LIBRARIES = tuple(
+    {sysconfig.get_path("stdlib"), sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
+)
+
+
+def _library(filename: str) -> bool:
+    """Python's own library or an installed package (pipelined's blocks excepted)."""
+    here = str(Path(__file__).resolve().parents[1])
+    return filename.startswith(_LIBRARIES) and not filename.startswith(here)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,17 +17,20 @@ end), and it joins the storage's index.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
 from ..ipc.packets import NO_PTS, CodecParams, Packet
 from .mux import Mp4Writer
 from .segments import Segment
 from .storage import Storage
+
+if TYPE_CHECKING:
+    from ..block import Log
 
 CHECK_INTERVAL = 1.0
 """Seconds between storage checks while a segment is written."""
@@ -63,7 +66,7 @@ class PacketSegmenter:
         storage: Storage,
         segment_seconds: float,
         gap_seconds: float,
-        log: logging.Logger,
+        log: Log,
         on_start: Callable[[Segment, CodecParams], None] | None = None,
     ):
         self.storage = storage

@@ -12,12 +12,15 @@ across restarts) and kept as segments are added and deleted.
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .segments import Namer, Segment, SegmentIndex
+
+if TYPE_CHECKING:
+    from ..block import Log
 
 DELETIONS_PER_CALL = 64
 """Files deleted by one ``make_room`` at most: a limit lowered by a lot is met over a few
@@ -40,7 +43,7 @@ class Limits:
 class Storage:
     """One recorder's folder: new names, the index of its segments, and the limits."""
 
-    def __init__(self, directory: Path, namer: Namer, limits: Limits, log: logging.Logger):
+    def __init__(self, directory: Path, namer: Namer, limits: Limits, log: Log):
         self.directory = directory
         self.namer = namer
         self.limits = limits

@@ -1,15 +1,22 @@
-// The daemon's page: the graph drawn from /api/status once a second, a panel with
+// The daemon's page: the graph drawn from /api/status once a second, each block's fps
+// and CPU over the last hour as small plots (/api/history, every 10 s), a panel with
 // pipectl's buttons for the selected block, a live MJPEG view of its wire, and the
 // recordings (newest first, by day, gaps shown) played in a <video>.
+// The figures are status's own: frames in and out per second (a sink's out: what it
+// delivered, written or served), frames missed (it could not keep up) and skipped (by
+// design), as `pipectl status` and /metrics show them.
 // No framework and no build step: this file is served as it is.
 "use strict";
 
 const SVG = "http://www.w3.org/2000/svg";
-const BOX = { w: 200, h: 84, gapX: 90, gapY: 28, pad: 20 };
+const BOX = { w: 232, h: 124, gapX: 72, gapY: 22, pad: 20 };
+const PLOT = { y: 86, h: 28, w: 96, gap: 8 }; // the two small plots in a block's box
 const POLL_MS = 1000;
+const HISTORY_MS = 10000;
 const VIEW = "fps=10&width=960";
 
-const state = { status: null, shape: "", selected: null, viewing: null, busy: false };
+const state = { status: null, shape: "", selected: null, viewing: null, busy: false,
+  history: null };
 const $ = (id) => document.getElementById(id);
 
 function el(name, attrs = {}, parent = null) {
@@ -88,8 +95,19 @@ function draw(status) {
     el("rect", { class: "bar", width: 6, height: BOX.h - 16, x: 0, y: 8 }, g);
     el("text", { class: "name", x: 16, y: 24 }, g).textContent = b.name;
     el("text", { class: "state", x: BOX.w - 12, y: 24, "text-anchor": "end" }, g);
-    el("text", { class: "type", x: 16, y: 44 }, g).textContent = b.type;
-    el("text", { class: "stats", x: 16, y: 68 }, g);
+    el("text", { class: "type", x: 16, y: 42 }, g).textContent = b.type;
+    el("text", { class: "stats", x: 16, y: 61 }, g);
+    el("text", { class: "losses", x: 16, y: 77 }, g);
+    for (const [i, figure] of [[0, "fps"], [1, "cpu_percent"]]) {
+      const x = 16 + i * (PLOT.w + PLOT.gap);
+      const plot = el("g", { class: `plot plot-${figure}`, transform: `translate(${x},${PLOT.y})` }, g);
+      el("rect", { class: "plot-bg", width: PLOT.w, height: PLOT.h, rx: 2 }, plot);
+      el("polyline", { class: "plot-line", points: "" }, plot);
+      el("circle", { class: "plot-now", r: 1.8, cx: -10, cy: -10 }, plot);
+      el("text", { class: "plot-label", x: 3, y: 9 }, plot).textContent =
+        figure === "fps" ? "fps · 1 h" : "CPU · 1 h";
+      el("title", {}, plot);
+    }
     el("title", {}, g);
     g.addEventListener("click", () => select(b.name, true));
     g.addEventListener("keydown", (e) => {
@@ -100,7 +118,7 @@ function draw(status) {
 
 // -- live values -----------------------------------------------------------------------
 
-function fmtFps(v) { return v >= 10 ? v.toFixed(0) : v.toFixed(1); }
+function fmtFps(v) { return v.toFixed(1); } // as pipectl prints it
 function fmtBytes(n) {
   if (n >= 1 << 30) return `${(n / (1 << 30)).toFixed(1)} GiB`;
   if (n >= 1 << 20) return `${(n / (1 << 20)).toFixed(0)} MiB`;
@@ -125,18 +143,24 @@ function update(status) {
     s.textContent = b.state;
     s.setAttribute("class", `state s-${b.state}`);
     g.querySelector(".bar").setAttribute("class", `bar s-${b.state}`);
-    const fps = wireNames.has(b.name) ? b.fps : b.fps_in;
+    const rates = b.inputs.length ? `${fmtFps(b.fps_in)} → ${fmtFps(b.fps)}` : fmtFps(b.fps);
     g.querySelector(".stats").textContent =
-      `${fmtFps(fps)} fps · CPU ${b.cpu_percent.toFixed(0)}% · ↻ ${b.restarts}`;
-    g.querySelector("title").textContent =
-      `${b.name} (${b.type}): ${b.state}${b.reason ? ` — ${b.reason}` : ""}`;
+      `${rates} fps · CPU ${b.cpu_percent.toFixed(0)}% · ↻ ${b.restarts}`;
+    const losses = g.querySelector(".losses");
+    losses.textContent = `missed ${b.missed} · skipped ${b.skipped}`;
+    losses.classList.toggle("missing", b.missed > 0);
+    g.querySelector(":scope > title").textContent =
+      `${b.name} (${b.type}): ${b.state}${b.reason ? ` — ${b.reason}` : ""}\n` +
+      `frames in ${b.frames_in}, out ${b.frames_out}; missed ${b.missed} (could not keep up),` +
+      ` skipped ${b.skipped} (by design)`;
   }
   for (const w of status.wires) {
     for (const hit of document.querySelectorAll(`.wire-hit[data-wire="${CSS.escape(w.name)}"]`)) {
       const reader = hit.dataset.reader;
+      const lost = reader in w.missed ? `${w.missed[reader]} missed` :
+        `${w.skipped[reader] ?? 0} skipped (sampled, by design)`;
       hit.querySelector("title").textContent =
-        `${w.name} → ${reader}: ${w.frames} frames, ${w.dropped[reader] ?? 0} dropped by ${reader}` +
-        " (click for a live view)";
+        `${w.name} → ${reader}: ${w.frames} frames, ${lost} by ${reader} (click for a live view)`;
     }
   }
   for (const path of document.querySelectorAll(".wire")) {
@@ -158,9 +182,10 @@ function updatePanel(status) {
   const rows = [
     ["state", b.reason ? `${b.state}: ${b.reason}` : b.state],
     ["pid", b.pid ?? "—"],
-    ["fps in / out", `${fmtFps(b.fps_in)} / ${fmtFps(b.fps)}`],
+    ["fps in / out", `${b.inputs.length ? fmtFps(b.fps_in) : "—"} / ${fmtFps(b.fps)}`],
     ["frames in / out", `${b.frames_in} / ${b.frames_out}`],
-    ["dropped", b.dropped],
+    ["missed", `${b.missed} (could not keep up)`],
+    ["skipped", `${b.skipped} (by design: sampled, or thinned to its own rate)`],
     ["CPU", `${b.cpu_percent.toFixed(1)} %`],
     ["memory", fmtBytes(b.rss_bytes)],
     ["uptime", fmtAge(b.uptime_s)],
@@ -181,6 +206,94 @@ function updatePanel(status) {
   const hasWire = status.wires.some((w) => w.name === b.name);
   if (hasWire && state.viewing !== b.name) openView(b.name);
   if (!hasWire && state.viewing) closeView();
+  drawPanelPlots(b.name);
+}
+
+// -- the last hour: small plots in each box, larger ones in the panel -------------------
+
+function points(values, width, height, top, slots) {
+  // Newest at the right edge; a block younger than the hour starts part way in.
+  const step = width / Math.max(slots - 1, 1);
+  const x0 = width - (values.length - 1) * step;
+  return values.map((v, i) =>
+    `${(x0 + i * step).toFixed(1)},${(height - (Math.min(v, top) / top) * (height - 2) - 1).toFixed(1)}`)
+    .join(" ");
+}
+
+function plotTop(figure, values) {
+  const most = Math.max(0, ...values);
+  return figure === "cpu_percent" ? Math.max(100, most) : Math.max(1, most * 1.1);
+}
+
+function drawPlots() {
+  const h = state.history;
+  if (!h) return;
+  const slots = h.span_s / h.interval_s;
+  for (const [name, series] of Object.entries(h.blocks)) {
+    const g = document.querySelector(`.block[data-name="${CSS.escape(name)}"]`);
+    if (!g) continue;
+    for (const figure of ["fps", "cpu_percent"]) {
+      const plot = g.querySelector(`.plot-${figure}`);
+      const values = series[figure] || [];
+      const top = plotTop(figure, values);
+      const line = points(values, PLOT.w, PLOT.h, top, slots);
+      plot.querySelector("polyline").setAttribute("points", line);
+      const [cx, cy] = (line.split(" ").pop() || "-10,-10").split(",");
+      plot.querySelector("circle").setAttribute("cx", cx);
+      plot.querySelector("circle").setAttribute("cy", cy);
+      plot.dataset.points = String(values.length);
+      const what = figure === "fps" ? "frames out per second" : "CPU % (100 = one core)";
+      const now = values.length ? values[values.length - 1] : 0;
+      plot.querySelector("title").textContent =
+        `${name}: ${what} over the last hour; now ${now.toFixed(1)}, at most ` +
+        `${Math.max(0, ...values).toFixed(1)}`;
+    }
+  }
+  if (state.selected) drawPanelPlots(state.selected);
+}
+
+function drawPanelPlots(name) {
+  const svg = $("sel-plots");
+  const series = state.history?.blocks?.[name];
+  if (!series) { svg.replaceChildren(); return; }
+  const slots = state.history.span_s / state.history.interval_s;
+  const W = 560, H = 60, gap = 40;
+  svg.setAttribute("viewBox", `0 0 ${W} ${2 * H + 2 * gap}`);
+  svg.replaceChildren();
+  const rows = [
+    ["fps", "frames in → out per second", ["fps_in", "fps"]],
+    ["cpu_percent", "CPU % (100 = one core)", ["cpu_percent"]],
+  ];
+  rows.forEach(([figure, label, lines], row) => {
+    const y = gap + row * (H + gap);
+    const values = lines.flatMap((l) => series[l] || []);
+    const top = plotTop(figure, values);
+    const plot = el("g", { transform: `translate(0,${y})`, class: "panel-plot" }, svg);
+    el("rect", { class: "plot-bg", width: W, height: H, rx: 3 }, plot);
+    el("text", { class: "axis", x: 0, y: -6 }, plot).textContent = label;
+    el("text", { class: "axis", x: W, y: -6, "text-anchor": "end" }, plot).textContent =
+      `top ${top.toFixed(0)}`;
+    el("text", { class: "axis", x: 0, y: H + 14 }, plot).textContent = "1 h ago";
+    el("text", { class: "axis", x: W, y: H + 14, "text-anchor": "end" }, plot).textContent = "now";
+    for (const line of lines) {
+      const drawn = points(series[line] || [], W, H, top, slots);
+      el("polyline", { class: `plot-line line-${line}`, points: drawn }, plot);
+      const [cx, cy] = (drawn.split(" ").pop() || "-10,-10").split(",");
+      el("circle", { class: `plot-now line-${line}`, r: 2.5, cx, cy }, plot);
+    }
+  });
+}
+
+async function pollHistory() {
+  try {
+    const resp = await fetch("/api/history", { cache: "no-store" });
+    const body = await resp.json();
+    if (resp.ok && body.ok) { state.history = body.result; drawPlots(); }
+  } catch (err) {
+    // the status poll says when the daemon does not answer
+  } finally {
+    setTimeout(pollHistory, HISTORY_MS);
+  }
 }
 
 // -- selection, live view, buttons ---------------------------------------------------
@@ -258,7 +371,7 @@ async function act(action) {
     state.busy = false;
     buttons.forEach((b) => { b.disabled = false; });
     poll();
-pollRecordings();
+    if (!rec.paged) loadRecordings();
   }
 }
 
@@ -400,11 +513,12 @@ async function poll() {
   clearTimeout(timer);
   try {
     const resp = await fetch("/api/status", { cache: "no-store" });
+    if (resp.status === 401) { location.reload(); return; }  // the session ended: ask again
     if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
     const body = await resp.json();
     const status = body.result;
     const shape = JSON.stringify(status.blocks.map((b) => [b.name, b.inputs]));
-    if (shape !== state.shape) { draw(status); state.shape = shape; }
+    if (shape !== state.shape) { draw(status); state.shape = shape; drawPlots(); }
     state.status = status;
     if (state.selected === null && location.hash.length > 1) {
       select(decodeURIComponent(location.hash.slice(1)), false);
@@ -419,4 +533,5 @@ async function poll() {
 }
 
 poll();
+pollHistory();
 pollRecordings();
