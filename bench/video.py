@@ -603,10 +603,10 @@ def cameras_trial(
         if packets < 0.97 * main.fps:
             problems.append(f"{cam} received {packets:.1f} of {main.fps} packets/s")
         for name in (rec_block, motion):
-            dropped = b1[name]["dropped"] - b0[name]["dropped"]
+            missed = b1[name]["missed"] - b0[name]["missed"]
             taken = b1[name]["frames_in"] - b0[name]["frames_in"]
-            if dropped > (0 if name == rec_block else 0.01 * taken):
-                problems.append(f"{name} dropped {dropped} of {taken + dropped}")
+            if missed > (0 if name == rec_block else 0.01 * taken):
+                problems.append(f"{name} missed {missed} of {taken + missed}")
         fps = (b1[motion]["frames_in"] - b0[motion]["frames_in"]) / dt
         motion_fps.append(fps)
         if fps < 0.9 * ANALYSIS_FPS:
