@@ -58,13 +58,13 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import TypedDict
+from typing import TypedDict, cast
 
 import posix_ipc
 
 from . import _atomics
 from .names import RunNames
-from .ring import LINE, PAGE, Ring, RingKind, align
+from .ring import LINE, PAGE, Ring, RingKind, RingOwner, align
 from .segment import Segment
 
 MAGIC = int.from_bytes(b"PLDPKTS\0", "little")
@@ -228,11 +228,8 @@ def _attach(names: RunNames, block: str) -> _Open:
     return _Open.attach(_KIND, names, block, _read_layout)
 
 
-class PacketWire:
+class PacketWire(RingOwner[Layout]):
     """The owner's handle (the daemon): creates the segment and doorbells, unlinks them."""
-
-    def __init__(self, ring: Ring[Layout]):
-        self._w = ring
 
     @classmethod
     def create(
@@ -257,24 +254,13 @@ class PacketWire:
         )
         return cls(Ring.create(_KIND, names, block, layout, header, group))
 
-    @property
-    def layout(self) -> Layout:
-        return self._w.layout
-
     def stats(self) -> PacketWireStats:
         """Packets and bytes written, and per reader slot the packets read, dropped, gaps."""
-        w = self._w
-        readers: list[PacketReaderStats] = []
-        for i in range(w.layout.readers):
-            base = w.layout.reader(i)
-            readers.append(
-                {
-                    "attached_pid": w.u64(base + _R_PID),
-                    "packets": w.u64(base + _R_PACKETS),
-                    "dropped": w.u64(base + _R_DROPPED),
-                    "gaps": w.u64(base + _R_GAPS),
-                }
-            )
+        w = self._ring
+        rows = w.reader_rows(
+            {"attached_pid": _R_PID, "packets": _R_PACKETS, "dropped": _R_DROPPED, "gaps": _R_GAPS}
+        )
+        readers = cast(list[PacketReaderStats], rows)
         return {
             "packets": w.u64(_HEAD),
             "bytes": w.u64(_RESERVED),
@@ -282,13 +268,6 @@ class PacketWire:
             "writer_pid": w.u64(_WRITER_PID),
             "readers": readers,
         }
-
-    def unlink(self) -> None:
-        """Remove the segment and its doorbells; processes that have them mapped keep them."""
-        self._w.unlink()
-
-    def close(self) -> None:
-        self._w.close()
 
 
 class PacketWriter:

@@ -12,7 +12,7 @@ kind says what to call it in messages and which names its parts have.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Generic, Protocol, Self, TypeVar
 
@@ -161,6 +161,14 @@ class Ring(Generic[L]):
     def u64(self, offset: int) -> int:
         return _atomics.load_relaxed(self.mm, offset)
 
+    def reader_rows(self, fields: Mapping[str, int]) -> list[dict[str, int]]:
+        """Each reader line's words, by name (``fields``: name -> offset in the line)."""
+        rows = []
+        for i in range(self.layout.readers):
+            base = self.layout.reader(i)
+            rows.append({name: self.u64(base + at) for name, at in fields.items()})
+        return rows
+
     def open_doorbells(self) -> list[posix_ipc.Semaphore]:
         """Every reader's doorbell, for the writer to ring."""
         return [open_semaphore(self.doorbell(i)) for i in range(self.layout.readers)]
@@ -190,6 +198,25 @@ class Ring(Generic[L]):
 
     def close(self) -> None:
         self.segment.close()
+
+
+class RingOwner(Generic[L]):
+    """The owner's handle on a wire (the daemon's): it made it, it says what is in it,
+    and it removes it."""
+
+    def __init__(self, ring: Ring[L]):
+        self._ring = ring
+
+    @property
+    def layout(self) -> L:
+        return self._ring.layout
+
+    def unlink(self) -> None:
+        """Remove the segment and its doorbells; processes that have them mapped keep them."""
+        self._ring.unlink()
+
+    def close(self) -> None:
+        self._ring.close()
 
 
 def _unlink(segment: str, semaphores: list[str]) -> None:

@@ -58,7 +58,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -66,7 +66,7 @@ import posix_ipc
 
 from . import _atomics
 from .names import RunNames
-from .ring import LINE, PAGE, Ring, RingKind, align
+from .ring import LINE, PAGE, Ring, RingKind, RingOwner, align
 
 MAGIC = int.from_bytes(b"PLDWIRE\0", "little")
 LAYOUT_VERSION = 1
@@ -193,11 +193,8 @@ def _attach(names: RunNames, block: str) -> Ring[Layout]:
     return Ring.attach(_KIND, names, block, _read_layout, populate=True)
 
 
-class Wire:
+class Wire(RingOwner[Layout]):
     """The owner's handle: creates the segment and the doorbells, and unlinks them."""
-
-    def __init__(self, ring: Ring[Layout]):
-        self._m = ring
 
     @classmethod
     def create(
@@ -222,32 +219,19 @@ class Wire:
         )
         return cls(Ring.create(_KIND, names, block, layout, header, group))
 
-    @property
-    def layout(self) -> Layout:
-        return self._m.layout
-
     def stats(self) -> WireStats:
         """Frames written, and per reader index the frames read and dropped."""
-        m = self._m
-        readers: list[ReaderStats] = []
-        for i in range(m.layout.readers):
-            base = m.layout.reader(i)
-            readers.append(
-                {
-                    "attached_pid": m.u64(base + _R_PID),
-                    "frames": m.u64(base + _R_FRAMES),
-                    "dropped": m.u64(base + _R_DROPPED),
-                    "lapped": m.u64(base + _R_LAPPED),
-                }
-            )
+        m = self._ring
+        rows = m.reader_rows(
+            {
+                "attached_pid": _R_PID,
+                "frames": _R_FRAMES,
+                "dropped": _R_DROPPED,
+                "lapped": _R_LAPPED,
+            }
+        )
+        readers = cast(list[ReaderStats], rows)
         return {"frames": m.u64(_HEAD), "writer_pid": m.u64(_WRITER_PID), "readers": readers}
-
-    def unlink(self) -> None:
-        """Remove the segment and its doorbells; processes that have them mapped keep them."""
-        self._m.unlink()
-
-    def close(self) -> None:
-        self._m.close()
 
 
 def _running(pid: int) -> bool:
