@@ -64,7 +64,7 @@ import posix_ipc
 
 from . import _atomics
 from .names import RunNames
-from .ring import LINE, PAGE, Ring, RingKind, RingOwner, align
+from .ring import LINE, PAGE, Ring, RingKind, RingOwner, align, ring_doorbells, wait_doorbell
 from .segment import Segment
 
 MAGIC = int.from_bytes(b"PLDPKTS\0", "little")
@@ -348,10 +348,7 @@ class PacketWriter:
         if keyframe:
             _atomics.store_release(mm, _KEYFRAME, n)
         self._next = n + 1
-        _atomics.fence_full()  # the head store before the doorbell loads (see the top)
-        for bell in self._bells:
-            if bell.value == 0:
-                bell.release()
+        ring_doorbells(self._bells)
         return n
 
     def close(self) -> None:
@@ -461,18 +458,10 @@ class PacketReader:
             packet = self._take()
             if packet is not None:
                 return packet
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return None
             if self._bell is None:
                 raise PacketWireError(f"{self._w.label}: read after close()")
-            try:
-                self._bell.acquire(remaining)
-                _atomics.fence_full()  # our doorbell's decrement before the head load
-            except posix_ipc.BusyError:
-                return self._take()
-            except posix_ipc.SignalError:
-                pass  # a signal handler ran; look again
+            if not wait_doorbell(self._bell, deadline):
+                return self._take()  # one last look at the deadline
 
     def _take(self) -> Packet | None:
         w = self._w

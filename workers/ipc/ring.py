@@ -12,6 +12,7 @@ kind says what to call it in messages and which names its parts have.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Generic, Protocol, Self, TypeVar
@@ -198,6 +199,33 @@ class Ring(Generic[L]):
 
     def close(self) -> None:
         self.segment.close()
+
+
+def ring_doorbells(bells: Iterable[posix_ipc.Semaphore]) -> None:
+    """The writer's part, after its head store: wake each reader that sleeps.
+
+    The full fence orders the head store before the doorbell loads, as the reader's
+    orders its decrement before its head load (wire.py's top says why both are needed)."""
+    _atomics.fence_full()
+    for bell in bells:
+        if bell.value == 0:
+            bell.release()
+
+
+def wait_doorbell(bell: posix_ipc.Semaphore, deadline: float | None) -> bool:
+    """The reader's part: sleep until the writer rings (True), a signal handler ran
+    (True: look again, and let it act), or ``deadline`` passed (False)."""
+    remaining = None if deadline is None else deadline - time.monotonic()
+    if remaining is not None and remaining <= 0:
+        return False
+    try:
+        bell.acquire(remaining)
+        _atomics.fence_full()  # our doorbell's decrement before the head load
+    except posix_ipc.BusyError:
+        return False
+    except posix_ipc.SignalError:
+        pass
+    return True
 
 
 class RingOwner(Generic[L]):

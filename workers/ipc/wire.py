@@ -41,7 +41,8 @@ each side, both may read the other's old value (store buffers: on ARM, and on x8
 the writer sees the count still at one and does not post, the reader sees the old head
 and sleeps with a frame waiting, until its timeout. ``fence_full`` (``dmb ish``, ``mfence``)
 after the writer's head store and after the reader's wait rules that out: in any order
-of the two fences, one side sees the other's store. packets.py's doorbells do the same.
+of the two fences, one side sees the other's store. Both halves live in ring.py
+(``ring_doorbells``, ``wait_doorbell``), for the packet wire's doorbells too.
 
 The segment and its doorbells are made by ``segment``: 0600 (0660 with a group), memory
 reserved up front, so a full /dev/shm is an error when the wire is made and never a
@@ -66,7 +67,7 @@ import posix_ipc
 
 from . import _atomics
 from .names import RunNames
-from .ring import LINE, PAGE, Ring, RingKind, RingOwner, align
+from .ring import LINE, PAGE, Ring, RingKind, RingOwner, align, ring_doorbells, wait_doorbell
 
 MAGIC = int.from_bytes(b"PLDWIRE\0", "little")
 LAYOUT_VERSION = 1
@@ -315,10 +316,7 @@ class WireWriter:
         _atomics.store_release(m.mm, _HEAD, f)
         self._loaned = None
         self._next = f + 1
-        _atomics.fence_full()  # the head store before the doorbell loads (see the top)
-        for bell in self._bells:
-            if bell.value == 0:
-                bell.release()
+        ring_doorbells(self._bells)
         return f
 
     def write(self, frame: np.ndarray, timestamp_ns: int | None = None) -> int:
@@ -395,18 +393,10 @@ class WireReader:
             frame = self._take(copy, deadline)
             if frame is not None:
                 return frame
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return None
             if self._bell is None:
                 raise WireError(f"{self._m.label}: read after close()")
-            try:
-                self._bell.acquire(remaining)
-                _atomics.fence_full()  # our doorbell's decrement before the head load
-            except posix_ipc.BusyError:
-                return self._take(copy, time.monotonic())
-            except posix_ipc.SignalError:
-                pass  # a signal handler ran; look again (and let it act)
+            if not wait_doorbell(self._bell, deadline):
+                return self._take(copy, time.monotonic())  # one last look at the deadline
 
     def _take(self, copy: bool, deadline: float | None) -> Frame | None:
         """The newest frame if there is one we have not had, else None. Never torn.
