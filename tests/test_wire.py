@@ -137,7 +137,7 @@ def test_writer_killed_mid_frame_never_tears_and_successor_carries_on(names, wir
     first = start_writer(procs, names, 10)
     ready(first)
     assert result(first)["last"] == 10
-    (reader,) = start_readers(procs, names, 1, "--idle", "5")
+    (reader,) = start_readers(procs, names, 1, "--until", "15", "--idle", "60")
     half = procs.standin("half-writer", names.instance, names.run, "cam", "--shape", SHAPE)
     assert ready(half)["seq"] == 11
     half.send_signal(signal.SIGKILL)
