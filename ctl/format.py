@@ -257,6 +257,11 @@ def _per_reader(counts: Any) -> str:
     return _text(counts)
 
 
+def _readers(wire: dict) -> str:
+    readers = wire.get("readers") or []
+    return ", ".join(clean(r) for r in readers) if readers else DASH
+
+
 def wires(wire_list: Any, width: int | None = None) -> str:
     """The wires table: writer, readers, frames written, and per reader the frames missed
     (a reader the wire paces) or skipped (a reader that samples it, by design)."""
@@ -268,12 +273,11 @@ def wires(wire_list: Any, width: int | None = None) -> str:
     for w in wire_list or []:
         if not isinstance(w, dict):
             continue
-        readers = w.get("readers") or []
         rows.append(
             [
                 _text(w.get("name")),
                 _text(w.get("writer")),
-                ", ".join(clean(r) for r in readers) if readers else DASH,
+                _readers(w),
                 _text(w.get("frames")),
                 _per_reader(w.get("missed")),
                 _per_reader(w.get("skipped")),
@@ -288,11 +292,10 @@ def packet_wires(wire_list: Any, width: int | None = None) -> str:
     for w in wire_list or []:
         if not isinstance(w, dict):
             continue
-        readers = w.get("readers") or []
         rows.append(
             [
                 _text(w.get("name")),
-                ", ".join(clean(r) for r in readers) if readers else DASH,
+                _readers(w),
                 _text(w.get("packets")),
                 size(w.get("bytes")),
                 _per_reader(w.get("missed")),
