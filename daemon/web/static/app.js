@@ -531,7 +531,8 @@ async function pollEvents() {
     }
     ev.seq = result.more ? Math.max(...result.events.map((e) => e.seq)) : result.seq;
     if (first || fresh.size || result.events.length) drawEvents(first ? new Set() : fresh);
-    $("ev-message").textContent = result.store ? "" : "events are not kept: the store did not open";
+    if (!result.store) $("ev-message").textContent = "events are not kept: the store did not open";
+    else if (ev.list.size) $("ev-message").textContent = "";
   } catch (err) {
     $("ev-message").textContent = `events: ${err.message}`;
   }
