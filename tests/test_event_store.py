@@ -3,6 +3,7 @@ retention decided by a clock the test gives (``prune(now)``), never the wall clo
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipelined.daemon.events.config import EventsConfig
-from pipelined.daemon.events.store import ORPHAN_AGE, EventStore, StoreError
+from pipelined.daemon.events.store import MAX_BACKLOG, ORPHAN_AGE, EventStore, StoreError
 
 T0 = 1_700_000_000.0
 DAY = 86400.0
@@ -138,3 +139,35 @@ def test_a_folder_that_cannot_be_made_is_a_clear_error(tmp_path):
     with pytest.raises(StoreError, match=f"cannot open the event store {blocker}/events.db"):
         EventStore(blocker, EventsConfig()).open()
     assert os.listdir(tmp_path) == ["file"]
+
+
+def test_a_burst_is_written_in_batches_and_bounded_by_the_backlog(tmp_path):
+    """From the loop: save_soon never waits; what comes while a write is under way goes
+    in the next one; past MAX_BACKLOG waiting, changes are dropped and counted."""
+
+    async def burst() -> int:
+        store = EventStore(tmp_path, EventsConfig())
+        await store.call(store.open)
+        batches: list[int] = []
+        write = store.save_many
+
+        def counted(records: list[dict]) -> None:
+            batches.append(len(records))
+            write(records)
+
+        store.save_many = counted  # type: ignore[method-assign]
+        for seq in range(1, MAX_BACKLOG + 501):  # all at once: the thread cannot keep up
+            store.save_soon(record(seq, T0 + seq, T0 + seq + 1))
+        assert store.backlog == MAX_BACKLOG and store.dropped == 500
+        while store.backlog:
+            await asyncio.sleep(0.01)
+        found, _ = await store.call(store.query, [], None, None, None, 5000, False)
+        store.close()
+        assert sum(batches) == MAX_BACKLOG and batches[0] == 1  # the first went at once
+        assert len(batches) <= 3, batches  # the rest came while it was written: one more
+        return len(found)
+
+    assert asyncio.run(burst()) == MAX_BACKLOG
+    again = store_in(tmp_path)
+    assert len(ids(again)) == MAX_BACKLOG  # committed, not only seen by that connection
+    again._close()

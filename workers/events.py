@@ -53,7 +53,11 @@ MAX_DATA = 8192
 """Bytes of JSON an event's ``data`` may take: a few boxes and labels, not a picture."""
 MAX_LINE = 16384
 """The longest line on the pipe; the daemon cuts (and refuses) anything longer."""
-QUEUE_EVENTS = 64
+QUEUE_EVENTS = 512
+"""Events waiting for the sender thread: half a second at the highest ``[events] rate``
+(1000), so a box busy enough to leave the thread unscheduled for a moment loses none
+(bench/events.py lost some at 300 a second with 64 under a load of 10); at most
+4 MiB of ``data``."""
 QUEUE_FRAME_BYTES = 64 * 1024 * 1024
 """Frames waiting for their snapshot, in bytes: a 1080p burst of ten, then none."""
 FLUSH_SECONDS = 1.0

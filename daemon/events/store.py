@@ -7,7 +7,8 @@ snapshot JPEGs the workers wrote (``<id>.jpg``). Every write gives the row the n
 
 SQLite runs in one thread of its own (its connection belongs to that thread), never on
 the event loop: an SD card that takes a second to sync stalls the store, not the
-supervisor. Writes the thread has not caught up with are bounded (``MAX_BACKLOG``);
+supervisor. Changes that come while a write is under way go together in the next, one
+transaction for the lot. Writes the thread has not caught up with are bounded (``MAX_BACKLOG``);
 past that they are dropped and counted, and the log says so.
 
 Retention (``[events]``), checked at start and every minute: events older than
@@ -73,8 +74,10 @@ class EventStore:
         self.path = state_dir / "events.db"
         self.snapshots = state_dir / "events"
         self.config = config
-        self.backlog = 0
+        self.backlog = 0  # changes asked for and not yet written
         self.dropped = 0
+        self._pending: list[dict[str, Any]] = []  # the loop's: the next batch
+        self._writing = False
         self.snapshot_bytes = 0
         self._db: sqlite3.Connection | None = None
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="events-store")
@@ -85,7 +88,11 @@ class EventStore:
         return await asyncio.get_running_loop().run_in_executor(self._thread, work, *args)
 
     def save_soon(self, record: dict[str, Any]) -> None:
-        """Write ``record`` in the store's thread; dropped (counted) past MAX_BACKLOG."""
+        """Write ``record`` in the store's thread; dropped (counted) past MAX_BACKLOG.
+
+        What comes while a write is under way waits, and goes in the next one, all in
+        one transaction: a burst costs one commit (one sync of the card), not one each.
+        """
         if self.backlog >= MAX_BACKLOG:
             self.dropped += 1
             if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
@@ -93,17 +100,30 @@ class EventStore:
                             self.backlog, self.dropped)  # fmt: skip
             return
         self.backlog += 1
-        future = self._thread.submit(self.save, dict(record))
-        future.add_done_callback(self._saved)
+        self._pending.append(dict(record))
+        if not self._writing:
+            self._write_pending()
 
-    def _saved(self, future: concurrent.futures.Future[None]) -> None:
-        self.backlog -= 1
-        exc = future.exception()
-        if exc is not None:
-            log.warning("storing an event failed: %s", exc)
+    def _write_pending(self) -> None:
+        batch, self._pending = self._pending, []
+        self._writing = True
+        future = asyncio.get_running_loop().run_in_executor(self._thread, self.save_many, batch)
+        future.add_done_callback(lambda done: self._written(done, len(batch)))
+
+    def _written(self, future: asyncio.Future[None], count: int) -> None:
+        """On the loop: the batch is in (or failed); the next one goes, if any came."""
+        self._writing = False
+        self.backlog -= count
+        if not future.cancelled() and future.exception() is not None:
+            log.warning("storing %d event changes failed: %s", count, future.exception())
+        if self._pending:
+            self._write_pending()
 
     def close(self) -> None:
         """Finish the writes already asked for, then close."""
+        if self._pending:  # behind a write under way: after it, in the same thread
+            batch, self._pending = self._pending, []
+            self._thread.submit(self.save_many, batch)
         self._thread.submit(self._close)
         self._thread.shutdown(wait=True)
 
@@ -134,6 +154,18 @@ class EventStore:
             log.info("closed %d events the last run left open", closed)
         self.snapshot_bytes = sum(size for _, size in self._snapshot_files())
         return int(db.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
+
+    def save_many(self, records: list[dict[str, Any]]) -> None:
+        """``save`` each, in one transaction."""
+        db = self._need()
+        db.execute("BEGIN")
+        try:
+            for record in records:
+                self.save(record)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
     def save(self, record: dict[str, Any]) -> None:
         db = self._need()
