@@ -28,65 +28,36 @@ HAVE_MOSQUITTO = Path(MOSQUITTO).exists()
 
 
 def make_certificates(folder: Path) -> dict[str, Path]:
-    """A CA and a server certificate for 127.0.0.1 and localhost, made with openssl."""
+    """A CA, a server certificate for 127.0.0.1 and localhost, and a client certificate
+    (for a broker that asks for one), made with openssl."""
     folder.mkdir(parents=True, exist_ok=True)
-    paths = {k: folder / f"{k}.pem" for k in ("ca", "ca_key", "server", "server_key")}
+    names = ("ca", "ca_key", "server", "server_key", "client", "client_key")
+    paths = {k: folder / f"{k}.pem" for k in names}
     ext = folder / "san.cnf"
     ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
 
     def run(*args: str) -> None:
         subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
 
-    run(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=test CA",
-        "-keyout",
-        str(paths["ca_key"]),
-        "-out",
-        str(paths["ca"]),
-    )
-    csr = folder / "server.csr"
-    run(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        str(paths["server_key"]),
-        "-out",
-        str(csr),
-    )
-    run(
-        "x509",
-        "-req",
-        "-in",
-        str(csr),
-        "-CA",
-        str(paths["ca"]),
-        "-CAkey",
-        str(paths["ca_key"]),
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        str(ext),
-        "-out",
-        str(paths["server"]),
-    )
+    def key_and_request(name: str, subject: str) -> list[str]:
+        return ["-newkey", "rsa:2048", "-nodes", "-subj", subject,
+                "-keyout", str(paths[f"{name}_key"])]  # fmt: skip
+
+    run("req", "-x509", *key_and_request("ca", "/CN=test CA"), "-days", "2",
+        "-out", str(paths["ca"]))  # fmt: skip
+    for name, subject in (("server", "/CN=127.0.0.1"), ("client", "/CN=pipelined-test")):
+        csr = folder / f"{name}.csr"
+        run("req", *key_and_request(name, subject), "-out", str(csr))
+        run("x509", "-req", "-in", str(csr), "-CA", str(paths["ca"]),
+            "-CAkey", str(paths["ca_key"]), "-CAcreateserial", "-days", "2",
+            *(["-extfile", str(ext)] if name == "server" else []),
+            "-out", str(paths[name]))  # fmt: skip
     return paths
 
 
 class Broker:
-    """mosquitto on 127.0.0.1:``port``; ``users`` makes it ask for a password."""
+    """mosquitto on 127.0.0.1:``port``; ``users`` makes it ask for a password,
+    ``require_certificate`` for a client certificate."""
 
     def __init__(
         self,
@@ -94,6 +65,7 @@ class Broker:
         port: int | None = None,
         certificates: dict[str, Path] | None = None,
         users: dict[str, str] | None = None,
+        require_certificate: bool = False,
     ):
         self.folder = folder
         self.port = port or free_port()
@@ -111,6 +83,8 @@ class Broker:
                 f"certfile {certificates['server']}",
                 f"keyfile {certificates['server_key']}",
             ]
+            if require_certificate:  # a client signed by our CA, or no connection
+                lines.append("require_certificate true")
         if users:
             passwords = folder / "passwords"
             for i, (user, password) in enumerate(users.items()):
@@ -197,6 +171,7 @@ class Subscriber:
         tls_ca: Path | None = None,
         user: tuple[str, str] | None = None,
         session: str | None = None,
+        cert: tuple[Path, Path] | None = None,
     ):
         self.messages: list[Message] = []
         self._lock = threading.Lock()
@@ -207,7 +182,8 @@ class Subscriber:
             clean_session=session is None,
         )
         if tls_ca is not None:
-            self.client.tls_set(ca_certs=str(tls_ca))
+            certfile, keyfile = (str(cert[0]), str(cert[1])) if cert else (None, None)
+            self.client.tls_set(ca_certs=str(tls_ca), certfile=certfile, keyfile=keyfile)
         if user is not None:
             self.client.username_pw_set(*user)
         self.client.on_connect = self._on_connect

@@ -362,6 +362,39 @@ def test_tls_with_a_password_file_a_wrong_password_then_the_right_one(tmp_path):
             sub.close()
 
 
+def test_a_broker_that_asks_for_a_client_certificate_gets_ours(tmp_path):
+    """tls_cert and tls_key: without them the broker's refusal is the reason; with them
+    (a reload) the daemon connects and its events arrive."""
+    certificates = make_certificates(tmp_path / "certs")
+    prefix = f"t/{secrets.token_hex(3)}"
+    broker = Broker(tmp_path / "broker", certificates=certificates, require_certificate=True)
+    with broker:
+        without = mqtt_table(broker.port, prefix, tls_ca=str(certificates["ca"]), reconnect_max=1.0)
+        d = RunningDaemon(TICKS.format(every=10) + without)
+        sub = Subscriber(broker.port, (f"{prefix}/#",), tls_ca=certificates["ca"],
+                         cert=(certificates["client"], certificates["client_key"]))  # fmt: skip
+        try:
+            d.start()
+            d.wait_all_running()
+            reason = d.until(
+                lambda: "closed" in (r := d.status()["mqtt"]["reason"] or "") and r, 30, "why"
+            )
+            assert "client certificate? (tls_cert and tls_key)" in reason
+            assert d.block("ticks")["state"] == "RUNNING"
+            d.graph.write_text(
+                TICKS.format(every=10)
+                + mqtt_table(broker.port, prefix, tls_ca=str(certificates["ca"]),
+                             tls_cert=str(certificates["client"]),
+                             tls_key=str(certificates["client_key"]), reconnect_max=1.0)
+            )  # fmt: skip
+            d.call("reload")
+            d.until(lambda: d.status()["mqtt"]["connected"], 30, "a connection with our cert")
+            d.until(lambda: events_of(sub, prefix), 30, "events over TLS with a client cert")
+        finally:
+            d.close()
+            sub.close()
+
+
 class Hooks(http.server.ThreadingHTTPServer):
     """A webhook receiver: /good keeps each body, /hang never answers."""
 

@@ -341,11 +341,20 @@ class MqttBridge:
             if accepted:
                 self._flush(client)
             if not self._step(client):
+                if not accepted and self._connack is None:
+                    self.reason = self._closed_before_connack()
                 break
         if self._stopping.is_set() and accepted:
             self._say_offline(client)
         self._lost(client)
         return accepted
+
+    def _closed_before_connack(self) -> str:
+        """Why a broker that took the connection closed it before answering CONNECT."""
+        why = f"{self.where} closed the connection before accepting us"
+        if self.config.uses_tls and not self.config.tls_cert:
+            return f"{why}: does it ask for a client certificate? (tls_cert and tls_key)"
+        return f"{why}: see the broker's log"
 
     def _step(self, client: Any) -> bool:
         """One wait on the socket and our wake pipe; False once the connection is gone."""
