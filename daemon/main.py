@@ -52,8 +52,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--state-dir",
         metavar="DIR",
-        help="where a recorder's relative directory goes (default: $STATE_DIRECTORY, else"
-        " ~/.local/state/pipelined/<instance>)",
+        help="the event store and its snapshots, and where a recorder's relative directory"
+        " goes (default: $STATE_DIRECTORY, else ~/.local/state/pipelined/<instance>)",
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
     web.add_arguments(parser)
@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pipelined: {exc}", file=sys.stderr)
         return exc.exit_code
     banner.graph_lines(graph, path if listen_sock is None else None)
-    daemon = Daemon(graph, instance, path, listen_sock=listen_sock, http=http, token=token)
+    daemon = Daemon(
+        graph, instance, path, listen_sock=listen_sock, http=http, token=token, state_dir=state
+    )
     try:
         asyncio.run(daemon.serve())
     except (ControlSocketError, RunError) as exc:
@@ -116,8 +118,8 @@ def check(path: str, state: Path) -> int:
 
 
 def state_dir(given: str | None, instance: str) -> Path:
-    """Where a graph's relative output paths go: ``--state-dir``, systemd's
-    ``$STATE_DIRECTORY``, else the user's state folder for this instance."""
+    """Where a graph's relative output paths and the event store go: ``--state-dir``,
+    systemd's ``$STATE_DIRECTORY``, else the user's state folder for this instance."""
     if given:
         return Path(given).absolute()
     if os.environ.get("STATE_DIRECTORY"):  # systemd may list several, ':'-separated

@@ -34,6 +34,7 @@ from pipelined.workers.ipc.segment import (
 from pipelined.workers.ipc.wire import Wire, WireError
 
 from . import runs
+from .events.hub import EventHub
 from .graph import BlockSpec, Graph
 from .history import History
 from .process import worker_args
@@ -126,8 +127,10 @@ class Supervisor:
         group: int | None = None,
         new_token: Callable[[], str] = new_run_token,
         preview_token: str | None = None,
+        hub: EventHub | None = None,
     ):
         self.graph = graph
+        self.hub = hub  # the daemon's events: every worker gets its pipes there
         self.preview_token = preview_token  # for preview blocks that set no token
         self._new_token = new_token
         self.names = RunNames(instance, new_token())
@@ -214,9 +217,8 @@ class Supervisor:
         for (kind, name), wire in self._make_wires(self.names, spec, self.graph).items():
             self._wires(kind)[name] = wire
         beat = Heartbeat.create(self.names, spec.name, self.group)
-        self.blocks[spec.name] = Watcher(
-            spec, worker_args(self.names, spec, self.graph, self.preview_token), beat
-        )
+        args = worker_args(self.names, spec, self.graph, self.preview_token)
+        self.blocks[spec.name] = Watcher(spec, args, beat, hub=self.hub)
 
     def _drop_wire(self, name: str) -> None:
         """Unlink the block's frame and packet wires (readers that have them mapped keep them)."""
@@ -330,7 +332,7 @@ class Supervisor:
                 if name in plan.changed:
                     beat = made.beats.get(name) or self.blocks[name].heartbeat
                     args = worker_args(self.names, spec, new, self.preview_token)
-                    made.watchers[name] = Watcher(spec, args, beat)
+                    made.watchers[name] = Watcher(spec, args, beat, hub=self.hub)
         except Exception as exc:
             made.undo()
             if not isinstance(exc, OSError | NoRoom | WireError | PacketWireError):
@@ -384,6 +386,8 @@ class Supervisor:
         for (kind, name), wire in made.wires.items():
             self._wires(kind)[name] = wire
         self.graph = new
+        if self.hub is not None:
+            self.hub.use(new)
         self.blocks.update(made.watchers)
         self.start_blocks(self.autostarted(made.watchers.values()))
 
@@ -433,7 +437,16 @@ class Supervisor:
             "blocks": [w.status() for w in self._in_order(watchers)],
             "wires": self.wire_status(),
             "packet_wires": self.packet_wire_status(),
+            **(self.outlets() if self.hub is not None else {}),
         }
+
+    def outlets(self) -> dict[str, Any]:
+        """What leaves the box: the event store, MQTT and the webhooks (docs/design.md)."""
+        assert self.hub is not None
+        out: dict[str, Any] = {"events": self.hub.status(), "mqtt": None, "webhooks": []}
+        for sink in self.hub.sinks:
+            out.update(sink.status())
+        return out
 
     def wire_status(self) -> list[dict[str, Any]]:
         """Each wire, and the frames each reader let go by: ``missed`` for the readers it
