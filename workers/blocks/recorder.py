@@ -492,7 +492,7 @@ class AviSegmenter:
         self.writer, self.path, self.size = writer, path, size
         self.start_ns, self._bytes, self._stalled = time_ns, path.stat().st_size, 0
         self._next_check = time.monotonic() + 1.0
-        self.log.info("recording to %s (mjpeg %dx%d)", path.name, *size)
+        self.log.info("recording to %s (mjpeg %dx%d)", path, *size)
 
     def _check_growth(self) -> None:
         """OpenCV's writer ignores write errors: a file that stops growing is failing."""
