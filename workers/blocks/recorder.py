@@ -23,7 +23,7 @@ keyframe decoded now and then; with several inputs, each picture in it carries t
 of its input in its corner.
 
 ``directory`` defaults to ``recordings``; the daemon takes a relative one under its state
-directory (``--state-dir``: ``/var/lib/pipelined`` under systemd, else
+directory (``--state-dir``: ``/var/lib/pipelined/<instance>`` under systemd, else
 ``~/.local/state/pipelined/<instance>``), never where it was started: a graph run from a
 clone does not record into the clone.
 """
