@@ -39,13 +39,14 @@ from .supervisor import RunError
 log = logging.getLogger("pipelined")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The daemon's options (its man page, pipelined(8), is made from them too)."""
     parser = argparse.ArgumentParser(
         prog="pipelined", description="Run a camera-processing graph on this box."
     )
     parser.add_argument("--graph", metavar="FILE", help="graph file (default: the built-in demo)")
     parser.add_argument(
-        "--instance", default=DEFAULT_INSTANCE, help="instance name (default: main)"
+        "--instance", default=DEFAULT_INSTANCE, metavar="NAME", help="instance name (default: main)"
     )
     parser.add_argument("--socket", metavar="PATH", help="control socket path")
     parser.add_argument("--check", metavar="FILE", help="only validate FILE and print the graph")
@@ -55,9 +56,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the event store and its snapshots, and where a recorder's relative directory"
         " goes (default: $STATE_DIRECTORY, else ~/.local/state/pipelined/<instance>)",
     )
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING"],
+        metavar="LEVEL",
+        help="DEBUG, INFO (the default) or WARNING",
+    )
     web.add_arguments(parser)
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -315,7 +315,7 @@ class Supervisor:
                 "removed": plan.removed,
                 "restarted": sorted(plan.changed - set(plan.added)),
             }
-            log.info("reloaded %s: %s", graph.source, result)
+            log.info("reloaded %s: %s", graph.source, reload_summary(result))
             return result
 
     def _prepare(self, new: Graph, plan: _Plan) -> _Made:
@@ -504,3 +504,17 @@ class Supervisor:
         running = sum(s == State.RUNNING for s in states)
         failed = sum(s == State.FAILED for s in states)
         return f"{len(states)} blocks: {running} running, {failed} failed"
+
+
+def reload_summary(result: dict[str, list[str]]) -> str:
+    """What a reload did, for a person: ``restarted red (settings or wiring changed)``."""
+    parts = []
+    for key, why in (
+        ("added", "new in the file"),
+        ("removed", "gone from the file"),
+        ("restarted", "settings or wiring changed"),
+    ):
+        names = result.get(key) or []
+        if names:
+            parts.append(f"{key} {', '.join(names)} ({why})")
+    return "; ".join(parts) if parts else "nothing changed, no block restarted"

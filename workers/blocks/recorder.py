@@ -23,7 +23,7 @@ keyframe decoded now and then; with several inputs, each picture in it carries t
 of its input in its corner.
 
 ``directory`` defaults to ``recordings``; the daemon takes a relative one under its state
-directory (``--state-dir``: ``/var/lib/pipelined`` under systemd, else
+directory (``--state-dir``: ``/var/lib/pipelined/<instance>`` under systemd, else
 ``~/.local/state/pipelined/<instance>``), never where it was started: a graph run from a
 clone does not record into the clone.
 """
@@ -571,7 +571,7 @@ class AviSegmenter:
         self.writer, self.path, self.size = writer, path, size
         self.start_ns, self._bytes, self._stalled = time_ns, path.stat().st_size, 0
         self._next_check = time.monotonic() + 1.0
-        self.log.info("recording to %s (mjpeg %dx%d)", path.name, *size)
+        self.log.info("recording to %s (mjpeg %dx%d)", path, *size)
 
     def _check_growth(self) -> None:
         """OpenCV's writer ignores write errors: a file that stops growing is failing."""

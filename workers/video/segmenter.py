@@ -136,7 +136,7 @@ class PacketSegmenter:
         self.open = _Open(writer, packet.generation, packet.time_ns, dts, dts - 1)
         self.segments += 1
         self._next_check = time.monotonic() + CHECK_INTERVAL
-        self.log.info("recording to %s (%s %dx%d)", path.name, codec.codec, codec.width,
+        self.log.info("recording to %s (%s %dx%d)", path, codec.codec, codec.width,
                       codec.height)  # fmt: skip
         if self.on_start is not None:
             self.on_start(Segment(packet.time_ns, path.name, packet.time_ns, 0, path), codec)
