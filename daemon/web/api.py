@@ -7,7 +7,7 @@ do nothing pipectl cannot, and answers the way pipectl would.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -23,10 +23,11 @@ ACTIONS = ("start", "stop", "restart")
 HTTP_STATUS = {BAD_REQUEST: 400, NO_SUCH_BLOCK: 404, FAILED: 409}
 
 
-async def reply(result: Awaitable[Any]) -> web.Response:
-    """A command handler's answer as the page's JSON: pipectl's reply, with an HTTP status."""
+async def reply(call: Callable[[], Awaitable[Any]]) -> web.Response:
+    """A command handler's answer as the page's JSON: pipectl's reply, with an HTTP status.
+    ``call`` starts the handler here, so an argument it refuses at once is an error reply."""
     try:
-        value = await result
+        value = await call()
     except CommandError as exc:
         error = {"code": exc.code, "message": exc.message}
         return web.json_response(
@@ -39,7 +40,7 @@ def add_routes(app: web.Application, daemon: Daemon) -> None:
     table = commands.table(daemon)
 
     async def call(cmd: str, args: dict[str, Any]) -> web.Response:
-        return await reply(table[cmd](args))
+        return await reply(lambda: table[cmd](args))
 
     async def status(request: web.Request) -> web.Response:
         return await call("status", {})

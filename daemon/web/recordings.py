@@ -34,7 +34,7 @@ def add_routes(app: web.Application, daemon: Daemon) -> None:
     handle = commands.table(daemon)["recordings"]  # pipectl's own handler
 
     async def listing(request: web.Request) -> web.Response:
-        return await reply(handle(_args(request.query)))
+        return await reply(lambda: handle(_args(request.query)))
 
     async def segment(request: web.Request) -> web.FileResponse:
         block, name = request.match_info["block"], request.match_info["file"]

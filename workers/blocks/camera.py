@@ -245,7 +245,10 @@ class Camera(Block):
             return False
         self._steer(feed)
         item = feed.take(POLL)
-        return item is not None and self._decode_into(item, feed, out)
+        if item is None:
+            return False
+        self._back()  # the first packet may come after _healthy looked: never a frame with a reason
+        return self._decode_into(item, feed, out)
 
     def close(self) -> None:
         feed = getattr(self, "_feed", None)  # None, or never made: setup() may have failed
@@ -302,12 +305,17 @@ class Camera(Block):
         if self.source.live and feed.silent_for() > stall:
             self._lost(feed, f"no packet for {stall:g} s")
             return False
-        if feed.packets and self._reason is not None:
+        if feed.packets:
+            self._back()
+        self._measure(feed)
+        return True
+
+    def _back(self) -> None:
+        """The source delivers: its waiting reason goes, and the backoff starts over."""
+        if self._reason is not None:
             self.context.log.info("source %s is back", self.source.show())
             self._set_reason(None)
             self._backoff = RETRY_FIRST
-        self._measure(feed)
-        return True
 
     def _lost(self, feed: Feed, why: str) -> None:
         """Drop the connection, say why, and wait out the backoff."""
