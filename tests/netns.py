@@ -5,7 +5,8 @@
 ``wrap(side)`` is the command prefix that runs a process in one of them
 (``ip netns exec``); the processes still share the machine's file systems, so a daemon
 in either is reached through its Unix control socket as usual. ``cut()`` and
-``restore()`` take the link down and up (``ip link set``). Root only: ``unavailable()``
+``restore()`` take the link down and up (``ip link set``), ``throttle(rate)`` makes it
+slow (``tc``'s token bucket). Root only: ``unavailable()``
 says why not, for a skip.
 """
 
@@ -76,6 +77,22 @@ class Link:
 
     def restore(self) -> None:
         _ip("-n", self.a, "link", "set", self.a_dev, "up")
+
+    def throttle(self, rate: str) -> None:
+        """Make a's side of the link slow (a token bucket of ``rate``, as ``tc`` writes it:
+        "2mbit"), as a congested uplink is: what a sends waits, and queues."""
+        done = subprocess.run(
+            ["tc", "-n", self.a, "qdisc", "replace", "dev", self.a_dev, "root", "tbf",
+             "rate", rate, "burst", "32kbit", "latency", "400ms"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(f"tc qdisc replace … tbf: {done.stderr.strip()}")
+
+    def unthrottle(self) -> None:
+        subprocess.run(
+            ["tc", "-n", self.a, "qdisc", "del", "dev", self.a_dev, "root"], capture_output=True
+        )
 
     def close(self) -> None:
         for ns in (self.a, self.b):

@@ -21,7 +21,8 @@ from typing import Any
 
 import netns
 import pytest
-from harness.daemon import RunningDaemon, wait_for, worker_pids
+from harness.daemon import TOKEN, RunningDaemon, wait_for, worker_pids
+from prometheus_client.parser import text_string_to_metric_families
 from userblocks.remote_blocks import expected, number_of, psnr
 
 from pipelined.daemon.supervisor import SPARE_READERS
@@ -32,6 +33,8 @@ pytestmark = pytest.mark.skipif(
     (why := netns.unavailable()) is not None, reason=why or "network namespaces available"
 )
 TESTS = Path(__file__).parent
+B_PAGE = "127.0.0.1:8180"
+"""Box b's page, in its own namespace (where nothing else listens)."""
 LEASE = 2.0
 """Zenoh's lease in these graphs: a cut link is noticed within it."""
 
@@ -96,9 +99,33 @@ segment_seconds = 2
 """
 
 
-def start(link: netns.Link, side: str, graph: str, prefix: str) -> RunningDaemon:
-    daemon = RunningDaemon(graph, prefix=prefix)
+def start(
+    link: netns.Link, side: str, graph: str, prefix: str, http: str | None = None
+) -> RunningDaemon:
+    daemon = RunningDaemon(graph, prefix=prefix, http=http)
     return daemon.start(wrapper=link.wrap(side))
+
+
+def scrape(link: netns.Link, side: str, url: str) -> dict[tuple[str, tuple], float]:
+    """A box's /metrics, fetched inside its namespace (where its page listens), parsed by
+    Prometheus' own parser: every sample by (name, sorted labels)."""
+    fetch = (
+        "import sys, urllib.request as u;"
+        f"r = u.Request({url!r}, headers={{'Authorization': 'Bearer {TOKEN}'}});"
+        "sys.stdout.write(u.urlopen(r, timeout=10).read().decode())"
+    )
+    text = subprocess.run(
+        [*link.wrap(side), sys.executable, "-c", fetch],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def remote(daemon: RunningDaemon, block: str) -> dict[str, Any]:
@@ -142,7 +169,7 @@ def frames_of(daemon: RunningDaemon, block: str, readers: int, count: int) -> li
 @pytest.fixture(scope="module")
 def boxes() -> Iterator[tuple[netns.Link, RunningDaemon, RunningDaemon]]:
     with netns.Link() as link:
-        b = start(link, "b", box_b(link), "rb")
+        b = start(link, "b", box_b(link), "rb", http=B_PAGE)
         a = start(link, "a", box_a(link), "ra")
         try:
             a.wait_all_running()
@@ -189,6 +216,48 @@ def test_frames_cross_with_their_content_and_the_recorder_copies_them(boxes) -> 
         timeout=30,
     ).stdout
     assert "zenoh:t/bars -> door" in text and "receiving" in text
+    samples = scrape(link, "b", f"http://{B_PAGE}/metrics")
+    labels = {"block": "door", "direction": "in", "key": "t/bars"}
+    up = [
+        (dict(k), v)
+        for (name, k), v in samples.items()
+        if name == "pipelined_remote_wire_up" and dict(k)["block"] == "door"
+    ]
+    assert len(up) == 1 and up[0][1] == 1.0 and up[0][0]["state"] == "receiving", up
+    assert link.a_ip in up[0][0]["peer"]
+    frames = samples[("pipelined_remote_wire_frames_total", tuple(sorted(labels.items())))]
+    assert frames > 10
+
+
+def test_a_slow_link_skips_whole_frames_and_stalls_neither_box(boxes) -> None:
+    """A link slower than what box a publishes (raw frames of 230 KB, 15 a second, over 2
+    Mbit/s): a's blocks carry on as before, its link skips whole frames (and whole groups
+    of pictures), and what reaches b is whole: exactly the frames a made."""
+    link, a, b = boxes
+    before_a, before_b = restarts(a), restarts(b)
+
+    def sent() -> dict[str, Any]:
+        return {w["block"]: w for w in a.status()["remote_wires"]}
+
+    missed = sent()["raw"]["missed"]
+    made, taken = a.block("raw")["frames_out"], sent()["raw"]["frames"]
+    link.throttle("2mbit")
+    try:
+        until(a, b, lambda: sent()["raw"]["missed"] > missed + 30, 60, "a to skip raw frames")
+        for frame in frames_of(b, "rawdoor", 0, 3):
+            assert (frame.array == expected(number_of(frame.array), (240, 320, 3))).all()
+        for frame in frames_of(b, "door", 1, 3):
+            n = number_of(frame.array)
+            assert psnr(frame.array, expected(n, (240, 320, 3))) > 28.0, n
+        # box a's blocks never waited for the link: they went on making frames faster
+        # than it took them
+        assert a.block("raw")["frames_out"] - made > sent()["raw"]["frames"] - taken
+        assert all(blk["state"] == "RUNNING" for blk in a.status()["blocks"])
+    finally:
+        link.unthrottle()
+    for block in ("door", "rawdoor", "jpgdoor"):
+        until(b, a, lambda blk=block: remote(b, blk)["state"] == "receiving", 60, f"{block} again")
+    assert restarts(a) == before_a and restarts(b) == before_b
 
 
 def test_a_cut_link_resumes_by_itself_and_nothing_restarts(boxes) -> None:
