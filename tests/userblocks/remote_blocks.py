@@ -5,7 +5,8 @@ white bars across the top spells the frame's number in binary, big enough to sur
 JPEG and H.264, and the rest is a pattern drawn from that number. ``expected(n, shape)``
 draws frame n again, so a test that reads a frame on another box can check it whole:
 exactly for raw frames, closely for JPEG and H.264 (``psnr``). ``Copy`` passes its input
-on unchanged.
+on unchanged. ``Loop`` (for bench/remote.py) draws 8 numbered pictures once and sends
+them in turn: a source of large frames that costs next to nothing.
 """
 
 from __future__ import annotations
@@ -83,3 +84,17 @@ class Copy(Block):
 
     def process(self, frames: list[np.ndarray]) -> np.ndarray:
         return frames[0]
+
+
+class Loop(Bars):
+    """Eight numbered pictures drawn once, sent in turn, ``fps`` a second."""
+
+    def setup(self) -> None:
+        super().setup()
+        self.pictures = [expected(n, self.shape) for n in range(1, 9)]
+
+    def process(self, frames: list[np.ndarray]) -> np.ndarray | None:
+        if not self.pacer.wait(self.context.sleep):
+            return None
+        self.number += 1
+        return self.pictures[self.number % len(self.pictures)]
