@@ -151,6 +151,7 @@ class RtspServer:
                     "gop": self.gop,
                     "kbps": max(1, self.bit_rate // 1000),
                     "sent": str(self._dir / "sent.h264"),
+                    "sessions": len(list(self._dir.glob("sent.h264.*"))),
                     "clip": str(clip_file),
                 }
             )
@@ -338,7 +339,7 @@ def _serve(config_path: str) -> None:  # pragma: no cover - runs in the server p
     Gst.init(None)
     kind, fps = config["kind"], config["fps"]
     units = read_clip(Path(config["clip"])) if kind == "clip" else []
-    sessions = [0]
+    sessions = [config["sessions"]]  # numbered on from the runs before a restart
 
     class Factory(GstRtspServer.RTSPMediaFactory):
         """A pipeline of its own for each client: a shared one can abort the server

@@ -6,7 +6,7 @@ when they are ready and one with their results when they end.
 
     python standins.py writer INSTANCE RUN BLOCK --frames N --fps F --shape H,W,C [--loan]
     python standins.py half-writer INSTANCE RUN BLOCK --shape H,W,C
-    python standins.py reader INSTANCE RUN BLOCK INDEX [--copy] [--sleep S] [--idle S]
+    python standins.py reader INSTANCE RUN BLOCK INDEX [--copy] [--sleep S] [--idle S] [--until N]
     python standins.py parent INSTANCE RUN TALLY_PATH   (a stand-in supervisor)
 """
 
@@ -88,6 +88,8 @@ def reader(names: RunNames, block: str, opts: argparse.Namespace) -> None:
         seqs.append(frame.seq)
         if opts.frames and len(seqs) >= opts.frames:
             break
+        if opts.until and frame.seq >= opts.until:
+            break
     say(seqs=seqs, torn=torn, stale=stale, dropped=r.dropped)
     r.close()
 
@@ -148,6 +150,7 @@ def main() -> None:
     parser.add_argument("--copy", action="store_true")
     parser.add_argument("--sleep", type=float, default=0.0)
     parser.add_argument("--idle", type=float, default=3.0)
+    parser.add_argument("--until", type=int, default=0, help="stop after this frame")
     opts = parser.parse_args()
     names = RunNames(opts.instance, opts.run)
     if opts.role == "parent":

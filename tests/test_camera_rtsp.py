@@ -105,6 +105,44 @@ def test_decode_fps_converts_only_as_many_frames_as_asked(rig, h264):
     assert "decoding every frame (converting 3 a second)" in r.context.details[-1]
 
 
+def test_a_decoder_too_slow_for_the_camera_still_gives_frames_a_group_behind_at_most(
+    rig, h264, monkeypatch
+):
+    """A box too busy for its cameras: each packet takes longer to decode than the camera
+    takes to send the next. The decoder drops what waits at a keyframe once it is a
+    quarter of a group behind, and converts what is due; it neither stops giving frames
+    nor falls ever further behind."""
+    from pipelined.workers.video.decode import Decoder
+
+    decode = Decoder.decode
+
+    def slow(self, packet):
+        time.sleep(1.3 / 15)  # the camera sends 15 a second; this decodes 11.5
+        return decode(self, packet)
+
+    monkeypatch.setattr(Decoder, "decode", slow)
+    r = rig(h264.url, decode_fps=5)
+    r.context.readers = True
+    r.run_until(lambda: len(r.frames) >= 1, "a first frame")
+    feed = r.cam._feed
+    frames, dropped, start = len(r.frames), feed.dropped, time.monotonic()
+    most = 0
+    while time.monotonic() - start < 4.0:
+        r.step()
+        most = max(most, feed.backlog())
+    assert len(r.frames) - frames >= 4  # 5 a second asked; a few, not none
+    assert feed.dropped > dropped  # whole groups of pictures went
+    assert most <= 15  # never more than one group (15 packets) behind
+    assert len(r.packets) >= 50  # and the packet wire got every packet meanwhile
+    numbers = [p.number for p in r.packets]
+    assert numbers == list(range(numbers[0], numbers[-1] + 1))
+    r.run_until(lambda: "too slow" in r.context.details[-1], "the status to say so")
+    assert r.context.details[-1].endswith(
+        "decoding every frame (converting 5 a second) in software (no hardware decoder works"
+        " here), too slow for the stream: dropping groups of pictures"
+    )
+
+
 def test_keyframes_alone_when_they_come_often_enough(rig, h264):
     r = rig(h264.url, decode_fps=1)
     r.context.readers = True

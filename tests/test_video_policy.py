@@ -82,6 +82,55 @@ def test_a_live_source_converts_the_newest_frame_only() -> None:
     assert policy.convert_now(Want.EVERYTHING, backlog=0)
     files = DecodePolicy(fps=30, decode_fps=0, live=False, clock=Clock())
     assert all(files.convert_now(Want.EVERYTHING, backlog=3) for _ in range(10))  # every one
+    # Decoding starts at the last keyframe: the decoder catches up, the newest is shown.
+    start = DecodePolicy(fps=30, decode_fps=0, live=True, clock=Clock())
+    shown = [start.convert_now(Want.EVERYTHING, backlog=b) for b in (4, 3, 2, 1, 0)]
+    assert shown == [False, False, False, False, True]
+
+
+def test_a_decoder_that_cannot_catch_up_still_converts_as_many_as_asked() -> None:
+    """A box too busy for the stream: two packets always wait. Waiting for none to wait
+    would never show a frame; the due ones are shown, a little late."""
+    clock = Clock()
+    policy = DecodePolicy(fps=30, decode_fps=5, live=True, clock=clock)
+    converted = []
+    for n in range(60):  # 2 s
+        clock.now = 100.0 + n / 30
+        if policy.convert_now(Want.EVERYTHING, backlog=2):
+            converted.append(n)
+    assert len(converted) == 10 and converted[0] == 1  # 5 a second, after the first look
+    assert policy.want(False, 1.0, False) is Want.NOTHING  # decoding stops, then starts:
+    assert not policy.convert_now(Want.EVERYTHING, backlog=2)  # it catches up again first
+
+
+@pytest.mark.parametrize(("taken", "dropped"), [(17, 0), (15, 5)])
+def test_a_decoder_a_moment_late_catches_up_and_one_a_quarter_group_late_skips_ahead(
+    taken, dropped
+):
+    """The feed's hand-off, packet by packet: a group of 20 is offered, the decoder takes
+    ``taken`` of them, the next keyframe comes. 3 waiting (a moment's delay) stay to be
+    decoded; 5 (a quarter of the group) go, and decoding goes on from the keyframe."""
+    import av
+
+    from pipelined.workers.blocks.sources import parse_source
+    from pipelined.workers.ipc.packets import CodecParams
+    from pipelined.workers.video.feed import Feed, Item
+    from pipelined.workers.video.source import OpenSettings
+
+    feed = Feed(parse_source("rtsp://127.0.0.1:9/cam"), OpenSettings(5.0, 5.0), None)
+    feed.want = Want.EVERYTHING
+    params = CodecParams("h264", 320, 240, (1, 90000), b"")
+
+    def offer(n: int) -> None:
+        feed._offer(Item(av.Packet(bytes([n])), params, 1, keyframe=n % 20 == 0))
+
+    for n in range(20):
+        offer(n)
+    assert [bytes(feed.take(0).packet)[0] for _ in range(taken)] == list(range(taken))
+    offer(20)  # the next keyframe
+    waiting = [bytes(feed.take(0).packet)[0] for _ in range(feed.backlog())]
+    assert feed.dropped == dropped
+    assert waiting == ([20] if dropped else [*range(taken, 20), 20])
 
 
 SPS = bytes.fromhex("6742c00dda0507ec05a830303528000003000800000300f478a155")

@@ -78,7 +78,15 @@ class Browser:
         self._ids += 1
         await self.ws.send_json({"id": self._ids, "method": method, "params": params})
         while True:
-            message = json.loads((await self.ws.receive(timeout=30)).data)
+            received = await self.ws.receive(timeout=30)
+            if received.type != aiohttp.WSMsgType.TEXT:
+                status = self.proc.poll()
+                state = "still running" if status is None else f"Chromium exited {status}"
+                raise AssertionError(
+                    f"Chromium's DevTools connection ended during {method}"
+                    f" ({received.type.name}; {state})"
+                )
+            message = json.loads(received.data)
             if message.get("id") == self._ids:
                 assert "error" not in message, message
                 return message["result"]

@@ -83,10 +83,11 @@ def wire(names: RunNames):
 
 
 def test_fan_out_to_three_reader_processes(names, wire, procs):
+    until = ("--until", "300", "--idle", "60")  # a busy box may pause a reader for seconds
     readers = [
-        procs.standin("reader", names.instance, names.run, "cam", "0"),
-        procs.standin("reader", names.instance, names.run, "cam", "1", "--copy"),
-        procs.standin("reader", names.instance, names.run, "cam", "2"),
+        procs.standin("reader", names.instance, names.run, "cam", "0", *until),
+        procs.standin("reader", names.instance, names.run, "cam", "1", "--copy", *until),
+        procs.standin("reader", names.instance, names.run, "cam", "2", *until),
     ]
     for r in readers:
         ready(r)
@@ -104,7 +105,9 @@ def test_slow_reader_does_not_hold_back_writer_or_others(names, wire, procs):
     slow = procs.standin(
         "reader", names.instance, names.run, "cam", "0", "--copy", "--sleep", "1", "--frames", "3"
     )
-    fast = procs.standin("reader", names.instance, names.run, "cam", "1")
+    fast = procs.standin(
+        "reader", names.instance, names.run, "cam", "1", "--until", "200", "--idle", "60"
+    )
     ready(slow)
     ready(fast)
     writer = start_writer(procs, names, 200, "--fps", "100")
@@ -122,7 +125,7 @@ def test_slow_reader_does_not_hold_back_writer_or_others(names, wire, procs):
 
 
 def test_killed_reader_blocks_nobody(names, wire, procs):
-    victim, survivor = start_readers(procs, names, 2)
+    victim, survivor = start_readers(procs, names, 2, "--until", "300", "--idle", "60")
     writer = start_writer(procs, names, 300, "--fps", "100")
     ready(writer)
     victim.send_signal(signal.SIGKILL)
@@ -134,7 +137,7 @@ def test_writer_killed_mid_frame_never_tears_and_successor_carries_on(names, wir
     first = start_writer(procs, names, 10)
     ready(first)
     assert result(first)["last"] == 10
-    (reader,) = start_readers(procs, names, 1, "--idle", "5")
+    (reader,) = start_readers(procs, names, 1, "--until", "15", "--idle", "60")
     half = procs.standin("half-writer", names.instance, names.run, "cam", "--shape", SHAPE)
     assert ready(half)["seq"] == 11
     half.send_signal(signal.SIGKILL)

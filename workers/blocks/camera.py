@@ -215,9 +215,11 @@ class Camera(Block):
         self._decoder_how: str | None = None  # as last reported
         self._decode_problem: tuple[CodecParams, str] | None = None  # when no decoder opens
         self._want = Want.NOTHING
-        self._measured: tuple[float, int, int] | None = None  # (when, packets, bytes)
+        self._measured: tuple[float, int, int, int] | None = None  # when, packets, bytes,
+        # and packets the decoder dropped: at the start of the window
         self._settled = False  # the first window after connecting is over
         self._bit_rate: float | None = None
+        self._behind = False  # the decoder dropped packets in the last window: too slow
 
     def output_like(self, frames: list[np.ndarray]) -> tuple[tuple[int, ...], np.dtype]:
         width, height = self.size
@@ -281,6 +283,7 @@ class Camera(Block):
         self._feed = feed
         self._decoder = None
         self._measured = None
+        self._behind = False
         self.delivered_fps = None if self.source.live else feed.stream_fps
         self._report_delivery(feed)
         return feed
@@ -398,18 +401,19 @@ class Camera(Block):
         now = time.monotonic()
         if self._measured is None:
             if feed.packets:
-                self._measured = (now, feed.packets, feed.bytes)
+                self._measured = (now, feed.packets, feed.bytes, feed.dropped)
                 self._settled = False
             return
-        since, packets, size = self._measured
+        since, packets, size, dropped = self._measured
         window = MEASURE_SECONDS if self.delivered_fps is None else REMEASURE_SECONDS
         if now - since < window:
             return
-        self._measured = (now, feed.packets, feed.bytes)
+        self._measured = (now, feed.packets, feed.bytes, feed.dropped)
         if not self._settled:
             self._settled = True
             return
         self._bit_rate = (feed.bytes - size) * 8 / (now - since)
+        self._behind = (feed.dropped - dropped) * 100 > feed.packets - packets  # over 1 %
         if self.source.live:
             self.delivered_fps = (feed.packets - packets) / (now - since)
         self._report_delivery(feed)
@@ -430,6 +434,8 @@ class Camera(Block):
             decoding = self._decode_problem[1]
         elif self._decoder_how is not None and self._want is not Want.NOTHING:
             decoding += f" {self._decoder_how}"
+            if self._behind:
+                decoding += ", too slow for the stream: dropping groups of pictures"
         text = f"{size[0]}x{size[1]}{codec}{fps}{rate} ({asked}); {decoding}"
         if text != self._detail:
             self._detail = text

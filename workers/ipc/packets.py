@@ -58,25 +58,17 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import TypedDict
+from typing import TypedDict, cast
 
 import posix_ipc
 
 from . import _atomics
-from .names import SHM_DIR, RunNames
-from .segment import (
-    NoRoom,
-    Segment,
-    create_semaphore,
-    open_semaphore,
-    unlink_segment,
-    unlink_semaphore,
-)
+from .names import RunNames
+from .ring import LINE, PAGE, Ring, RingKind, RingOwner, align, ring_doorbells, wait_doorbell
+from .segment import Segment
 
 MAGIC = int.from_bytes(b"PLDPKTS\0", "little")
 LAYOUT_VERSION = 1
-PAGE = 4096
-LINE = 64
 PARAM_RECORDS = 4
 PARAM_BYTES = 8192
 """Room for one generation's parameters (as JSON), extradata included: SPS/PPS are tens
@@ -84,10 +76,8 @@ to hundreds of bytes; a few kilobytes covers any camera."""
 DEFAULT_INDEX_SLOTS = 4096
 """Packets the index remembers: over two minutes at 30 packets a second."""
 
-# Layout line (written once).
-_MAGIC, _VERSION, _INDEX_SLOTS, _DATA_BYTES, _READERS, _INDEX, _PARAMS, _DATA = (
-    8 * i for i in range(8)
-)
+# Layout line (written once; ring.py: magic, version).
+_INDEX_SLOTS, _DATA_BYTES, _READERS, _INDEX, _PARAMS, _DATA = (8 * i for i in range(2, 8))
 # The writer's line.
 _HEAD, _KEYFRAME, _RESERVED, _GENERATION, _WRITER_PID = (LINE + 8 * i for i in range(5))
 _READER_TABLE = 2 * LINE
@@ -161,19 +151,19 @@ class Layout:
 
     @property
     def index(self) -> int:
-        return _align(_READER_TABLE + LINE * self.readers, LINE)
+        return align(_READER_TABLE + LINE * self.readers, LINE)
 
     @property
     def params(self) -> int:
-        return _align(self.index + LINE * self.index_slots, PAGE)
+        return align(self.index + LINE * self.index_slots, PAGE)
 
     @property
     def data(self) -> int:
-        return _align(self.params + PARAM_BYTES * PARAM_RECORDS, PAGE)
+        return align(self.params + PARAM_BYTES * PARAM_RECORDS, PAGE)
 
     @property
     def total(self) -> int:
-        return self.data + _align(self.data_bytes, PAGE)
+        return self.data + align(self.data_bytes, PAGE)
 
     def reader(self, i: int) -> int:
         return _READER_TABLE + LINE * i
@@ -205,72 +195,41 @@ class PacketWireStats(TypedDict):
     readers: list[PacketReaderStats]
 
 
-def _align(n: int, to: int) -> int:
-    return (n + to - 1) // to * to
+_KIND = RingKind(
+    noun="packet wire",
+    magic=MAGIC,
+    version=LAYOUT_VERSION,
+    error=PacketWireError,
+    segment_name=RunNames.packets,
+    doorbell_name=RunNames.packet_doorbell,
+    no_room_advice="Keep fewer seconds of pre-roll, or give /dev/shm more space.",
+)
 
 
-class _Open:
-    """An attached packet wire: its segment, layout and names."""
+class _Open(Ring[Layout]):
+    """An attached packet wire, with its data ring as a view of its own."""
 
-    def __init__(self, names: RunNames, block: str, segment: Segment, layout: Layout):
-        self.names = names
-        self.block = block
-        self.segment = segment
-        self.mm = segment.mm
-        self.layout = layout
+    def __init__(
+        self, kind: RingKind, names: RunNames, block: str, segment: Segment, layout: Layout
+    ):
+        super().__init__(kind, names, block, segment, layout)
         self.data = memoryview(self.mm)[layout.data : layout.data + layout.data_bytes]
-
-    @property
-    def label(self) -> str:
-        return f"packet wire {self.block!r}"
-
-    def u64(self, offset: int) -> int:
-        return _atomics.load_relaxed(self.mm, offset)
 
     def close(self) -> None:
         self.data.release()
-        self.segment.close()
+        super().close()
+
+
+def _read_layout(u: Callable[[int], int]) -> Layout:
+    return Layout(u(_INDEX_SLOTS), u(_DATA_BYTES), u(_READERS))
 
 
 def _attach(names: RunNames, block: str) -> _Open:
-    name = names.packets(block)
-    try:
-        segment = Segment.attach(name)
-    except FileNotFoundError:
-        raise PacketWireError(
-            f"packet wire {block!r} does not exist ({SHM_DIR}{name} is missing):"
-            " is the daemon of this run still up?"
-        ) from None
-    except ValueError:
-        raise PacketWireError(f"packet wire {block!r} is not set up yet") from None
-    mm = segment.mm
-    if len(mm) < PAGE or _atomics.load_acquire(mm, _MAGIC) != MAGIC:
-        segment.close()
-        raise PacketWireError(f"{SHM_DIR}{name} is not a pipelined packet wire")
-    version = _atomics.load_relaxed(mm, _VERSION)
-    if version != LAYOUT_VERSION:
-        segment.close()
-        raise PacketWireError(
-            f"packet wire {block!r} has layout version {version}; this pipelined reads"
-            f" version {LAYOUT_VERSION}. Restart the daemon so that every worker runs one"
-            " version."
-        )
-
-    def u(offset: int) -> int:
-        return _atomics.load_relaxed(mm, offset)
-
-    layout = Layout(u(_INDEX_SLOTS), u(_DATA_BYTES), u(_READERS))
-    if len(mm) < layout.total:
-        segment.close()
-        raise PacketWireError(f"packet wire {block!r} is smaller than its layout says")
-    return _Open(names, block, segment, layout)
+    return _Open.attach(_KIND, names, block, _read_layout)
 
 
-class PacketWire:
+class PacketWire(RingOwner[Layout]):
     """The owner's handle (the daemon): creates the segment and doorbells, unlinks them."""
-
-    def __init__(self, wire: _Open):
-        self._w = wire
 
     @classmethod
     def create(
@@ -285,54 +244,23 @@ class PacketWire:
         if data_bytes < PAGE or readers < 0 or index_slots < 16:
             raise ValueError("a packet wire needs data_bytes >= 4096, readers >= 0, 16+ slots")
         layout = Layout(index_slots, data_bytes, readers)
-        bells = [names.packet_doorbell(block, i) for i in range(readers)]
-        try:
-            segment = Segment.create(names.packets(block), layout.total, group)
-        except NoRoom as exc:
-            raise PacketWireError(
-                f"no room in {SHM_DIR} for packet wire {block!r}: it needs {exc.needed:,}"
-                f" bytes and {exc.free:,} are free. Keep fewer seconds of pre-roll, or give"
-                " /dev/shm more space."
-            ) from None
-        try:
-            for bell in bells:
-                create_semaphore(bell, group)
-        except BaseException:
-            segment.close()
-            _unlink(segment.name, bells)
-            raise
-        mm = segment.mm
-        for offset, value in (
-            (_VERSION, LAYOUT_VERSION),
+        header = (
             (_INDEX_SLOTS, index_slots),
             (_DATA_BYTES, data_bytes),
             (_READERS, readers),
             (_INDEX, layout.index),
             (_PARAMS, layout.params),
             (_DATA, layout.data),
-        ):
-            _atomics.store_relaxed(mm, offset, value)
-        _atomics.store_release(mm, _MAGIC, MAGIC)  # last: attachers check it first
-        return cls(_Open(names, block, segment, layout))
-
-    @property
-    def layout(self) -> Layout:
-        return self._w.layout
+        )
+        return cls(Ring.create(_KIND, names, block, layout, header, group))
 
     def stats(self) -> PacketWireStats:
         """Packets and bytes written, and per reader slot the packets read, dropped, gaps."""
-        w = self._w
-        readers: list[PacketReaderStats] = []
-        for i in range(w.layout.readers):
-            base = w.layout.reader(i)
-            readers.append(
-                {
-                    "attached_pid": w.u64(base + _R_PID),
-                    "packets": w.u64(base + _R_PACKETS),
-                    "dropped": w.u64(base + _R_DROPPED),
-                    "gaps": w.u64(base + _R_GAPS),
-                }
-            )
+        w = self._ring
+        rows = w.reader_rows(
+            {"attached_pid": _R_PID, "packets": _R_PACKETS, "dropped": _R_DROPPED, "gaps": _R_GAPS}
+        )
+        readers = cast(list[PacketReaderStats], rows)
         return {
             "packets": w.u64(_HEAD),
             "bytes": w.u64(_RESERVED),
@@ -341,30 +269,13 @@ class PacketWire:
             "readers": readers,
         }
 
-    def unlink(self) -> None:
-        w = self._w
-        bells = [w.names.packet_doorbell(w.block, i) for i in range(w.layout.readers)]
-        _unlink(w.names.packets(w.block), bells)
-
-    def close(self) -> None:
-        self._w.close()
-
-
-def _unlink(segment: str, semaphores: list[str]) -> None:
-    unlink_segment(segment)
-    for name in semaphores:
-        unlink_semaphore(name)
-
 
 class PacketWriter:
     """The one process that writes a packet wire (the camera, or an encoder)."""
 
     def __init__(self, names: RunNames, block: str):
         self._w = _attach(names, block)
-        layout = self._w.layout
-        self._bells = [
-            open_semaphore(names.packet_doorbell(block, i)) for i in range(layout.readers)
-        ]
+        self._bells = self._w.open_doorbells()
         mm = self._w.mm
         self._next = _atomics.load_acquire(mm, _HEAD) + 1  # a successor carries on
         self._reserved = _atomics.load_relaxed(mm, _RESERVED)
@@ -437,10 +348,7 @@ class PacketWriter:
         if keyframe:
             _atomics.store_release(mm, _KEYFRAME, n)
         self._next = n + 1
-        _atomics.fence_full()  # the head store before the doorbell loads (see the top)
-        for bell in self._bells:
-            if bell.value == 0:
-                bell.release()
+        ring_doorbells(self._bells)
         return n
 
     def close(self) -> None:
@@ -502,16 +410,9 @@ class PacketReader:
         after_copy: Callable[[], None] | None = None,
     ):
         self._w = _attach(names, block)
-        layout = self._w.layout
-        if not 0 <= reader < layout.readers:
-            self._w.close()
-            raise PacketWireError(
-                f"{self._w.label} has reader slots 0..{layout.readers - 1}, not {reader}"
-            )
-        self._bell: posix_ipc.Semaphore | None = open_semaphore(
-            names.packet_doorbell(block, reader)
-        )
-        self._row = layout.reader(reader)
+        self._bell: posix_ipc.Semaphore | None = self._w.take_reader_slot(reader)
+        self._reader = reader
+        self._row = self._w.layout.reader(reader)
         self._after_copy = after_copy
         mm = self._w.mm
         key, head = _atomics.load_acquire(mm, _KEYFRAME), _atomics.load_acquire(mm, _HEAD)
@@ -521,7 +422,6 @@ class PacketReader:
         self.packets = 0
         self.dropped = 0  # packets skipped: lapped, or waiting for a keyframe after a gap
         self.gaps = 0  # times the reader was lapped and jumped ahead
-        _atomics.store_relaxed(self._w.mm, self._row + _R_PID, os.getpid())
 
     # -- positioning ---------------------------------------------------------------------
 
@@ -589,18 +489,10 @@ class PacketReader:
             packet = self._take()
             if packet is not None:
                 return packet
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return None
             if self._bell is None:
                 raise PacketWireError(f"{self._w.label}: read after close()")
-            try:
-                self._bell.acquire(remaining)
-                _atomics.fence_full()  # our doorbell's decrement before the head load
-            except posix_ipc.BusyError:
-                return self._take()
-            except posix_ipc.SignalError:
-                pass  # a signal handler ran; look again
+            if not wait_doorbell(self._bell, deadline):
+                return self._take()  # one last look at the deadline
 
     def _take(self) -> Packet | None:
         w = self._w
@@ -698,7 +590,5 @@ class PacketReader:
 
     def close(self) -> None:
         if self._bell is not None:
-            _atomics.store_relaxed(self._w.mm, self._row + _R_PID, 0)
-            self._bell.close()
+            self._w.leave_reader_slot(self._reader, self._bell)
             self._bell = None
-            self._w.close()

@@ -41,7 +41,8 @@ each side, both may read the other's old value (store buffers: on ARM, and on x8
 the writer sees the count still at one and does not post, the reader sees the old head
 and sleeps with a frame waiting, until its timeout. ``fence_full`` (``dmb ish``, ``mfence``)
 after the writer's head store and after the reader's wait rules that out: in any order
-of the two fences, one side sees the other's store. packets.py's doorbells do the same.
+of the two fences, one side sees the other's store. Both halves live in ring.py
+(``ring_doorbells``, ``wait_doorbell``), for the packet wire's doorbells too.
 
 The segment and its doorbells are made by ``segment``: 0600 (0660 with a group), memory
 reserved up front, so a full /dev/shm is an error when the wire is made and never a
@@ -58,31 +59,22 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 import numpy as np
 import numpy.typing as npt
 import posix_ipc
 
 from . import _atomics
-from .names import SHM_DIR, RunNames
-from .segment import (
-    NoRoom,
-    Segment,
-    create_semaphore,
-    open_semaphore,
-    unlink_segment,
-    unlink_semaphore,
-)
+from .names import RunNames
+from .ring import LINE, PAGE, Ring, RingKind, RingOwner, align, ring_doorbells, wait_doorbell
 
 MAGIC = int.from_bytes(b"PLDWIRE\0", "little")
 LAYOUT_VERSION = 1
 MAX_DIMS = 4
-PAGE = 4096
-LINE = 64  # one cache line per independently written record
 
-# Header word offsets (bytes). Line 0: the layout, written once.
-_MAGIC, _VERSION, _SLOTS, _SLOT_BYTES, _READERS, _STRIDE, _DATA = (8 * i for i in range(7))
+# Header word offsets (bytes). Line 0: the layout, written once (ring.py: magic, version).
+_SLOTS, _SLOT_BYTES, _READERS, _STRIDE, _DATA = (8 * i for i in range(2, 7))
 # Line 1: the writer.
 _HEAD, _WRITER_PID = LINE, LINE + 8
 # Then one line per reader, then one line per slot.
@@ -103,10 +95,6 @@ class WireError(Exception):
 
 class FrameTooLarge(WireError):
     """A frame bigger than the wire's slots."""
-
-
-def _align(n: int, to: int) -> int:
-    return (n + to - 1) // to * to
 
 
 _FrameKey = tuple[tuple[int, ...], np.dtype[Any]]
@@ -140,11 +128,11 @@ class Layout:
 
     @property
     def data(self) -> int:
-        return _align(self.slot_table + LINE * self.slots, PAGE)
+        return align(self.slot_table + LINE * self.slots, PAGE)
 
     @property
     def stride(self) -> int:
-        return _align(max(self.slot_bytes, 1), PAGE)
+        return align(max(self.slot_bytes, 1), PAGE)
 
     @property
     def total(self) -> int:
@@ -187,65 +175,27 @@ class Frame:
         return _atomics.load_relaxed(self._mm, self._seq_offset) == 2 * self.seq
 
 
-class _Mapping:
-    """An open wire: its segment, layout, and the names of its parts."""
-
-    def __init__(self, names: RunNames, block: str, segment: Segment, layout: Layout):
-        self.names = names
-        self.block = block
-        self.segment = segment
-        self.mm = segment.mm
-        self.layout = layout
-
-    @property
-    def label(self) -> str:
-        return f"wire {self.block!r}"
-
-    def u64(self, offset: int) -> int:
-        return _atomics.load_relaxed(self.mm, offset)
-
-    def close(self) -> None:
-        self.segment.close()
+_KIND = RingKind(
+    noun="wire",
+    magic=MAGIC,
+    version=LAYOUT_VERSION,
+    error=WireError,
+    segment_name=RunNames.wire,
+    doorbell_name=RunNames.doorbell,
+    no_room_advice="Make frames smaller, use fewer slots, or give /dev/shm more space.",
+)
 
 
-def _open_segment(names: RunNames, block: str) -> _Mapping:
-    name = names.wire(block)
-    try:
-        segment = Segment.attach(name, populate=True)
-    except FileNotFoundError:
-        raise WireError(
-            f"wire {block!r} does not exist ({SHM_DIR}{name} is missing):"
-            " is the daemon of this run still up?"
-        ) from None
-    except ValueError:
-        raise WireError(f"wire {block!r} is not set up yet (0 bytes)") from None
-    mm = segment.mm
-    if len(mm) < PAGE or _atomics.load_acquire(mm, _MAGIC) != MAGIC:
-        segment.close()
-        raise WireError(f"{SHM_DIR}{name} is not a pipelined wire, or not set up yet")
-    version = _atomics.load_relaxed(mm, _VERSION)
-    if version != LAYOUT_VERSION:
-        segment.close()
-        raise WireError(
-            f"wire {block!r} has layout version {version}; this pipelined reads version"
-            f" {LAYOUT_VERSION}. Restart the daemon so that every worker runs one version."
-        )
-
-    def u(offset: int) -> int:
-        return _atomics.load_relaxed(mm, offset)
-
-    layout = Layout(slots=u(_SLOTS), slot_bytes=u(_SLOT_BYTES), readers=u(_READERS))
-    if len(mm) < layout.total:
-        segment.close()
-        raise WireError(f"wire {block!r} is {len(mm)} bytes, its layout needs {layout.total}")
-    return _Mapping(names, block, segment, layout)
+def _read_layout(u: Callable[[int], int]) -> Layout:
+    return Layout(slots=u(_SLOTS), slot_bytes=u(_SLOT_BYTES), readers=u(_READERS))
 
 
-class Wire:
+def _attach(names: RunNames, block: str) -> Ring[Layout]:
+    return Ring.attach(_KIND, names, block, _read_layout, populate=True)
+
+
+class Wire(RingOwner[Layout]):
     """The owner's handle: creates the segment and the doorbells, and unlinks them."""
-
-    def __init__(self, mapping: _Mapping):
-        self._m = mapping
 
     @classmethod
     def create(
@@ -261,63 +211,28 @@ class Wire:
         if slot_bytes <= 0 or readers < 0 or slots < 2:
             raise ValueError("a wire needs slot_bytes > 0, readers >= 0 and at least 2 slots")
         layout = Layout(slots, slot_bytes, readers)
-        bells = [names.doorbell(block, i) for i in range(readers)]
-        try:
-            segment = Segment.create(names.wire(block), layout.total, group)
-        except NoRoom as exc:
-            raise WireError(
-                f"no room in {SHM_DIR} for wire {block!r}: it needs {exc.needed:,} bytes and"
-                f" {exc.free:,} are free. Make frames smaller, use fewer slots, or give"
-                " /dev/shm more space."
-            ) from None
-        try:
-            for bell in bells:
-                create_semaphore(bell, group)
-        except BaseException:
-            segment.close()
-            _unlink(segment.name, bells)
-            raise
-        mm = segment.mm
-        for offset, value in (
-            (_VERSION, LAYOUT_VERSION),
+        header = (
             (_SLOTS, slots),
             (_SLOT_BYTES, slot_bytes),
             (_READERS, readers),
             (_STRIDE, layout.stride),
             (_DATA, layout.data),
-        ):
-            _atomics.store_relaxed(mm, offset, value)
-        _atomics.store_release(mm, _MAGIC, MAGIC)  # last: attachers check it first
-        return cls(_Mapping(names, block, segment, layout))
-
-    @property
-    def layout(self) -> Layout:
-        return self._m.layout
+        )
+        return cls(Ring.create(_KIND, names, block, layout, header, group))
 
     def stats(self) -> WireStats:
         """Frames written, and per reader index the frames read and dropped."""
-        m = self._m
-        readers: list[ReaderStats] = []
-        for i in range(m.layout.readers):
-            base = m.layout.reader(i)
-            readers.append(
-                {
-                    "attached_pid": m.u64(base + _R_PID),
-                    "frames": m.u64(base + _R_FRAMES),
-                    "dropped": m.u64(base + _R_DROPPED),
-                    "lapped": m.u64(base + _R_LAPPED),
-                }
-            )
+        m = self._ring
+        rows = m.reader_rows(
+            {
+                "attached_pid": _R_PID,
+                "frames": _R_FRAMES,
+                "dropped": _R_DROPPED,
+                "lapped": _R_LAPPED,
+            }
+        )
+        readers = cast(list[ReaderStats], rows)
         return {"frames": m.u64(_HEAD), "writer_pid": m.u64(_WRITER_PID), "readers": readers}
-
-    def unlink(self) -> None:
-        """Remove the segment and its doorbells; processes that have them mapped keep them."""
-        m = self._m
-        bells = [m.names.doorbell(m.block, i) for i in range(m.layout.readers)]
-        _unlink(m.names.wire(m.block), bells)
-
-    def close(self) -> None:
-        self._m.close()
 
 
 def _running(pid: int) -> bool:
@@ -333,13 +248,6 @@ def _running(pid: int) -> bool:
     return True
 
 
-def _unlink(segment: str, semaphores: list[str]) -> None:
-    """Unlink what exists of a wire; a part already gone is no error (another got there)."""
-    unlink_segment(segment)
-    for name in semaphores:
-        unlink_semaphore(name)
-
-
 class WireWriter:
     """The one process that writes a wire (the block that owns it).
 
@@ -347,9 +255,9 @@ class WireWriter:
     """
 
     def __init__(self, names: RunNames, block: str):
-        self._m = _open_segment(names, block)
+        self._m = _attach(names, block)
         layout = self._m.layout
-        self._bells = [open_semaphore(names.doorbell(block, i)) for i in range(layout.readers)]
+        self._bells = self._m.open_doorbells()
         self._next = _atomics.load_acquire(self._m.mm, _HEAD) + 1
         self._loaned: int | None = None
         self._described: list[tuple[_FrameKey, np.ndarray] | None] = [None] * layout.slots
@@ -408,10 +316,7 @@ class WireWriter:
         _atomics.store_release(m.mm, _HEAD, f)
         self._loaned = None
         self._next = f + 1
-        _atomics.fence_full()  # the head store before the doorbell loads (see the top)
-        for bell in self._bells:
-            if bell.value == 0:
-                bell.release()
+        ring_doorbells(self._bells)
         return f
 
     def write(self, frame: np.ndarray, timestamp_ns: int | None = None) -> int:
@@ -463,22 +368,16 @@ class WireReader:
     ):
         """``after_copy`` is a hook for tests: called after a frame's pixels were taken and
         before they are checked, it lets a test make the writer lap the reader there."""
-        self._m = _open_segment(names, block)
-        layout = self._m.layout
-        if not 0 <= reader < layout.readers:
-            self._m.close()
-            raise WireError(
-                f"{self._m.label} has reader slots 0..{layout.readers - 1}, not {reader}"
-            )
-        self._bell: posix_ipc.Semaphore | None = open_semaphore(names.doorbell(block, reader))
-        self._row = layout.reader(reader)
+        self._m = _attach(names, block)
+        self._bell: posix_ipc.Semaphore | None = self._m.take_reader_slot(reader)
+        self._reader = reader
+        self._row = self._m.layout.reader(reader)
         self._last = 0
         self._views: dict[tuple[int, bytes], np.ndarray | None] = {}
         self._after_copy = after_copy
         self.frames = 0
         self.dropped = 0
         self.lapped = 0  # frames the writer overwrote while this reader took them
-        _atomics.store_relaxed(self._m.mm, self._row + _R_PID, os.getpid())
 
     def read(self, timeout: float | None = None) -> Frame | None:
         """The newest frame as a zero-copy view, waiting up to ``timeout`` s (None: forever)."""
@@ -494,18 +393,10 @@ class WireReader:
             frame = self._take(copy, deadline)
             if frame is not None:
                 return frame
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return None
             if self._bell is None:
                 raise WireError(f"{self._m.label}: read after close()")
-            try:
-                self._bell.acquire(remaining)
-                _atomics.fence_full()  # our doorbell's decrement before the head load
-            except posix_ipc.BusyError:
-                return self._take(copy, time.monotonic())
-            except posix_ipc.SignalError:
-                pass  # a signal handler ran; look again (and let it act)
+            if not wait_doorbell(self._bell, deadline):
+                return self._take(copy, time.monotonic())  # one last look at the deadline
 
     def _take(self, copy: bool, deadline: float | None) -> Frame | None:
         """The newest frame if there is one we have not had, else None. Never torn.
@@ -595,7 +486,5 @@ class WireReader:
     def close(self) -> None:
         if self._bell is not None:
             self._views.clear()
-            _atomics.store_relaxed(self._m.mm, self._row + _R_PID, 0)
-            self._bell.close()
+            self._m.leave_reader_slot(self._reader, self._bell)
             self._bell = None
-            self._m.close()

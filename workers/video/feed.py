@@ -10,7 +10,9 @@ The thread opens the source, then takes every packet as it arrives and
   wants (``want``): nothing, keyframes, or everything from a keyframe on. It keeps the
   packets since the last keyframe, so that decoding can start at once when a reader
   comes, rather than at the next keyframe. A decoder that falls behind a live source
-  loses whole groups of pictures, never one packet in the middle of one.
+  loses whole groups of pictures, never one packet in the middle of one: when a
+  keyframe arrives while a quarter of the last group still waits, what waits goes and
+  it goes on from the keyframe.
 
 Everything the thread learns (opened, failed, how many packets) it leaves in attributes
 for the camera's thread to read; it never calls into the block or the runtime. After
@@ -56,6 +58,18 @@ class Item:
     keyframe: bool
 
 
+BEHIND = 0.25
+"""The part of a group of pictures still waiting for the decoder when the next keyframe
+arrives past which it is dropped: a decoder that only lost a moment (a busy box, a burst
+from the network) catches up; one too slow for the stream is never more than about a
+group and a quarter late."""
+
+
+def behind(waiting: int, group: int) -> bool:
+    """Whether a decoder with ``waiting`` packets when a group of ``group`` ends is behind."""
+    return waiting > 0 and waiting >= BEHIND * group
+
+
 class _Handoff:
     """Packets from the feed's thread to the decoder's, in order."""
 
@@ -78,6 +92,14 @@ class _Handoff:
             self._items.extend(items)
             self._ready.notify_all()
             return True
+
+    def restart(self, item: Item) -> None:
+        """Drop what waits and queue ``item``, a keyframe: the decoder goes on from there."""
+        with self._ready:
+            self.dropped += len(self._items)
+            self._items.clear()
+            self._items.append(item)
+            self._ready.notify_all()
 
     def clear(self) -> None:
         with self._ready:
@@ -368,6 +390,7 @@ class Feed:
 
     def _offer(self, item: Item) -> None:
         """The packet to the decoder, if it wants it; whole groups of pictures only."""
+        last_gop = len(self._gop)
         if item.keyframe:
             self._gop = [item]
         elif len(self._gop) < GOP_LIMIT:
@@ -382,6 +405,12 @@ class Feed:
             if head is not None and head is not self._given:
                 self._given = head
                 self._handoff.put([head], self._stop, wait=not self.live)
+            return
+        if self._synced and item.keyframe and self.live and behind(len(self._handoff), last_gop):
+            # A new group of pictures begins while much of the last still waits: the
+            # decoder is too slow for the source. Rather than fall further behind, it
+            # goes on from this keyframe.
+            self._handoff.restart(item)
             return
         if self._synced:
             batch = [item]

@@ -27,6 +27,9 @@ class Want(enum.Enum):
     EVERYTHING = 2
 
 
+BACKLOG_UNKNOWN = 1 << 30
+"""Before the first frame any backlog counts as catching up: the first frame converted is
+the newest of those waiting."""
 KEYFRAMES_ENOUGH = 1.1
 """Keyframes are enough when one comes at most 10% later than ``1 / decode_fps``."""
 
@@ -45,10 +48,12 @@ class DecodePolicy:
         self.rate = min(fps, decode_fps) if decode_fps else fps
         self.live = live
         self._pacer = Pacer(self.rate, clock)
+        self._backlog = BACKLOG_UNKNOWN  # packets waiting at the last convert_now
 
     def want(self, readers: bool, keyframe_interval: float | None, intra_only: bool) -> Want:
         """What to decode now: ``readers`` says whether anyone takes the frames."""
         if not readers:
+            self._backlog = BACKLOG_UNKNOWN  # when decoding starts again, it catches up
             return Want.NOTHING
         if not self.decode_fps:
             return Want.EVERYTHING
@@ -70,15 +75,20 @@ class DecodePolicy:
     def convert_now(self, want: Want, backlog: int) -> bool:
         """Whether to turn this decoded frame into the camera's output.
 
-        Not while a newer one waits (a live source: the newest is what counts); a file
-        without ``decode_fps`` gives every frame, paced where it is read.
+        A live source: not while the decoder catches up (newer packets wait, fewer than
+        last time: the newest is what counts); but a decoder that cannot catch up (as
+        many wait each time, or more: a box too busy for the stream) still converts a
+        frame when one is due, or it would never give one. A file without
+        ``decode_fps`` gives every frame, paced where it is read.
         """
         if want is Want.KEYFRAMES:
             return True  # decode_now chose it
-        if self.live and backlog:
-            return False
         if not self.live and not self.decode_fps:
             return True
+        catching_up = self.live and 0 < backlog < self._backlog
+        self._backlog = backlog
+        if catching_up:
+            return False
         return self._pacer.due()
 
     def describe(self, want: Want, keyframe_interval: float | None) -> str:
