@@ -140,8 +140,10 @@ def until(b: RunningDaemon, a: RunningDaemon, check: Any, timeout: float, what: 
     try:
         return b.until(check, timeout, what)
     except AssertionError as exc:
+        wires = {"a": a.status()["remote_wires"], "b": b.status()["remote_wires"]}
         raise AssertionError(
-            f"{exc}\n--- the end of box a's log ---\n{a.log_text()[-4000:]}"
+            f"{exc}\n--- remote wires: {wires}\n--- the end of box a's log ---\n"
+            f"{a.log_text()[-4000:]}"
         ) from None
 
 
