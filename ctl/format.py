@@ -248,7 +248,40 @@ def status(
         parts += ["", packet_wires(obj["packet_wires"], width)]
     if obj.get("remote_wires"):
         parts += ["", remote_wires(obj["remote_wires"], width)]
+    told = outlets(obj)
+    if told:
+        parts += ["", told]
     return "\n".join(parts)
+
+
+def outlets(obj: dict[str, Any]) -> str:
+    """What leaves the box: the event store, MQTT, webhooks; one line each, and why not."""
+    lines = []
+    events = obj.get("events")
+    if isinstance(events, dict):
+        where = clean(events["store"]) if events.get("store") else "not kept"
+        problem = f" ({clean(events['store_problem'])})" if events.get("store_problem") else ""
+        lost = f", {events['not_stored']} not stored" if events.get("not_stored") else ""
+        lines.append(f"events   {where}{problem}: {_text(events.get('open'))} open{lost}")
+    mqtt = obj.get("mqtt")
+    if isinstance(mqtt, dict):
+        how = (
+            "connected" if mqtt.get("connected") else f"not connected: {clean(mqtt.get('reason'))}"
+        )
+        lines.append(
+            f"mqtt     {clean(mqtt.get('broker'))} {how}; {_text(mqtt.get('sent'))} sent,"
+            f" {_text(mqtt.get('queued'))} queued, {_text(mqtt.get('dropped'))} dropped"
+            f" (prefix {clean(mqtt.get('prefix'))})"
+        )
+    for hook in obj.get("webhooks") or []:
+        if isinstance(hook, dict):
+            why = f"; {clean(hook['reason'])}" if hook.get("reason") else ""
+            lines.append(
+                f"webhook  {clean(hook.get('url'))} {_text(hook.get('sent'))} sent,"
+                f" {_text(hook.get('failed'))} failed, {_text(hook.get('queued'))} queued,"
+                f" {_text(hook.get('dropped'))} dropped{why}"
+            )
+    return "\n".join(lines)
 
 
 def _per_reader(counts: Any) -> str:
@@ -257,6 +290,11 @@ def _per_reader(counts: Any) -> str:
             return DASH
         return " ".join(f"{clean(reader)}:{_text(count)}" for reader, count in counts.items())
     return _text(counts)
+
+
+def _readers(wire: dict) -> str:
+    readers = wire.get("readers") or []
+    return ", ".join(clean(r) for r in readers) if readers else DASH
 
 
 def wires(wire_list: Any, width: int | None = None) -> str:
@@ -271,12 +309,11 @@ def wires(wire_list: Any, width: int | None = None) -> str:
     for w in wire_list or []:
         if not isinstance(w, dict):
             continue
-        readers = w.get("readers") or []
         rows.append(
             [
                 _text(w.get("name")),
                 _text(w.get("writer")),
-                ", ".join(clean(r) for r in readers) if readers else DASH,
+                _readers(w),
                 _text(w.get("frames")),
                 _per_reader(w.get("missed")),
                 _per_reader(w.get("skipped")),
@@ -291,11 +328,10 @@ def packet_wires(wire_list: Any, width: int | None = None) -> str:
     for w in wire_list or []:
         if not isinstance(w, dict):
             continue
-        readers = w.get("readers") or []
         rows.append(
             [
                 _text(w.get("name")),
-                ", ".join(clean(r) for r in readers) if readers else DASH,
+                _readers(w),
                 _text(w.get("packets")),
                 size(w.get("bytes")),
                 _per_reader(w.get("missed")),
@@ -461,3 +497,56 @@ def _local(seconds: float | None) -> str:
     if seconds is None:
         return DASH
     return datetime.datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def events(entries: list[Any], store: Any = None) -> str:
+    """The `pipectl events` table: local start, block, kind, length (or open), score, clip."""
+    rows: list[list[str]] = []
+    for e in entries:
+        if not isinstance(e, dict):
+            continue
+        start, end = _number(e.get("start")), _number(e.get("end"))
+        if end is None:
+            length = "open"
+        else:
+            length = _length(end - start if start is not None else None)
+            length += " (cut)" if e.get("interrupted") else ""
+        rows.append(
+            [_local(start), _text(e.get("block")), _text(e.get("kind")), length,
+             _score(e.get("score")), _clip(e), _text(e.get("id"))]
+        )  # fmt: skip
+    if not rows:
+        return "no events" + ("" if store else " (the daemon keeps no event store)")
+    return table(["START (local time)", "BLOCK", "KIND", "LENGTH", "SCORE", "CLIP", "ID"], rows)
+
+
+def event_line(change: str, e: dict[str, Any]) -> str:
+    """One change of `pipectl events -f`: the time it happened, then what."""
+    moment = e.get("end") if change == "end" else e.get("start")
+    parts = [_local(_number(moment)), _text(e.get("block")), _text(e.get("kind")), change,
+             f"score {_score(e.get('score'))}", _text(e.get("id"))]  # fmt: skip
+    if (
+        change == "end"
+        and _number(e.get("end")) is not None
+        and _number(e.get("start")) is not None
+    ):
+        parts.insert(4, _length(e["end"] - e["start"]))
+    clip = _clip(e)
+    if clip != DASH:
+        parts.append(f"clip {clip}")
+    if e.get("snapshot") and change == "start":
+        parts.append(f"snapshot {clean(e['snapshot'])}")
+    return "  ".join(parts)
+
+
+def _score(value: Any) -> str:
+    number = _number(value)
+    return DASH if number is None else f"{number:.3g}"
+
+
+def _clip(e: dict[str, Any]) -> str:
+    clips = [c for c in e.get("clips") or [] if isinstance(c, dict)]
+    if not clips:
+        return DASH
+    name = clean(str(clips[-1].get("path", "")).rsplit("/", 1)[-1])
+    return name + (f" (+{len(clips) - 1})" if len(clips) > 1 else "")

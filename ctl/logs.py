@@ -7,8 +7,10 @@ with systemd-python's ``journal.Reader`` rather than by running journalctl. It n
 daemon: the lines of a block whose daemon is stopped, or crashed, are still there.
 
 Reading the system journal needs root or the ``adm`` / ``systemd-journal`` group; a
-user without them sees no entries, and is told so. A daemon run in a terminal logs to
-its stderr, not to the journal: there is nothing to read here for it.
+user without them sees no entries, so one who finds none and may not read the system
+journal's files is told that, and which group to join, instead of "no lines" (exit 1).
+A daemon run in a terminal logs to its stderr, not to the journal: there is nothing to
+read here for it.
 
 Exit status, as every verb's (docs/design.md): 1 when there is no journal on this box
 (no systemd-journald; ``-D DIR`` without journal files), so ``-f`` never waits for lines
@@ -21,8 +23,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import glob
 import json
 import os
+import pwd
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -39,6 +43,8 @@ FOLLOW_WAIT = 1.0
 JOURNALD_SOCKET = "/run/systemd/journal/socket"
 """Where systemd-journald listens: without it, nothing is ever written to a journal here."""
 ASK_TIMEOUT = 3.0
+SYSTEM_JOURNALS = ("/var/log/journal/*/system.journal", "/run/log/journal/*/system.journal")
+"""The system journal's active files: persistent, or volatile when /var/log/journal is not."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -114,6 +120,25 @@ def no_journal(directory: str | None) -> str | None:
     )
 
 
+def not_allowed() -> str | None:
+    """Why this user reads none of the system journal (where the system daemon logs), or
+    None when they may, or when there is no system journal file to judge by."""
+    if os.geteuid() == 0:
+        return None
+    files = [f for pattern in SYSTEM_JOURNALS for f in glob.glob(pattern)]
+    if not files or any(os.access(f, os.R_OK) for f in files):
+        return None
+    try:
+        user = pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        user = str(os.geteuid())
+    return (
+        f"you ({user}) may not read the system journal, where the system daemon logs:"
+        " that needs root, or membership of the systemd-journal group (or adm):"
+        f" sudo usermod -aG systemd-journal {user}, then log in again"
+    )
+
+
 def has_entries(reader: Any) -> bool:
     """Whether any entry matches; the reader is left at the end."""
     reader.seek_tail()
@@ -178,6 +203,10 @@ def run(ns: argparse.Namespace, path: Path, out: TextIO) -> int:
         return 1
     with reader:
         if not has_entries(reader):
+            refused = None if ns.directory else not_allowed()
+            if refused is not None:
+                print(f"pipectl logs: {refused}", file=sys.stderr)
+                return 1
             none = f"the journal has no lines of block {ns.block!r} of instance {instance!r}"
             why_not = ask_daemon(path, ns.block, getattr(ns, "timeout", ASK_TIMEOUT))
             if why_not is not None and (ns.follow is False or NO_SUCH_BLOCK in why_not):

@@ -5,6 +5,7 @@
     pipectl stop red && pipectl start red
     pipectl graph --dot | dot -Tsvg > graph.svg
     pipectl recordings cam --since -1h
+    pipectl events motion -f
     pipectl export cam --since 14:00 --until 14:05 clip.mp4
 
 Exit codes, one rule for every verb (docs/design.md): 0 done, 1 refused, failed or not
@@ -28,7 +29,7 @@ from typing import Any, TextIO
 
 from pipelined.workers.ipc.names import DEFAULT_INSTANCE
 
-from . import argtypes, logs, when
+from . import argtypes, events, logs, when
 from . import format as fmt
 from .client import Client, DaemonUnreachable
 from .protocol import (
@@ -110,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("block", type=argtypes.block, metavar="BLOCK")
     _time_range(export, required=True)
     export.add_argument("file", type=Path, metavar="FILE", help="FILE.mp4 (or .mov, .mkv)")
+    events.add_arguments(verb("events", events.HELP), argtypes.block, _when)
     return parser
 
 
@@ -318,6 +320,7 @@ VERBS: dict[str, Callable[[argparse.Namespace, Path, TextIO], int]] = {
     "logs": logs.run,
     "recordings": _run_recordings,
     "export": _run_export,
+    "events": events.run,
 }
 
 

@@ -22,6 +22,8 @@ from pipelined.ctl.protocol import FAILED, CommandError
 from . import banner, commands, limits
 from . import systemd as sd
 from .control import ControlServer
+from .events.hub import EventHub
+from .events.outlets import Outlets
 from .graph import Graph, GraphError, load_graph
 from .supervisor import ReloadError, Supervisor
 
@@ -44,10 +46,14 @@ class Daemon:
         group: int | None = None,
         http: Listener | None = None,
         token: Token | None = None,
+        state_dir: Path | None = None,
     ):
+        self.hub = EventHub(graph, state_dir)
         # The token opens the page, and the previews that set none of their own.
         preview_token = token.value if token is not None else None
-        self.supervisor = Supervisor(graph, instance, group, preview_token=preview_token)
+        self.supervisor = Supervisor(
+            graph, instance, group, preview_token=preview_token, hub=self.hub
+        )
         self.token = token
         self.socket_path = socket_path
         self.listen_sock = listen_sock
@@ -56,6 +62,7 @@ class Daemon:
         self.web: WebServer | None = None
         self.control: ControlServer | None = None
         self.notifier = sd.Notifier()
+        self.outlets = Outlets(self)  # MQTT and webhooks, as the graph asks
         self._stop = asyncio.Event()
 
     async def serve(self) -> None:
@@ -67,6 +74,7 @@ class Daemon:
         notifying: asyncio.Task[None] | None = None
         announcing: asyncio.Task[None] | None = None
         try:
+            await self.hub.open_store()
             self.control = ControlServer(
                 commands.table(self), instance=self.supervisor.names.instance, group=self.group
             )
@@ -83,6 +91,8 @@ class Daemon:
                     limits.http_connections(len(self.supervisor.blocks), self.control.max_clients)
                 )
                 banner.page(self.http.url, self.token)
+                self.hub.page_url = self.http.url.rstrip("/")
+            self.outlets.start(self.supervisor.graph)
             await self.supervisor.run()
             log.info("started %d blocks", len(self.supervisor.blocks))
             notifying = asyncio.create_task(self.notifier.run(self.supervisor))
@@ -99,6 +109,7 @@ class Daemon:
             if self.control is not None:
                 await self.control.close()
             await self.supervisor.close()
+            await self.hub.close()
 
     async def reload(self) -> dict[str, Any]:
         """Re-read the graph file; a file that fails to load leaves the running graph alone."""
@@ -111,7 +122,9 @@ class Daemon:
         try:
             try:
                 graph = await asyncio.to_thread(load_graph, path, self.supervisor.graph.state_dir)
-                return await self.supervisor.reload(graph)
+                result = await self.supervisor.reload(graph)
+                await self.outlets.reload(graph)
+                return result
             except (GraphError, ReloadError) as exc:
                 raise CommandError(
                     FAILED, f"the graph was not reloaded; the running graph carries on:\n{exc}"

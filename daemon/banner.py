@@ -71,7 +71,7 @@ def page(url: str, token: Token | None) -> None:
     if token is None or token.made:
         shown, how = (url if token is None else token.in_url(url)), ""
     else:
-        shown, how = url, f" (its token: ${TOKEN_ENV} or --http-token-file)"
+        shown, how = url, f" (its token: {token.source or f'${TOKEN_ENV} or --http-token-file'})"
     say(f"page {shown}{how}, metrics {url}metrics")
 
 

@@ -32,6 +32,7 @@ import copy
 import difflib
 import math
 import os
+import sys
 import tomllib
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -64,6 +65,15 @@ from pipelined.workers.net.settings import (
 from pipelined.workers.registry import BlockTypeError
 from pipelined.workers.video.options import EncodeOptions, parse_encode
 
+from .events.config import (
+    EventsConfig,
+    MqttConfig,
+    WebhooksConfig,
+    parse_events,
+    parse_mqtt,
+    parse_webhooks,
+    shown_url,
+)
 from .probe import RemoteBlock, UserCodeError, UserTypes
 
 BlockType = type[Block] | RemoteBlock
@@ -128,7 +138,7 @@ BLOCK_KEYS = {
 }
 """The keys every block has besides its type's parameters (and the [supervisor] keys)."""
 COMMON_KEYS = (*BLOCK_KEYS, *SUPERVISOR_KEYS)
-TOP_KEYS = ["supervisor", "blocks", "zenoh"]
+TOP_LEVEL_KEYS = ("supervisor", "blocks", "events", "mqtt", "webhooks", "zenoh")
 
 
 @dataclass(frozen=True)
@@ -167,6 +177,9 @@ class Graph:
     blocks: dict[str, BlockSpec]
     state_dir: Path | None = None
     """Where relative ``state_path`` parameters were put; a reload uses the same."""
+    events: EventsConfig = field(default_factory=EventsConfig)
+    mqtt: MqttConfig | None = None
+    webhooks: WebhooksConfig | None = None
 
     def readers(self, name: str) -> list[str]:
         """The blocks that read ``name``'s frame wire, in graph order."""
@@ -274,6 +287,17 @@ def describe(graph: Graph) -> str:
             lines.append(f"      encode: {b.encode.describe()}")
         if b.publish is not None:
             lines.append(f"      publish: {b.publish.describe()}")
+    if graph.mqtt is not None:
+        m = graph.mqtt
+        tls = " with TLS" if m.uses_tls else ""
+        extras = [w for w, on in (("commands", m.commands), ("discovery", m.discovery)) if on]
+        lines.append(
+            f"  mqtt: {m.host}:{m.broker_port}{tls}, prefix {m.prefix or 'pipelined/<instance>'}"
+            + (f", {' and '.join(extras)}" if extras else "")
+        )
+    if graph.webhooks is not None:
+        shown = ", ".join(shown_url(u) for u in graph.webhooks.urls)
+        lines.append(f"  webhooks: {shown} ({', '.join(graph.webhooks.phases)})")
     return "\n".join(lines)
 
 
@@ -315,8 +339,9 @@ class _Loader:
     def build(self, data: dict[str, Any], path: Path | None) -> Graph:
         self.beside = path.parent if path is not None else None
         for key in data:
-            if key not in TOP_KEYS:
-                self.say(None, f"unknown top-level key {key!r}{_hint(key, TOP_KEYS)}")
+            if key not in TOP_LEVEL_KEYS:
+                self.say(None, f"unknown top-level key {key!r}{_hint(key, TOP_LEVEL_KEYS)}")
+        events, mqtt, webhooks = self.outside(data)
         defaults = self.supervision(None, data.get("supervisor", {}), Supervision())
         tables = data.get("blocks")
         if not isinstance(tables, dict) or not tables:
@@ -395,7 +420,29 @@ class _Loader:
         }
         if link is not None:
             blocks[link.name] = link
-        return Graph(self.source, path, blocks, self.state_dir)
+        for name, spec in blocks.items():
+            for problem in clip_problems(spec, blocks):
+                self.say(name, problem)
+        if self.problems:
+            raise GraphError(self.problems)
+        return Graph(self.source, path, blocks, self.state_dir, events, mqtt, webhooks)
+
+    def outside(
+        self, data: dict[str, Any]
+    ) -> tuple[EventsConfig, MqttConfig | None, WebhooksConfig | None]:
+        """The tables for what leaves the box: ``[events]``, ``[mqtt]``, ``[webhooks]``."""
+        events, problems = parse_events(data.get("events", {}))
+        mqtt: MqttConfig | None = None
+        webhooks: WebhooksConfig | None = None
+        if "mqtt" in data:
+            mqtt, more = parse_mqtt(data["mqtt"])
+            problems += more
+        if "webhooks" in data:
+            webhooks, more = parse_webhooks(data["webhooks"])
+            problems += more
+        for problem in problems:
+            self.say(None, problem)
+        return events, mqtt, webhooks
 
     def block_class(self, name: str, table: dict[str, Any]) -> BlockType | None:
         type_name = table.get("type")
@@ -818,6 +865,50 @@ class _Loader:
             self.say(name, f"{cls.__name__}.max_output_bytes returned {size!r}, not a size > 0")
             return None
         return size
+
+
+RECORDER = "pipelined.workers.blocks.recorder"
+
+
+def is_recorder(cls: BlockType) -> bool:
+    """Whether ``cls`` is the built-in recorder or a subclass of it.
+
+    Its module is imported with a graph that has a recorder; without one, the daemon
+    does not import it (and OpenCV with it) just to find that none is there. A user's
+    class is never imported here: what its bases are was asked with the rest.
+    """
+    if isinstance(cls, RemoteBlock):
+        return cls.is_a(f"{RECORDER}:Recorder")
+    module = sys.modules.get(RECORDER)
+    return module is not None and issubclass(cls, module.Recorder)
+
+
+def is_clip_recorder(spec: BlockSpec) -> bool:
+    """A recorder in clip mode: the daemon routes it the events of its ``triggers``."""
+    return spec.params.get("mode") == "clips" and is_recorder(spec.cls)
+
+
+def clip_problems(spec: BlockSpec, blocks: dict[str, BlockSpec]) -> list[str]:
+    """A clip recorder's triggers must name blocks of the graph, and its pre-roll must
+    be one its input keeps."""
+    if not is_clip_recorder(spec):
+        return []
+    problems = []
+    for trigger in spec.params.get("triggers", []):
+        block = trigger.partition(":")[0]
+        if block not in blocks:
+            problems.append(f"trigger {trigger!r} names no block{_hint(block, list(blocks))}")
+    source = blocks.get(spec.inputs[0]) if spec.inputs else None
+    if source is not None:
+        kept = source.encode.preroll if source.encode else source.params.get("preroll")
+        wanted = spec.params.get("preroll", 0.0)
+        if isinstance(kept, int | float) and wanted > kept:
+            problems.append(
+                f"preroll = {wanted:g} s, but {source.name!r} keeps {kept:g} s of packets:"
+                f" raise {source.name!r}'s preroll"
+                + (" (in its encode table)" if source.encode else "")
+            )
+    return problems
 
 
 def _url_problem(value: Any) -> str | None:

@@ -39,25 +39,36 @@ from .supervisor import RunError
 log = logging.getLogger("pipelined")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The daemon's options (its man page, pipelined(8), is made from them too)."""
     parser = argparse.ArgumentParser(
         prog="pipelined", description="Run a camera-processing graph on this box."
     )
     parser.add_argument("--graph", metavar="FILE", help="graph file (default: the built-in demo)")
     parser.add_argument(
-        "--instance", default=DEFAULT_INSTANCE, help="instance name (default: main)"
+        "--instance", default=DEFAULT_INSTANCE, metavar="NAME", help="instance name (default: main)"
     )
     parser.add_argument("--socket", metavar="PATH", help="control socket path")
     parser.add_argument("--check", metavar="FILE", help="only validate FILE and print the graph")
     parser.add_argument(
         "--state-dir",
         metavar="DIR",
-        help="where a recorder's relative directory goes (default: $STATE_DIRECTORY, else"
-        " ~/.local/state/pipelined/<instance>)",
+        help="the event store and its snapshots, and where a recorder's relative directory"
+        " goes (default: $STATE_DIRECTORY, else ~/.local/state/pipelined/<instance>)",
     )
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING"],
+        metavar="LEVEL",
+        help="DEBUG, INFO (the default) or WARNING",
+    )
     web.add_arguments(parser)
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pipelined: {exc}", file=sys.stderr)
         return exc.exit_code
     banner.graph_lines(graph, path if listen_sock is None else None)
-    daemon = Daemon(graph, instance, path, listen_sock=listen_sock, http=http, token=token)
+    daemon = Daemon(
+        graph, instance, path, listen_sock=listen_sock, http=http, token=token, state_dir=state
+    )
     try:
         asyncio.run(daemon.serve())
     except (ControlSocketError, RunError) as exc:
@@ -116,8 +129,8 @@ def check(path: str, state: Path) -> int:
 
 
 def state_dir(given: str | None, instance: str) -> Path:
-    """Where a graph's relative output paths go: ``--state-dir``, systemd's
-    ``$STATE_DIRECTORY``, else the user's state folder for this instance."""
+    """Where a graph's relative output paths and the event store go: ``--state-dir``,
+    systemd's ``$STATE_DIRECTORY``, else the user's state folder for this instance."""
     if given:
         return Path(given).absolute()
     if os.environ.get("STATE_DIRECTORY"):  # systemd may list several, ':'-separated

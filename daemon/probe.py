@@ -266,6 +266,7 @@ class RemoteBlock:
     beside: str | None = field(default=None, compare=False)
     probe: Probe | None = field(default=None, compare=False, repr=False)
     mro: tuple[str, ...] = ()  # "module:Class" of the class and each of its bases
+    event_kinds: tuple[str, ...] = ()  # the kinds of event it says it raises
 
     @property
     def __name__(self) -> str:
@@ -371,6 +372,7 @@ class UserTypes:
             where,
             self.probe,
             tuple(facts["mro"]),
+            tuple(str(k) for k in facts.get("event_kinds", ())),
         )
 
     def close(self) -> None:

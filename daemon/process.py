@@ -72,8 +72,11 @@ def worker_args(
     )
 
 
-def launch(args: WorkerArgs) -> subprocess.Popen:
-    """Start the worker; its stderr comes back on a pipe for the log and ``last_exit``."""
+def launch(args: WorkerArgs, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
+    """Start the worker; its stderr comes back on a pipe for the log and ``last_exit``.
+
+    ``pass_fds`` are the worker's ends of its event pipes, kept open in it at their numbers.
+    """
     command = launch_command(args)
     proc = subprocess.Popen(
         command.argv,
@@ -81,6 +84,7 @@ def launch(args: WorkerArgs) -> subprocess.Popen:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         close_fds=True,
+        pass_fds=pass_fds,
         # Its own session: a Ctrl-C or a terminal hang-up reaches the daemon only, which
         # stops the blocks in order, instead of every block at once behind its back.
         start_new_session=True,
@@ -141,6 +145,7 @@ class WorkerProcess:
         args: WorkerArgs,
         on_exit: Callable[[WorkerProcess], None],
         on_line: Callable[[str], None] | None = None,
+        pass_fds: tuple[int, ...] = (),
     ) -> WorkerProcess:
         """Launch the worker of ``args`` and watch it on the running loop.
 
@@ -151,7 +156,7 @@ class WorkerProcess:
         that cannot be watched (no pidfd: out of file descriptors) is killed and reaped
         first: a failed start leaves no process behind.
         """
-        popen = launch(args)
+        popen = launch(args, pass_fds)
         try:
             pidfd = os.pidfd_open(popen.pid)
         except OSError:

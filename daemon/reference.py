@@ -215,14 +215,18 @@ def main(argv: list[str]) -> int:
         return 0
 
 
-def _run(argv: list[str]) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pipelined blocks",
         description="The block types and their parameters, from their declarations.",
     )
     parser.add_argument("type", nargs="?", help="a built-in type, module:Class, or supervisor")
     parser.add_argument("--markdown", action="store_true", help="all of it, as docs/blocks.md")
-    opts = parser.parse_args(argv)
+    return parser
+
+
+def _run(argv: list[str]) -> int:
+    opts = build_parser().parse_args(argv)
     if opts.markdown:
         sys.stdout.write(markdown())
         return 0

@@ -35,6 +35,7 @@ from pipelined.workers.ipc.segment import (
 from pipelined.workers.ipc.wire import Wire, WireError
 
 from . import runs
+from .events.hub import EventHub
 from .graph import LINK_TYPE, BlockSpec, Graph
 from .history import History
 from .process import worker_args
@@ -148,8 +149,10 @@ class Supervisor:
         group: int | None = None,
         new_token: Callable[[], str] = new_run_token,
         preview_token: str | None = None,
+        hub: EventHub | None = None,
     ):
         self.graph = graph
+        self.hub = hub  # the daemon's events: every worker gets its pipes there
         self.preview_token = preview_token  # for preview blocks that set no token
         self._new_token = new_token
         self.names = RunNames(instance, new_token())
@@ -239,9 +242,8 @@ class Supervisor:
         beat = Heartbeat.create(self.names, spec.name, self.group)
         if spec.type == LINK_TYPE:
             self.reports[spec.name] = Report.create(self.names, spec.name, self.group)
-        self.blocks[spec.name] = Watcher(
-            spec, worker_args(self.names, spec, self.graph, self.preview_token), beat
-        )
+        args = worker_args(self.names, spec, self.graph, self.preview_token)
+        self.blocks[spec.name] = Watcher(spec, args, beat, hub=self.hub)
 
     def _drop_wire(self, name: str) -> None:
         """Unlink the block's frame and packet wires (readers that have them mapped keep them)."""
@@ -342,7 +344,7 @@ class Supervisor:
                 "removed": plan.removed,
                 "restarted": sorted(plan.changed - set(plan.added)),
             }
-            log.info("reloaded %s: %s", graph.source, result)
+            log.info("reloaded %s: %s", graph.source, reload_summary(result))
             return result
 
     def _prepare(self, new: Graph, plan: _Plan) -> _Made:
@@ -361,7 +363,7 @@ class Supervisor:
                 if name in plan.changed:
                     beat = made.beats.get(name) or self.blocks[name].heartbeat
                     args = worker_args(self.names, spec, new, self.preview_token)
-                    made.watchers[name] = Watcher(spec, args, beat)
+                    made.watchers[name] = Watcher(spec, args, beat, hub=self.hub)
         except Exception as exc:
             made.undo()
             if not isinstance(exc, OSError | NoRoom | WireError | PacketWireError):
@@ -416,6 +418,8 @@ class Supervisor:
         for (kind, name), wire in made.wires.items():
             self._wires(kind)[name] = wire
         self.graph = new
+        if self.hub is not None:
+            self.hub.use(new)
         self.blocks.update(made.watchers)
         self.reports.update(made.reports)
         self.start_blocks(self.autostarted(made.watchers.values()))
@@ -469,7 +473,16 @@ class Supervisor:
             "wires": self.wire_status(),
             "packet_wires": self.packet_wire_status(),
             "remote_wires": self.remote_wire_status(),
+            **(self.outlets() if self.hub is not None else {}),
         }
+
+    def outlets(self) -> dict[str, Any]:
+        """What leaves the box: the event store, MQTT and the webhooks (docs/design.md)."""
+        assert self.hub is not None
+        out: dict[str, Any] = {"events": self.hub.status(), "mqtt": None, "webhooks": []}
+        for sink in self.hub.sinks:
+            out.update(sink.status())
+        return out
 
     def wire_status(self) -> list[dict[str, Any]]:
         """Each wire, and the frames each reader let go by: ``missed`` for the readers it
@@ -547,3 +560,17 @@ class Supervisor:
         running = sum(s == State.RUNNING for s in states)
         failed = sum(s == State.FAILED for s in states)
         return f"{len(states)} blocks: {running} running, {failed} failed"
+
+
+def reload_summary(result: dict[str, list[str]]) -> str:
+    """What a reload did, for a person: ``restarted red (settings or wiring changed)``."""
+    parts = []
+    for key, why in (
+        ("added", "new in the file"),
+        ("removed", "gone from the file"),
+        ("restarted", "settings or wiring changed"),
+    ):
+        names = result.get(key) or []
+        if names:
+            parts.append(f"{key} {', '.join(names)} ({why})")
+    return "; ".join(parts) if parts else "nothing changed, no block restarted"

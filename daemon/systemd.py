@@ -185,7 +185,8 @@ class BlockJournalHandler(journal.JournalHandler):
 
     The stock ``emit`` copies every LogRecord attribute as a field (lowercase names,
     which journald drops); this one sends MESSAGE, PRIORITY, LOGGER, CODE_* and
-    PIPELINED_INSTANCE / PIPELINED_BLOCK / PIPELINED_PID.
+    PIPELINED_INSTANCE / PIPELINED_BLOCK / PIPELINED_PID, and the PIPELINED_* fields of
+    the record's ``journal`` extra (an event's PIPELINED_EVENT_ID, _KIND, _PHASE, _SCORE).
     """
 
     def __init__(self, instance: str, level: int = logging.NOTSET) -> None:
@@ -201,6 +202,9 @@ class BlockJournalHandler(journal.JournalHandler):
             pid = getattr(record, "worker_pid", None)
             if pid:
                 fields["PIPELINED_PID"] = str(pid)
+        more = getattr(record, "journal", None)  # an event's id, kind, phase, score
+        if isinstance(more, dict):
+            fields.update({k: str(v) for k, v in more.items() if k.startswith("PIPELINED_")})
         return fields
 
     def emit(self, record: logging.LogRecord) -> None:

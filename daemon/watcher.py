@@ -24,6 +24,7 @@ from pipelined.workers.codec import CodecError
 from pipelined.workers.contract import WorkerArgs, mask, secret_strings
 from pipelined.workers.ipc.heartbeat import Beat, Heartbeat
 
+from .events.hub import Attachment, EventHub
 from .graph import BlockSpec
 from .policy import Clock, RestartPolicy, signal_name
 from .process import WorkerProcess
@@ -37,11 +38,18 @@ class Watcher:
     """A block's worker, its restart policy, and what status reports of them."""
 
     def __init__(
-        self, spec: BlockSpec, args: WorkerArgs, heartbeat: Heartbeat, clock: Clock = time.monotonic
+        self,
+        spec: BlockSpec,
+        args: WorkerArgs,
+        heartbeat: Heartbeat,
+        clock: Clock = time.monotonic,
+        hub: EventHub | None = None,
     ):
         self.spec = spec
         self.args = args
         self.heartbeat = heartbeat
+        self.hub = hub  # the daemon's events: each launch gets its pipes there
+        self._events: Attachment | None = None
         self._secrets = secret_strings(args.params)  # hidden in whatever status shows
         self.policy = RestartPolicy(spec.supervision, clock, on_move=self._moved)
         self.process: WorkerProcess | None = None  # the latest worker, alive or not
@@ -186,6 +194,7 @@ class Watcher:
             "detail": self._hide(beat.detail) if beat and live else None,
             "last_exit": self.last_exit,
             "inputs": list(self.spec.inputs),
+            **(self.hub.block_status(self.name) if self.hub is not None else {}),
         }
 
     # -- carrying out -------------------------------------------------------------------
@@ -194,14 +203,23 @@ class Watcher:
         """Launch a worker for the policy, which has just moved to STARTING."""
         self._beat = None
         self._kill_reason = None
+        events: Attachment | None = None
         try:
-            self.process = WorkerProcess.start(self.args, self._on_exit, self._stderr_line)
+            events = self.hub.attach(self.spec) if self.hub is not None else None
+            args = events.args(self.args) if events is not None else self.args
+            fds = events.child_fds if events is not None else ()
+            self.process = WorkerProcess.start(args, self._on_exit, self._stderr_line, fds)
         except (OSError, CodecError) as exc:  # arguments too long, no memory, no fds left
+            if events is not None:
+                events.abandon()
             self.process = None
             why = mask(str(exc), self._secrets)
             log.error("%s: cannot launch the worker: %s", self.name, why, extra=self._log_extra)
             self.policy.launch_failed(why)
             return
+        self._events = events
+        if events is not None:
+            events.started()
         log.info(
             "%s: started %s as pid %d",
             *(self.name, self.spec.type, self.process.pid),
@@ -216,6 +234,9 @@ class Watcher:
         if self._kill_timer is not None:
             self._kill_timer.cancel()
             self._kill_timer = None
+        if self._events is not None:
+            events, self._events = self._events, None
+            events.finished()  # its last events, then what it left open is ended
         code = process.returncode
         assert code is not None  # reaped before on_exit is called
         self.last_exit = {

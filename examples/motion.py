@@ -1,4 +1,4 @@
-"""An example user block: boxes around whatever moves.
+"""An example user block: boxes around whatever moves, and a ``motion`` event while it does.
 
 Use it in a graph file kept in the same folder (see motion.toml):
 
@@ -12,6 +12,8 @@ daemon's Python environment works too (type = "mypackage.mymodule:Motion").
 """
 
 from __future__ import annotations
+
+import time
 
 import cv2
 import numpy as np
@@ -38,6 +40,8 @@ class Motion(Block):
     def setup(self) -> None:
         self.previous: np.ndarray | None = None
         self.moving = 0  # boxes in the last frame, for anyone who looks
+        self.in_event = False  # a motion event is open
+        self.last_seen = 0.0
 
     def process(self, frames: list[np.ndarray]) -> np.ndarray:
         frame = frames[0]
@@ -53,5 +57,23 @@ class Motion(Block):
             for x, y, w, h in boxes:
                 cv2.rectangle(out, (x, y), (x + w, y + h), tuple(self.config["color"]), 2)
             self.moving = len(boxes)
+            self.tell(boxes, out)
         self.previous = grey
         return out
+
+    def tell(self, boxes: list, picture: np.ndarray) -> None:
+        """A ``motion`` event: it starts with the first boxes (the picture, boxes drawn, is
+        its snapshot) and ends after a second without any."""
+        now = time.monotonic()
+        if boxes:
+            self.last_seen = now
+            if not self.in_event:  # None: over the rate, dropped (and counted)
+                started = self.context.event("motion", "start", score=len(boxes), frame=picture)
+                self.in_event = started is not None
+        elif self.in_event and now - self.last_seen > 1.0:
+            self.context.event("motion", "end")
+            self.in_event = False
+
+    def close(self) -> None:
+        if getattr(self, "in_event", False):
+            self.context.event("motion", "end")

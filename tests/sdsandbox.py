@@ -4,7 +4,9 @@ Tests of the Debian package and the units need a systemd that runs as PID 1, whi
 machine's does not. ``Sandbox.up()`` boots one in about a second: a root overlay
 (this machine's / below, a tmpfs above, so ``dpkg -i`` inside never touches the host),
 its own user, pid, mount, network (loopback only), ipc, uts and cgroup namespaces,
-fresh /run, /tmp and /dev/shm, /proc/sys and /sys read-only::
+fresh /run, /tmp and /dev/shm, /proc/sys and /sys read-only, and every mount shared
+within the guest, as systemd makes them on a machine (its credentials, LoadCredential=,
+need that)::
 
     with Sandbox(binds=[deb_dir]) as guest:
         guest.run("dpkg", "-i", deb)
@@ -107,6 +109,10 @@ stage2)
   mount -t tmpfs -o mode=755,nosuid,nodev tmpfs "$G/run"
   hostname "$NAME"
   cd "$G"; mkdir -p oldroot; pivot_root . oldroot; umount -l /oldroot; rmdir /oldroot
+  # Shared, as systemd makes / on a machine but not in a container: it sets up a unit's
+  # credentials (LoadCredential=) in a namespace of its own and relies on their mount
+  # propagating to /run/credentials. These peers live in this namespace only.
+  mount --make-rshared /
   exec env -i container=pipelined-sandbox TERM=linux /lib/systemd/systemd --unit=basic.target
   ;;
 esac

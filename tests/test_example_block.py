@@ -127,6 +127,11 @@ def test_motion_boxes_what_moved_and_nothing_else():
     assert not yellow[:30].any() and not yellow[:, :60].any()  # nowhere else
     block.process([moved])
     assert block.moving == 0  # nothing moved since
+    (start,) = block.context.events  # the square's appearance: one motion event, open
+    assert (start["kind"], start["phase"], start["score"]) == ("motion", "start", 1)
+    assert start["frame"] is not None and start["frame"].shape == (120, 160, 3)
+    block.close()  # a stop mid-event ends it
+    assert [e["phase"] for e in block.context.events] == ["start", "end"]
 
 
 def test_example_graph_loads_its_block_from_beside_the_file():

@@ -59,3 +59,29 @@ def test_the_wheel_holds_every_file_of_daemon_workers_and_ctl(tmp_path: Path) ->
     [wheel] = tmp_path.glob("pipelined-*.whl")
     shipped = set(zipfile.ZipFile(wheel).namelist())
     assert wanted - shipped == set(), "add these to [tool.setuptools.package-data]"
+
+
+def test_the_packaged_graph_cannot_fill_the_disk_and_says_what_each_block_does(
+    tmp_path: Path,
+) -> None:
+    """/etc/pipelined/graph.toml as installed: it loads, each block has a comment above
+    it, and its recorder keeps at most 256 MiB for at most a day and leaves room."""
+    from pipelined.daemon.graph import load_graph
+
+    path = ROOT / "packaging" / "graph.toml"
+    graph = load_graph(path, tmp_path)
+    recorders = [b for b in graph.blocks.values() if b.type == "recorder"]
+    assert recorders
+    for spec in recorders:
+        limits = spec.params
+        assert 0 < limits["max_total_bytes"] <= 256 * 2**20
+        assert 0 < limits["max_age_seconds"] <= 86400
+        assert limits["min_free_bytes"] >= 256 * 2**20
+        assert limits["directory"] == str(tmp_path / "recordings")
+    lines = path.read_text().splitlines()
+    for name in graph.blocks:
+        at = lines.index(f"[blocks.{name}]")
+        assert lines[at - 1].startswith("# "), f"say above [blocks.{name}] what it does"
+    text = path.read_text()
+    assert "/dev/video0" in text and "rtsp://" in text  # how to point it at a real camera
+    assert "/var/lib/pipelined/main/recordings" in text

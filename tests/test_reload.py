@@ -69,6 +69,8 @@ def test_a_reload_that_adds_removes_and_rewires(chain, tmp_path):
     chain.graph.write_text(grown(tmp_path))
     result = chain.call("reload")
     assert result == {"added": ["extra"], "removed": [], "restarted": ["count", "inv"]}
+    said = ": added extra (new in the file); restarted count, inv (settings or wiring changed)"
+    assert f"reloaded {chain.graph}{said}" in chain.log_text()  # for a person, not a dict
     status = chain.wait_all_running()
     count = next(w for w in status["wires"] if w["name"] == "count")
     assert count["readers"] == ["inv", "extra"]
@@ -93,6 +95,8 @@ def test_a_reload_starts_only_the_blocks_that_autostart(chain, tmp_path):
     chain.graph.write_text(chain_text(tmp_path, invert("extra", "count", waits)))
     result = chain.call("reload")
     assert result == {"added": ["extra"], "removed": [], "restarted": ["count", "inv"]}
+    said = ": added extra (new in the file); restarted count, inv (settings or wiring changed)"
+    assert f"reloaded {chain.graph}{said}" in chain.log_text()  # for a person, not a dict
     chain.wait_all_running()
     extra = chain.block("extra")
     assert extra["state"] == "STOPPED" and extra["pid"] is None

@@ -23,6 +23,8 @@ from harness.daemon import RunningDaemon, wait_for
 from systemd import journal
 
 from pipelined.daemon import systemd as sd
+from pipelined.daemon.events.hub import EventHub
+from pipelined.daemon.graph import parse_graph
 
 GRAPH_TOML = Path(__file__).parent.parent / "packaging" / "graph.toml"
 
@@ -197,3 +199,38 @@ def test_notifier_is_silent_without_systemd() -> None:
     assert sd.Notifier(environ=env, send=sent.append).watchdog_s == 4.0
     other = {**env, "WATCHDOG_PID": "1"}  # the watchdog is someone else's
     assert sd.Notifier(environ=other, send=sent.append).watchdog_s is None
+
+
+def test_an_events_journal_line_carries_its_id_kind_phase_and_score() -> None:
+    """The hub's line about an event, through the journal handler: the PIPELINED_EVENT_*
+    fields that `journalctl PIPELINED_EVENT_KIND=motion` selects by."""
+    graph = parse_graph('[blocks.camera]\ntype = "camera"\n', "graph.toml")
+    hub = EventHub(graph, None)
+    records: list[logging.LogRecord] = []
+    catcher = logging.Handler()
+    catcher.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("pipelined.events")
+    level = logger.level
+    logger.addHandler(catcher)
+    logger.setLevel(logging.INFO)
+    try:
+        event = {"id": "1764600000.000-abc123", "block": "camera", "kind": "motion"}
+        hub._log({**event, "score": 0.25}, "start")
+        hub._log({**event, "score": None}, "end")
+    finally:
+        logger.removeHandler(catcher)
+        logger.setLevel(level)
+    sent: list[tuple[str, dict[str, object]]] = []
+    handler = sd.BlockJournalHandler("main")
+    handler.send = lambda message, **fields: sent.append((message, fields))  # type: ignore[method-assign]
+    for record in records:
+        handler.emit(record)
+    (m1, f1), (_, f2) = sent
+    assert m1 == "camera: motion start 1764600000.000-abc123 score 0.25"
+    assert f1["PIPELINED_BLOCK"] == "camera" and f1["PIPELINED_EVENT_KIND"] == "motion"
+    assert f1["PIPELINED_EVENT_ID"] == event["id"] and f1["PIPELINED_EVENT_PHASE"] == "start"
+    assert f1["PIPELINED_EVENT_SCORE"] == "0.25"
+    assert f2["PIPELINED_EVENT_PHASE"] == "end" and "PIPELINED_EVENT_SCORE" not in f2
+    for fields in (f1, f2):
+        names = [k for k in fields if not k.startswith("CODE_")]
+        assert all(journal._valid_field_name(k) for k in names), names

@@ -5,8 +5,9 @@ dpkg-buildpackage and debhelper; pip fetches the venv's dependencies), or taken 
 $PIPELINED_TEST_DEB when set (a quicker loop while working on the tests). One guest
 systemd (tests/sdsandbox.py) boots for the module, gets the package with ``dpkg -i``,
 and is powered off and removed at the end, also when a test fails. The tests run in
-file order on that one guest: install, start, use, reload, watchdog, stop, socket
-activation, upgrade, purge.
+file order on that one guest: lintian (on the host), install, start, use, reload,
+watchdog, the web page, stop, socket activation, a named instance, upgrade, a removal
+the scripts may not stop, remove, purge.
 
 What the guest cannot show: its cgroups have no controllers, so DeviceAllow= and the
 device policy are accepted but not enforced; and it shares this machine's packages, so
@@ -32,6 +33,8 @@ from sdsandbox import Sandbox, unavailable
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_DEB = ROOT / "packaging" / "build-deb"
 UNIT = "pipelined.service"
+STATE = "/var/lib/pipelined/main"  # instance main's state directory: its recordings are here
+TOKEN = "/etc/pipelined/http-token"
 BLOCKS = ["camera", "red", "edges", "recorder"]  # packaging/graph.toml, in graph order
 MESSAGE_ID_STARTED = "39f53479d3a045ac8e11786248231fbf"  # systemd: "Started <unit>"
 
@@ -119,6 +122,20 @@ def guest(debs: tuple[Path, Path]) -> Iterator[Guest]:
         box.down()
 
 
+GET = """
+import sys, urllib.error, urllib.request
+request = urllib.request.Request(sys.argv[1])
+if sys.argv[2]:
+    request.add_header("Authorization", "Bearer " + sys.argv[2])
+try:
+    print(urllib.request.urlopen(request, timeout=10).status, end="")
+except urllib.error.HTTPError as exc:
+    print(exc.code, end="")
+except OSError:
+    print("000", end="")
+"""
+
+
 def show(box: Sandbox, unit: str = UNIT) -> dict[str, str]:
     out = box.run("systemctl", "show", unit).stdout
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
@@ -175,6 +192,22 @@ def all_running(box: Sandbox) -> dict[str, Any] | None:
 # -- the tests, in the order they run on the one guest -----------------------------------
 
 
+def test_lintian_finds_no_error_and_no_warning(debs: tuple[Path, Path]) -> None:
+    """The built package, as Debian's checker sees it; what is overridden, and why, is in
+    packaging/debian/pipelined.lintian-overrides (the venv's wheels, kept as built)."""
+    if shutil.which("lintian") is None:
+        pytest.skip("lintian is not installed (apt-get install lintian)")
+    deb, _ = debs
+    done = subprocess.run(
+        ["lintian", "--fail-on", "error,warning", str(deb)],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    found = [line for line in done.stdout.splitlines() if line[:2] in ("E:", "W:")]
+    assert found == [] and done.returncode == 0, done.stdout + done.stderr
+
+
 def test_install_creates_user_enables_without_starting_and_units_verify(guest: Guest) -> None:
     """dpkg -i: user in video, /run/pipelined for the group, service enabled but not
     started, the venv on Debian's python3, and `systemd-analyze verify` silent."""
@@ -197,6 +230,16 @@ def test_install_creates_user_enables_without_starting_and_units_verify(guest: G
     docs = "/usr/share/doc/pipelined"
     guest.run("test", "-f", f"{docs}/README.md", "-a", "-f", f"{docs}/docs/design.md")
     guest.run("test", "-f", f"{docs}/docs/architecture.md")
+    # The man pages, and the units point at them.
+    for page, section in (("pipelined", 8), ("pipectl", 1), ("pipelined.graph", 5)):
+        found = guest.run("man", "-w", str(section), page).stdout.strip()
+        assert found == f"/usr/share/man/man{section}/{page}.{section}.gz", found
+    documentation = [d.strip('"') for d in show(guest)["Documentation"].split()]
+    assert documentation[:3] == ["man:pipelined(8)", "man:pipelined.graph(5)", "man:pipectl(1)"]
+    # The page's token: made at install, root's alone; the options file, a conffile.
+    owner_mode_size = guest.run("stat", "-c", "%U:%G %a %s", TOKEN).stdout.split()
+    assert owner_mode_size == ["root:root", "600", "44"]  # 43 letters and digits, a newline
+    assert "/etc/default/pipelined" in conffiles
 
     verify = guest.run(
         "systemd-analyze",
@@ -262,6 +305,15 @@ def test_start_is_active_only_after_ready_and_status_shows_the_line(guest: Sandb
     guest.run("rm", *planted)
     run = running["run"]
     assert shm(guest) and all(f"pipelined.main.{run}." in name for name in shm(guest))
+    # Logs name real places: the recorder's file by its full path.
+    wait(
+        lambda: any(
+            f"recording to {STATE}/recordings/recorder-" in e["MESSAGE"]
+            for e in journal(guest, "-u", UNIT, "PIPELINED_BLOCK=recorder")
+        ),
+        30,
+        "the recorder's first file, named by its full path, in the journal",
+    )
 
 
 def test_pipectl_answers_the_group_and_refuses_others(guest: Sandbox) -> None:
@@ -300,6 +352,12 @@ def test_journal_holds_each_blocks_start_with_its_fields(guest: Sandbox) -> None
         guest.sh("kill $(cat /tmp/follow.pid) 2>/dev/null || true")
     wait(lambda: all_running(guest), 30, "every block RUNNING again")
 
+    # alice may use pipectl (the pipelined group) but not read the system journal.
+    refused = guest.run("pipectl", "logs", "camera", user="alice", check=False)
+    assert refused.returncode == 1 and refused.stdout == "", refused
+    assert "you (alice) may not read the system journal" in refused.stderr, refused.stderr
+    assert "systemd-journal group" in refused.stderr
+
 
 def test_reload_restarts_only_the_changed_block(guest: Sandbox) -> None:
     """`systemctl reload` (ExecReload=pipectl reload) applies a new parameter to its block
@@ -321,6 +379,10 @@ def test_reload_restarts_only_the_changed_block(guest: Sandbox) -> None:
     cmdline = guest.path(f"/proc/{after['red']}/cmdline").read_bytes()
     assert b'"hsv_low":[0,90,50]' in cmdline
     wait(lambda: all_running(guest), 30, "every block RUNNING after the reload")
+    said = [e["MESSAGE"] for e in journal(guest, "-u", UNIT) if "reloaded" in e["MESSAGE"]]
+    assert said[-1] == (
+        "reloaded /etc/pipelined/graph.toml: restarted red (settings or wiring changed)"
+    ), said
 
     guest.sh("echo '[blocks.broken]' >> /etc/pipelined/graph.toml")
     failed = guest.run("systemctl", "reload", UNIT, check=False)
@@ -353,6 +415,39 @@ def test_watchdog_restarts_a_stopped_daemon_on_a_clean_dev_shm(guest: Sandbox) -
     assert objects and all(f"pipelined.main.{new_run}." in name for name in objects), objects
 
 
+def test_the_page_is_off_until_configured_and_needs_the_token(guest: Guest) -> None:
+    """Off as installed; PIPELINED_HTTP in /etc/default/pipelined turns it on at the next
+    start; the token is the credential from /etc/pipelined/http-token, which the
+    service's own user cannot read, and a request without it gets 401."""
+    url = "http://127.0.0.1:8080"
+
+    def get(path: str, token: str | None = None) -> str:
+        """The status code, "000" when nothing listens (as curl says it)."""
+        return guest.run("/usr/lib/pipelined/bin/python", "-c", GET, url + path, token or "").stdout
+
+    assert get("/api/status") == "000"
+    token = guest.run("cat", TOKEN).stdout.strip()
+    assert len(token) >= 40
+    assert guest.run("cat", TOKEN, user="pipelined", check=False).returncode != 0
+    default = guest.run("cat", "/etc/default/pipelined").stdout
+    assert "#PIPELINED_HTTP=127.0.0.1:8080" in default
+    guest.run("sed", "-i", "s/^#PIPELINED_HTTP=/PIPELINED_HTTP=/", "/etc/default/pipelined")
+    try:
+        guest.run("systemctl", "restart", UNIT, timeout=120)
+        wait(lambda: get("/api/status") == "401", 30, "the page to answer, and refuse")
+        assert get("/metrics") == "401" and get("/") == "401"
+        assert get("/api/status", "wrong") == "401"
+        assert get("/api/status", token) == "200" and get("/metrics", token) == "200"
+        messages = [e["MESSAGE"] for e in journal(guest, "-u", UNIT, "-n", "200")]
+        assert f"pipelined: page {url}/ (its token: the systemd credential http-token)," in (
+            " ".join(messages)
+        )
+        assert not [m for m in messages if token in m]  # never printed
+    finally:
+        guest.run("sed", "-i", "s/^PIPELINED_HTTP=/#PIPELINED_HTTP=/", "/etc/default/pipelined")
+    wait(lambda: all_running(guest), 60, "every block RUNNING after the restart")
+
+
 def test_stop_leaves_no_worker_and_nothing_in_dev_shm(guest: Sandbox) -> None:
     guest.run("systemctl", "stop", UNIT)
     assert show(guest)["Result"] == "success"
@@ -373,63 +468,115 @@ def test_socket_activation_starts_the_daemon_on_first_pipectl(guest: Sandbox) ->
     assert guest.run("pgrep", "-u", "pipelined", check=False).stdout == ""
 
 
+def recordings_of(box: Sandbox, folder: str) -> list[str]:
+    listing = box.run("ls", "-A", folder, check=False)
+    return sorted(listing.stdout.split()) if listing.returncode == 0 else []
+
+
 def test_named_instance_runs_its_own_graph_socket_and_state(guest: Guest) -> None:
-    """pipelined@cam2 runs /etc/pipelined/cam2.toml, answers `pipectl --instance cam2`,
-    records into /var/lib/pipelined/cam2, reloads, and stops clean."""
-    guest.run("cp", "/etc/pipelined/graph.toml", "/etc/pipelined/cam2.toml")
-    guest.run("systemctl", "start", "pipelined@cam2", timeout=120)
+    """pipelined@recordings (a name chosen to collide with the main instance's folder of
+    that name) runs /etc/pipelined/recordings.toml, answers `pipectl --instance
+    recordings`, records into its own /var/lib/pipelined/recordings and nothing into the
+    main instance's, reloads, and stops clean."""
+    name = "recordings"
+    unit = f"pipelined@{name}.service"
+    main_before = recordings_of(guest, f"{STATE}/recordings")
+    assert main_before  # the main instance recorded before
+    guest.run("cp", "/etc/pipelined/graph.toml", f"/etc/pipelined/{name}.toml")
+    guest.run("systemctl", "start", unit, timeout=120)
     answer = json.loads(
-        guest.run("pipectl", "--instance", "cam2", "status", "--json", user="alice").stdout
+        guest.run("pipectl", "--instance", name, "status", "--json", user="alice").stdout
     )
-    assert answer["instance"] == "cam2" and answer["graph"] == "/etc/pipelined/cam2.toml"
+    assert answer["instance"] == name and answer["graph"] == f"/etc/pipelined/{name}.toml"
     assert [b["state"] for b in answer["blocks"]] == ["RUNNING"] * len(BLOCKS)
     wait(
-        lambda: (
-            guest.run(
-                "test", "-s", "/var/lib/pipelined/cam2/recordings/latest.jpg", check=False
-            ).returncode
-            == 0
+        lambda: any(
+            f.endswith(".mp4")
+            for f in recordings_of(guest, f"/var/lib/pipelined/{name}/recordings")
         ),
-        15,
-        "the recorder's latest.jpg in the instance's state directory",
+        30,
+        "the recorder's first file in the instance's own state directory",
     )
-    guest.run("systemctl", "reload", "pipelined@cam2")
-    objects = shm(guest, "pipelined@cam2.service")
-    assert objects and all(f"pipelined.cam2.{answer['run']}." in name for name in objects)
-    guest.run("systemctl", "stop", "pipelined@cam2")
-    assert shm(guest, "pipelined@cam2.service") == []
+    guest.run("systemctl", "reload", unit)
+    objects = shm(guest, unit)
+    assert objects and all(f"pipelined.{name}.{answer['run']}." in o for o in objects)
+    guest.run("systemctl", "stop", unit)
+    assert shm(guest, unit) == []
     assert guest.run("pgrep", "-u", "pipelined", check=False).stdout == ""
-    guest.run("rm", "/etc/pipelined/cam2.toml")  # the admin's file: a purge would keep it
+    assert recordings_of(guest, f"{STATE}/recordings") == main_before  # untouched
+    guest.run("rm", f"/etc/pipelined/{name}.toml")  # the admin's file: a purge would keep it
 
 
-def test_upgrade_restarts_the_running_daemon_and_purge_removes_everything(
-    guest: Sandbox, debs: tuple[Path, Path]
-) -> None:
+def test_upgrade_restarts_the_running_daemons(guest: Sandbox, debs: tuple[Path, Path]) -> None:
     _, newer = debs
     guest.run("systemctl", "start", UNIT, timeout=120)
     old_pid = show(guest)["MainPID"]
     guest.sh("echo '# kept across upgrades' >> /etc/pipelined/graph.toml")
+    token = guest.run("cat", TOKEN).stdout
     guest.run("dpkg", "-i", str(newer), timeout=300)
     assert guest.run("dpkg-query", "-W", "-f=${Version}", "pipelined").stdout.endswith("+upgrade1")
     unit = show(guest)
     assert unit["ActiveState"] == "active" and unit["MainPID"] != old_pid
     assert "# kept across upgrades" in guest.run("cat", "/etc/pipelined/graph.toml").stdout
+    assert guest.run("cat", TOKEN).stdout == token  # made once, kept
     wait(lambda: all_running(guest), 60, "every block RUNNING after the upgrade")
 
-    guest.run("dpkg", "--purge", "pipelined", timeout=300)
+
+def test_a_removal_the_scripts_may_not_stop_deletes_nothing(guest: Sandbox) -> None:
+    """Where policy-rc.d forbids the package's scripts to stop the service (an image's),
+    the daemon would run on with its code deleted under it: the removal is refused, says
+    what to stop, and the package, the daemon and its recordings carry on."""
+    pid = show(guest)["MainPID"]
+    guest.sh(
+        "printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d"
+    )
+    try:
+        refused = guest.run("dpkg", "-r", "pipelined", check=False, timeout=300)
+    finally:
+        guest.run("rm", "-f", "/usr/sbin/policy-rc.d")
+    assert refused.returncode != 0, refused
+    said = refused.stdout + refused.stderr
+    assert "pipelined: not removed" in said and "systemctl stop 'pipelined*'" in said, said
+    # Still installed ("ri": dpkg keeps the wish to remove it, for the next try).
+    state = guest.run("dpkg-query", "-W", "-f=${db:Status-Abbrev}", "pipelined").stdout
+    assert state[1:2] == "i", state
+    assert show(guest)["MainPID"] == pid and show(guest)["ActiveState"] == "active"
+    guest.run("test", "-x", "/usr/lib/pipelined/bin/python")
+    assert recordings_of(guest, f"{STATE}/recordings")
+    assert all_running(guest) is not None
+
+
+def test_remove_keeps_the_recordings_and_purge_removes_everything(guest: Sandbox) -> None:
+    """remove stops every daemon and keeps what is the user's (recordings, graphs, the
+    token, the options); purge removes it, but graph files the admin added."""
+    recorded = recordings_of(guest, f"{STATE}/recordings")
+    assert "latest.jpg" in recorded and any(f.endswith(".mp4") for f in recorded)
+    guest.run("cp", "/etc/pipelined/graph.toml", "/etc/pipelined/mine.toml")
+    removed = guest.run("dpkg", "-r", "pipelined", timeout=300)
+    assert "kept /var/lib/pipelined (the recordings)" in removed.stdout + removed.stderr
     assert guest.run("pgrep", "-u", "pipelined", check=False).stdout == ""
     assert shm(guest) == []
+    guest.run("test", "!", "-e", "/usr/lib/pipelined")
+    assert set(recorded) <= set(recordings_of(guest, f"{STATE}/recordings"))
+    guest.run("test", "-f", "/etc/pipelined/graph.toml", "-a", "-f", TOKEN)
+    guest.run("test", "-f", "/etc/default/pipelined")
+
+    guest.run("dpkg", "--purge", "pipelined", timeout=300)
     left = guest.run(
         "ls",
         "-d",
         "/usr/lib/pipelined",
-        "/etc/pipelined",
+        "/etc/pipelined/graph.toml",
+        TOKEN,
+        "/etc/default/pipelined",
         "/var/lib/pipelined",
         "/lib/systemd/system/pipelined.service",
         "/etc/systemd/system/multi-user.target.wants/pipelined.service",
         check=False,
     )
     assert left.stdout == "", left.stdout
+    assert guest.run("ls", "/etc/pipelined").stdout.split() == ["mine.toml"]  # the admin's
+    guest.run("rm", "-r", "/etc/pipelined")
     assert guest.run("systemctl", "cat", UNIT, check=False).returncode != 0
     # Debian policy: the system user stays, so a reused uid never owns old files.
     assert guest.run("id", "-u", "pipelined", check=False).returncode == 0

@@ -458,3 +458,38 @@ def test_listen_options(monkeypatch, tmp_path):
     assert empty.value.exit_code == 78
     (tmp_path / "token").write_text("from-a-file\nignored\n")
     assert web.token_from_args(opts(None, str(tmp_path / "token"))) == web.Token("from-a-file")
+
+
+def test_the_environment_turns_the_page_on_and_a_credential_gives_its_token(monkeypatch, tmp_path):
+    """The packaged unit's way: $PIPELINED_HTTP from /etc/default/pipelined, the token
+    from systemd's credential (LoadCredential=http-token:…); --http still wins."""
+
+    def opts(http=None, token_file=None):
+        return argparse.Namespace(http=http, http_token_file=token_file)
+
+    monkeypatch.delenv(listen.TOKEN_ENV, raising=False)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    assert web.token_from_args(opts()).made  # no credential file: made
+    (tmp_path / "http-token").write_text("from-the-credential\n")
+    given = web.token_from_args(opts())
+    assert given == web.Token("from-the-credential") and given.source.startswith(
+        "the systemd credential http-token"
+    )
+    monkeypatch.setenv(listen.TOKEN_ENV, "the-env-comes-first")
+    assert web.token_from_args(opts()).value == "the-env-comes-first"
+
+    port = free_port()
+    monkeypatch.setenv(listen.LISTEN_ENV, f"127.0.0.1:{port}")
+    on = web.listen_from_args(opts(), builtin=False, token=given)
+    try:
+        assert (on.host, on.port) == ("127.0.0.1", port)
+        assert web.listen_from_args(opts("off"), builtin=False, token=given) is None
+        with pytest.raises(web.HttpError) as busy:  # asked for by configuration: an error
+            web.listen_from_args(opts(), builtin=True, token=given)
+        assert busy.value.exit_code == 1
+    finally:
+        on.sock.close()
+    monkeypatch.setenv(listen.LISTEN_ENV, "nonsense")
+    with pytest.raises(web.HttpError) as bad:
+        web.listen_from_args(opts(), builtin=False, token=given)
+    assert bad.value.exit_code == 78 and "$PIPELINED_HTTP" in str(bad.value)

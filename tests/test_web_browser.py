@@ -300,6 +300,64 @@ async def screenshots(url: str, preview: str, browser: Browser) -> None:
         assert red_square(camera) is not None, "no camera picture on the preview's page"
 
 
+MOTION_GRAPH = """
+[blocks.camera]
+type = "camera"
+source = "testsrc"
+size = [160, 120]
+fps = 10
+
+[blocks.motion]
+type = "motion"
+input = "camera"
+region = [0.8, 0.2, 0.2, 0.3]  # testsrc's square passes through: events come and go
+end_after = 0.3
+"""
+EVENTS_JS = """[...document.querySelectorAll('#ev-list li')].map(li => [li.dataset.id,
+    li.querySelector('.what').textContent, li.classList.contains('active')])"""
+
+
+def test_the_page_lists_events_live_beside_the_graph_and_shows_a_snapshot(tmp_path):
+    with web_daemon(MOTION_GRAPH) as (d, url):
+        browser = Browser()
+        try:
+            asyncio.run(events_scenario(d, url, browser))
+        finally:
+            browser.close()
+
+
+async def events_scenario(d, url: str, browser: Browser) -> None:
+    async with aiohttp.ClientSession() as session:
+        await browser.connect(session)
+        await browser.call("Page.enable")
+        await log_in(browser, url)
+        first = await browser.until(
+            f"(l => l.length >= 1 && l)({EVENTS_JS})", 60, "a motion event in the list"
+        )
+        assert all(what == "motion · motion" for _, what, _ in first)
+        known = {event_id for event_id, _, _ in first}
+        # Live: events the block raises later come without a reload.
+        await browser.until(
+            f"{EVENTS_JS}.some(e => !{json.dumps(sorted(known))}.includes(e[0]))",
+            60,
+            "a newer event, without a reload",
+        )
+        listed = d.call("events", blocks=["motion"], limit=1000)["events"]
+        shown = await browser.js(EVENTS_JS)
+        assert {e[0] for e in shown} <= {e["id"] for e in listed}
+        # A click shows the event's snapshot, as the store has it.
+        await browser.js("document.querySelector('#ev-list li').click()")
+        width = await browser.until(
+            "(i => !document.getElementById('ev-view').hidden && i.complete && i.naturalWidth)"
+            "(document.getElementById('ev-snapshot'))",
+            30,
+            "the event's snapshot",
+        )
+        assert width == 160
+        caption = await browser.js("document.getElementById('ev-caption').textContent")
+        assert caption.startswith("motion · motion · ") and "score" in caption
+
+
 REMOTE_GRAPH = """
 [zenoh]
 listen = ["tcp/127.0.0.1:{port}"]

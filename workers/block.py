@@ -28,7 +28,7 @@ from __future__ import annotations
 import datetime
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
@@ -285,6 +285,39 @@ class Context(Protocol):
         block's, which the daemon's Zenoh link writes. None for every other block."""
         ...
 
+    def event(
+        self,
+        kind: str,
+        phase: str = "moment",
+        *,
+        key: str = "",
+        score: float | None = None,
+        data: Mapping[str, Any] | None = None,
+        frame: np.ndarray | None = None,
+    ) -> str | None:
+        """Say that something happened: the daemon stores it, logs it, and tells MQTT,
+        webhooks and clip recorders. Never waits; returns the event's id, or None when
+        the block is over its rate (``[events] rate``) and the event was dropped (counted).
+
+        ``kind`` is ``motion``, ``person`` or the block's own word; ``phase`` is
+        ``start`` (then ``update`` and ``end`` of the same kind, and ``key`` for several
+        at once) or ``moment`` (start and end at once). ``score`` is how sure or how
+        much; ``data`` plain JSON of at most 8 KiB; ``frame`` (BGR or grey) becomes the
+        event's snapshot JPEG (a copy is taken now: a view of the input is fine). The
+        event's time is that of the frame the block is working on.
+        """
+        ...
+
+    def rewind(self, seconds: float) -> bool:
+        """Start the packet input again at the oldest keyframe within ``seconds`` of its
+        newest packet (a clip's pre-roll); False if it holds none."""
+        ...
+
+    def clip(self, events: list[str], path: str, start: float, end: float | None) -> None:
+        """Tell the daemon that the file ``path`` holds the clip of ``events``, from
+        ``start`` (Unix seconds) to ``end`` (None while it is written)."""
+        ...
+
 
 class Block:
     """Base of every block. Subclasses set ``params`` and override ``process``.
@@ -303,6 +336,9 @@ class Block:
     """A source that knows when its frame was taken (not now: a remote block's frames were
     taken on another box) sets this before returning the frame, in ``time.monotonic_ns()``
     terms; the runtime stamps the frame with it instead of the time it was published."""
+    event_kinds: ClassVar[tuple[str, ...]] = ()
+    """The kinds of event the block raises, when it knows them in advance: Home Assistant
+    discovery announces a binary sensor for each before the first one happens."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -387,6 +423,11 @@ class Block:
         ``codec`` is what its generation says of the stream (codec, size, extradata)."""
         raise NotImplementedError
 
+    def take_event(self, event: dict[str, Any]) -> None:
+        """An event the daemon routes to this block (a recorder in clip mode gets those of
+        its ``triggers``): ``id``, ``block``, ``kind``, ``phase``, ``at`` (Unix seconds).
+        Called between frames or packets, in the block's own thread."""
+
     def close(self) -> None:
         """Release what ``setup`` opened. Runs on every exit the worker controls."""
 
@@ -404,6 +445,8 @@ class _Detached:
     details: list[str | None] = field(default_factory=list)
     written: int = 0
     skipped_frames: int = 0
+    events: list[dict[str, Any]] = field(default_factory=list)
+    clips: list[dict[str, Any]] = field(default_factory=list)
     log: BlockLog = field(init=False)
 
     def __post_init__(self) -> None:
@@ -444,3 +487,29 @@ class _Detached:
 
     def frames_wanted(self) -> bool:
         return True  # the caller of process() takes them
+
+    def event(
+        self,
+        kind: str,
+        phase: str = "moment",
+        *,
+        key: str = "",
+        score: float | None = None,
+        data: Mapping[str, Any] | None = None,
+        frame: np.ndarray | None = None,
+    ) -> str | None:
+        """Kept in ``events`` (with the frame), for a test or a notebook to look at."""
+        import time
+
+        event_id = f"{time.time():.3f}-{len(self.events):06d}"
+        self.events.append(
+            {"id": event_id, "kind": kind, "phase": phase, "key": key, "score": score,
+             "data": dict(data) if data is not None else None, "frame": frame}
+        )  # fmt: skip
+        return event_id
+
+    def rewind(self, seconds: float) -> bool:
+        return False
+
+    def clip(self, events: list[str], path: str, start: float, end: float | None) -> None:
+        self.clips.append({"events": events, "path": path, "start": start, "end": end})

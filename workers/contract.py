@@ -86,6 +86,10 @@ class WorkerArgs:
     supervisor: tuple[int, int] = (0, 0)  # the daemon's pid and start time
     liveness_interval: float = 0.5
     beside: str | None = None  # the graph file's folder, where a user module may live
+    events: dict[str, Any] | None = None
+    """The event pipe: ``fd`` (its write end, open in the worker), ``inbox_fd`` (events
+    routed to the block, or None), ``snapshots`` (the folder for snapshot JPEGs, or
+    None), ``rate``, ``burst`` and ``quality`` (``[events]``). None: no events."""
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,7 @@ def _facts(cls: type[Block]) -> dict[str, Any]:
             "min_inputs": int(cls.min_inputs),
             "max_inputs": None if cls.max_inputs is None else int(cls.max_inputs),
             "params": params,
+            "event_kinds": [str(k) for k in getattr(cls, "event_kinds", ())][:100],
         }
     }
 

@@ -16,6 +16,7 @@ BUILTIN: dict[str, str] = {
     "recorder": "pipelined.workers.blocks.recorder:Recorder",
     "preview": "pipelined.workers.blocks.preview:Preview",
     "remote": "pipelined.workers.blocks.remote:Remote",
+    "motion": "pipelined.workers.blocks.motion:Motion",
 }
 
 

@@ -5,7 +5,9 @@ start, stop, restart) get the supervisor and the blocks the request names, resol
 a request that names no block means ``supervisor.every()`` (restart refuses it), so no
 layer below ever sees an empty list that stands for "all". ``graph`` and ``wires`` get
 the supervisor; ``reload`` gets the daemon, which re-reads its graph file;
-``recordings`` gets the blocks (every block when none is named) and its other arguments. The control
+``recordings`` gets the blocks (every block when none is named) and its other arguments;
+``events`` gets the daemon's event hub (its blocks need not be in the running graph: the
+store remembers blocks a reload took away). The control
 socket (control.py) and the web page's buttons (web/api.py) call these same handlers.
 """
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from . import graph, history, recordings, reload, restart, start, status, stop, wires
+from . import events, graph, history, recordings, reload, restart, start, status, stop, wires
 from .blocks import WhenNone, every, resolve
 
 if TYPE_CHECKING:
@@ -48,4 +50,5 @@ def table(daemon: Daemon) -> dict[str, Handler]:
         "recordings": lambda args: recordings.handle(
             daemon.supervisor, resolve(daemon.supervisor, args, every), args
         ),
+        "events": lambda args: events.handle(daemon.hub, args),
     }

@@ -20,25 +20,23 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelined.ctl.protocol import BAD_REQUEST, CommandError
 from pipelined.workers.video.segments import Namer, Segment
 
-from ..probe import RemoteBlock
+from ..graph import is_recorder
 from .args import get_arg
 
 if TYPE_CHECKING:
-    from ..graph import BlockSpec, BlockType
+    from ..graph import BlockSpec
     from ..supervisor import Supervisor
     from ..watcher import Watcher
 
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 5000
 ORDERS = ("oldest", "newest")
-RECORDER = "pipelined.workers.blocks.recorder"
 _reader = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="recordings")
 
 Key = tuple[int, str, str]
@@ -82,19 +80,6 @@ def recorders(specs: list[BlockSpec], named: bool) -> list[BlockSpec]:
             " recordings",
         )  # fmt: skip
     return chosen
-
-
-def is_recorder(cls: BlockType) -> bool:
-    """Whether ``cls`` is the built-in recorder or a subclass of it.
-
-    Its module is imported with a graph that has a recorder; without one, the daemon
-    does not import it (and OpenCV with it) just to find that none is there. A user's
-    class is never imported here: what its bases are was asked with the rest.
-    """
-    if isinstance(cls, RemoteBlock):
-        return cls.is_a(f"{RECORDER}:Recorder")
-    module = sys.modules.get(RECORDER)
-    return module is not None and issubclass(cls, module.Recorder)
 
 
 def directory(spec: BlockSpec) -> Path:

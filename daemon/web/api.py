@@ -7,6 +7,7 @@ do nothing pipectl cannot, and answers the way pipectl would.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -22,18 +23,23 @@ ACTIONS = ("start", "stop", "restart")
 HTTP_STATUS = {BAD_REQUEST: 400, NO_SUCH_BLOCK: 404, FAILED: 409}
 
 
+async def reply(result: Awaitable[Any]) -> web.Response:
+    """A command handler's answer as the page's JSON: pipectl's reply, with an HTTP status."""
+    try:
+        value = await result
+    except CommandError as exc:
+        error = {"code": exc.code, "message": exc.message}
+        return web.json_response(
+            {"ok": False, "error": error}, status=HTTP_STATUS.get(exc.code, 500)
+        )
+    return web.json_response({"ok": True, "result": value})
+
+
 def add_routes(app: web.Application, daemon: Daemon) -> None:
     table = commands.table(daemon)
 
     async def call(cmd: str, args: dict[str, Any]) -> web.Response:
-        try:
-            result = await table[cmd](args)
-        except CommandError as exc:
-            error = {"code": exc.code, "message": exc.message}
-            return web.json_response(
-                {"ok": False, "error": error}, status=HTTP_STATUS.get(exc.code, 500)
-            )
-        return web.json_response({"ok": True, "result": result})
+        return await reply(table[cmd](args))
 
     async def status(request: web.Request) -> web.Response:
         return await call("status", {})

@@ -2,13 +2,17 @@
 
 Decisions (docs/design.md, "pipelined"):
 
-- ``--http ADDR:PORT`` turns the page on; ``--http off`` turns it off. With no
-  ``--http`` it is on at 127.0.0.1:8080 for the built-in demo and off for a graph file,
-  so the packaged daemon (which runs a graph file) serves nothing unless told to.
-- A token, always. It comes from ``$PIPELINED_HTTP_TOKEN`` or the first line of
-  ``--http-token-file FILE`` (systemd: ``LoadCredential=http-token:/etc/…`` and
-  ``--http-token-file ${CREDENTIALS_DIRECTORY}/http-token``), never from the command
-  line, which every local user can read in /proc. Given none, the daemon makes one and
+- ``--http ADDR:PORT`` turns the page on; ``--http off`` turns it off. Without it,
+  ``$PIPELINED_HTTP`` says the same (the packaged unit reads it from
+  /etc/default/pipelined: an administrator's place for options, with no ExecStart= to
+  override). With neither, it is on at 127.0.0.1:8080 for the built-in demo and off
+  for a graph file, so the packaged daemon serves nothing unless told to.
+- A token, always. It comes from the first line of ``--http-token-file FILE``, else
+  ``$PIPELINED_HTTP_TOKEN``, else the systemd credential ``http-token``
+  (``$CREDENTIALS_DIRECTORY/http-token``: the packaged unit's
+  ``LoadCredential=http-token:/etc/pipelined/http-token``, a file only root reads),
+  never from the command line, which every local user can read in /proc. Given none,
+  the daemon makes one and
   prints the URL that carries it, as Jupyter does (only on loopback: beyond it, a token
   must be given, or the daemon does not start: exit 78, EX_CONFIG).
 - The same token opens the preview blocks that set none of their own.
@@ -23,12 +27,15 @@ import os
 import socket
 import sys
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pipelined.workers.contract import EX_CONFIG
 
 DEMO_LISTEN = "127.0.0.1:8080"
+LISTEN_ENV = "PIPELINED_HTTP"
 TOKEN_ENV = "PIPELINED_HTTP_TOKEN"
+CREDENTIAL = "http-token"
+"""The token's name among systemd's credentials (LoadCredential=http-token:FILE)."""
 
 
 class HttpError(Exception):
@@ -45,6 +52,7 @@ class Token:
 
     value: str
     made: bool = False
+    source: str = field(default="", compare=False)  # where a given one came from
 
     def in_url(self, url: str) -> str:
         """``url`` as the daemon prints it: with the token when nobody else knows it."""
@@ -70,27 +78,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--http",
         metavar="ADDR:PORT",
-        help=f"serve the page and /metrics here, or 'off' (default: {DEMO_LISTEN} for the"
-        " built-in demo, off for a graph file); beyond loopback a token is required",
+        help=f"serve the page and /metrics here, or 'off' (default: ${LISTEN_ENV}, else"
+        f" {DEMO_LISTEN} for the built-in demo and off for a graph file); beyond loopback"
+        " a token is required",
     )
     parser.add_argument(
         "--http-token-file",
         metavar="FILE",
-        help=f"the page's token, on the first line of FILE (else ${TOKEN_ENV})",
+        help=f"the page's token, on the first line of FILE (else ${TOKEN_ENV}, else the"
+        f" systemd credential {CREDENTIAL}; else one is made and printed)",
     )
 
 
 def token_from_args(opts: argparse.Namespace) -> Token:
-    """The token of ``--http-token-file`` or the environment, else a new one."""
+    """The token of ``--http-token-file``, the environment or systemd's credential, else
+    a new one."""
     from pipelined.workers.http.access import new_token
 
-    given = _token(opts.http_token_file)
-    return Token(given) if given else Token(new_token(), made=True)
+    given, source = _token(opts.http_token_file)
+    return Token(given, source=source) if given else Token(new_token(), made=True)
+
+
+def _listen_text(opts: argparse.Namespace, builtin: bool) -> tuple[str, str]:
+    """What to listen on, and where that was said (for an error message)."""
+    if opts.http is not None:
+        return opts.http, "--http"
+    from_env = os.environ.get(LISTEN_ENV, "").strip()
+    if from_env:
+        return from_env, f"${LISTEN_ENV}"
+    return (DEMO_LISTEN if builtin else "off"), "--http"
 
 
 def listen_from_args(opts: argparse.Namespace, builtin: bool, token: Token) -> Listener | None:
     """Bind the page's socket as the options say; None when the page is off."""
-    text = opts.http if opts.http is not None else (DEMO_LISTEN if builtin else "off")
+    text, where = _listen_text(opts, builtin)
     if text == "off":
         return None
     from pipelined.workers.http.mjpeg import is_loopback, parse_listen
@@ -98,10 +119,11 @@ def listen_from_args(opts: argparse.Namespace, builtin: bool, token: Token) -> L
     try:
         host, port = parse_listen(text)
     except ValueError as exc:
-        raise HttpError(f"--http: {exc}", 2) from None
+        # A bad --http is a usage error; a bad $PIPELINED_HTTP is a configuration one.
+        raise HttpError(f"{where}: {exc}", 2 if where == "--http" else EX_CONFIG) from None
     if not is_loopback(host) and token.made:
         raise HttpError(
-            f"--http {text} is beyond loopback, and the page would be open to the network:"
+            f"{where} {text} is beyond loopback, and the page would be open to the network:"
             f" set a token in ${TOKEN_ENV} or --http-token-file, or listen on 127.0.0.1",
             EX_CONFIG,
         )
@@ -111,21 +133,28 @@ def listen_from_args(opts: argparse.Namespace, builtin: bool, token: Token) -> L
         )
     except OSError as exc:
         message = f"cannot serve the page on {text}: {exc.strerror or exc}"
-        if opts.http is None:  # the demo's default: run the graph anyway
+        if opts.http is None and where == "--http":  # the demo's default: run anyway
             print(f"pipelined: {message}; running without it", file=sys.stderr)
             return None
         raise HttpError(message, 1) from None
     return Listener(host, sock.getsockname()[1], token.value, sock)
 
 
-def _token(path: str | None) -> str:
+def _token(path: str | None) -> tuple[str, str]:
+    """The given token and where it came from: ``--http-token-file``, else the
+    environment, else the systemd credential; ("", "") when none is given."""
+    label = f"--http-token-file {path}"
     if path is None:
-        return os.environ.get(TOKEN_ENV, "").strip()
+        from_env = os.environ.get(TOKEN_ENV, "").strip()
+        credential = os.path.join(os.environ.get("CREDENTIALS_DIRECTORY") or "", CREDENTIAL)
+        if from_env or not os.path.isabs(credential) or not os.path.exists(credential):
+            return from_env, f"${TOKEN_ENV}" if from_env else ""
+        path, label = credential, f"the systemd credential {CREDENTIAL} ({credential})"
     try:
         with open(path, encoding="utf-8") as f:
             token = f.readline().strip()
     except OSError as exc:
-        raise HttpError(f"--http-token-file {path}: {exc.strerror or exc}", EX_CONFIG) from None
+        raise HttpError(f"{label}: {exc.strerror or exc}", EX_CONFIG) from None
     if not token:
-        raise HttpError(f"--http-token-file {path} is empty", EX_CONFIG)
-    return token
+        raise HttpError(f"{label} is empty", EX_CONFIG)
+    return token, label.removeprefix("--http-token-file ").split(" (")[0]

@@ -54,6 +54,7 @@ class DaemonCollector(Collector):
         yield from self._blocks(status["blocks"])
         yield from self._wires(status["wires"])
         yield from self._remote_wires(status.get("remote_wires", []))
+        yield from self._events(status)
 
     def _daemon(self, status: dict) -> Iterator[Metric]:
         info = InfoMetricFamily("pipelined_daemon", "The daemon's version, instance and run")
@@ -232,6 +233,78 @@ class DaemonCollector(Collector):
             missed.add_metric(key, wire["missed"])
             refused.add_metric(key, wire.get("refused", 0))
         yield from (up, frames, size, fps, rate, missed, refused)
+
+    def _events(self, status: dict) -> Iterator[Metric]:
+        """Events per block and kind, what was dropped where, and the outlets."""
+        raised = CounterMetricFamily(
+            "pipelined_events",
+            "Events the block raised (starts and moments)",
+            labels=["block", "kind"],
+        )
+        dropped = CounterMetricFamily(
+            "pipelined_events_dropped",
+            "Events the block raised that went nowhere: over its rate, its queue full, or"
+            " lines that were no event",
+            labels=["block", "reason"],
+        )
+        for block in status["blocks"]:
+            for kind, count in (block.get("events_by_kind") or {}).items():
+                raised.add_metric([block["name"], kind], count)
+            for reason, count in (block.get("events_dropped") or {}).items():
+                dropped.add_metric([block["name"], reason], count)
+        yield raised
+        yield dropped
+        events = status.get("events") or {}
+        yield GaugeMetricFamily(
+            "pipelined_events_open", "Events started and not ended", value=events.get("open", 0)
+        )
+        yield CounterMetricFamily(
+            "pipelined_events_not_stored",
+            "Event changes the store could not keep up with",
+            value=events.get("not_stored", 0),
+        )
+        mqtt = status.get("mqtt")
+        if mqtt:
+            yield GaugeMetricFamily(
+                "pipelined_mqtt_connected",
+                "1 while connected to the broker",
+                value=int(mqtt["connected"]),
+            )
+            yield CounterMetricFamily(
+                "pipelined_mqtt_events_sent", "Events the broker acknowledged", value=mqtt["sent"]
+            )
+            yield CounterMetricFamily(
+                "pipelined_mqtt_events_dropped",
+                "Events dropped from a full queue while the broker was away or slow",
+                value=mqtt["dropped"],
+            )
+            yield GaugeMetricFamily(
+                "pipelined_mqtt_events_queued",
+                "Events waiting for the broker",
+                value=mqtt["queued"],
+            )
+            yield CounterMetricFamily(
+                "pipelined_mqtt_connections",
+                "Connections made to the broker",
+                value=mqtt["connections"],
+            )
+        hooks = status.get("webhooks") or []
+        if hooks:
+            families = {
+                key: CounterMetricFamily(f"pipelined_webhook_{key}", text, labels=["url"])
+                for key, text in (
+                    ("sent", "Events the URL took"),
+                    ("failed", "Events given up after the retries"),
+                    ("dropped", "Events dropped from a full queue"),
+                )
+            }
+            queued = GaugeMetricFamily("pipelined_webhook_queued", "Events waiting", labels=["url"])
+            for hook in hooks:
+                for key, family in families.items():
+                    family.add_metric([hook["url"]], hook[key])
+                queued.add_metric([hook["url"]], hook["queued"])
+            yield from families.values()
+            yield queued
 
 
 def _cpu_seconds(pid: int | None) -> float:

@@ -22,7 +22,7 @@ from pipelined.workers.video.segments import Namer
 
 from .. import commands
 from ..commands import recordings as command
-from .api import HTTP_STATUS
+from .api import reply
 
 if TYPE_CHECKING:
     from ..app import Daemon
@@ -34,14 +34,7 @@ def add_routes(app: web.Application, daemon: Daemon) -> None:
     handle = commands.table(daemon)["recordings"]  # pipectl's own handler
 
     async def listing(request: web.Request) -> web.Response:
-        try:
-            result = await handle(_args(request.query))
-        except CommandError as exc:
-            error = {"code": exc.code, "message": exc.message}
-            return web.json_response(
-                {"ok": False, "error": error}, status=HTTP_STATUS.get(exc.code, 500)
-            )
-        return web.json_response({"ok": True, "result": result})
+        return await reply(handle(_args(request.query)))
 
     async def segment(request: web.Request) -> web.FileResponse:
         block, name = request.match_info["block"], request.match_info["file"]

@@ -1,4 +1,4 @@
-"""The daemon's HTTP server: the page, its JSON, live wire views and /metrics.
+"""The daemon's HTTP server: the page, its JSON, live wire views, events and /metrics.
 
 It runs on the daemon's own event loop (aiohttp), beside the control socket: handlers
 only read the supervisor's state or call the control commands, and anything slow
@@ -16,7 +16,7 @@ from aiohttp import web
 
 from pipelined.workers.http.mjpeg import NO_STORE, add_look, secure_response, start_server
 
-from . import api, metrics, recordings
+from . import api, events, metrics, recordings
 from .listen import Listener
 from .live import LiveViews
 from .security import Access
@@ -42,6 +42,7 @@ class WebServer:
         add_look(self.app)
         api.add_routes(self.app, daemon)
         recordings.add_routes(self.app, daemon)
+        events.add_routes(self.app, daemon)
         self.live.add_routes(self.app)
         collector = metrics.DaemonCollector(daemon, _version(), self.live.slots.in_use)
         metrics.add_route(self.app, collector)

@@ -23,7 +23,7 @@ keyframe decoded now and then; with several inputs, each picture in it carries t
 of its input in its corner.
 
 ``directory`` defaults to ``recordings``; the daemon takes a relative one under its state
-directory (``--state-dir``: ``/var/lib/pipelined`` under systemd, else
+directory (``--state-dir``: ``/var/lib/pipelined/<instance>`` under systemd, else
 ``~/.local/state/pipelined/<instance>``), never where it was started: a graph run from a
 clone does not record into the clone.
 """
@@ -48,6 +48,9 @@ from ..video.storage import DiskFull, Limits, Storage
 
 SNAPSHOT = "latest.jpg"
 CODECS = ("auto", "copy", "h264", "mjpeg")
+MODES = ("segments", "clips")
+CLIP_SEGMENT_SECONDS = 3600.0
+"""A clip is one file unless its stream breaks, or it goes on for more than an hour."""
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow")
 STALLED_WRITES = 64  # .avi writes without the file growing that mean the writer is failing
 
@@ -61,6 +64,17 @@ def _one_of(choices: tuple[str, ...]) -> Any:
         return None if value in choices else f"must be one of {', '.join(choices)}, not {value!r}"
 
     return check
+
+
+def _triggers(value: Any) -> str | None:
+    from ..events import KIND_RE
+    from ..ipc.names import BLOCK_RE
+
+    for trigger in value:
+        block, _, kind = trigger.partition(":") if isinstance(trigger, str) else ("", "", "")
+        if not BLOCK_RE.match(block) or (":" in str(trigger) and not KIND_RE.match(kind)):
+            return f'must list "BLOCK" or "BLOCK:KIND" (motion, "detector:person"), not {trigger!r}'
+    return None
 
 
 def _snapshot_interval(value: Any) -> str | None:
@@ -154,6 +168,29 @@ class Recorder(Block):
             check=in_range(0.1, 3600),
             doc="seconds between attempts after the disk was full",
         ),
+        "mode": Param(
+            str,
+            default="segments",
+            check=_one_of(MODES),
+            doc="segments: record all the time; clips: one file per event of the triggers,"
+            " from preroll before it to postroll after it (copy only)",
+        ),
+        "triggers": Param(
+            list,
+            default=[],
+            check=_triggers,
+            doc='clips: the events that make one: "BLOCK" or "BLOCK:KIND"; empty: every'
+            " event of every block",
+        ),
+        "preroll": Param(
+            float,
+            default=5.0,
+            check=in_range(0, 60),
+            doc="clips: seconds before the event (the input must keep that many)",
+        ),
+        "postroll": Param(
+            float, default=5.0, check=in_range(0, 3600), doc="clips: seconds after its end"
+        ),
     }
 
     @classmethod
@@ -161,6 +198,11 @@ class Recorder(Block):
         problems = []
         if not str(params.get("directory", "recordings")).strip():
             problems.append("directory is empty")
+        if params.get("mode") == "clips" and params.get("codec") not in ("auto", "copy"):
+            problems.append(
+                'mode = "clips" copies the camera\'s packets (the pre-roll is in its packet'
+                f" wire): codec must be copy or auto, not {params.get('codec')!r}"
+            )
         return problems
 
     @classmethod
@@ -169,6 +211,7 @@ class Recorder(Block):
         any); auto copies when the one input has packets; h264 and mjpeg take frames."""
         codec = params.get("codec", "auto")
         copy = codec == "copy" or (codec == "auto" and len(offered) == 1 and offered[0])
+        copy = copy or params.get("mode") == "clips"  # the loader says if it has no packets
         return ["packets" if copy and i == 0 else "frames" for i in range(len(offered))]
 
     # -- run time ---------------------------------------------------------------------
@@ -197,6 +240,7 @@ class Recorder(Block):
         self._paused_until: float | None = None
         self._refused: tuple[int, str] | None = None  # a generation no file can take, and why
         self.reason: str | None = None
+        self._clips: Any = None  # a ClipCutter, in clip mode
 
     # -- packets (copy) ---------------------------------------------------------------
 
@@ -217,9 +261,14 @@ class Recorder(Block):
             self._guard(lambda: self._snapshot_keyframe(packet, codec), now)
         if self._stopped(now):
             return
-        segments = self._packet_segmenter()
+        if self.config["mode"] == "clips":
+            cutter = self._clip_cutter()
+            segments, take = cutter.segments, cutter.take
+        else:
+            segments = self._packet_segmenter()
+            take = segments.take
         try:
-            written = self._guard(lambda: segments.take(packet, codec), now)
+            written = self._guard(lambda: take(packet, codec), now)
         except MuxError as exc:
             segments.finish("the stream cannot be written")
             self._refuse(packet.generation, f"input {self._input()!r}: {exc}")
@@ -239,18 +288,46 @@ class Recorder(Block):
     def _input(self) -> str:
         return self.context.inputs[0] if self.context.inputs else "?"
 
-    def _packet_segmenter(self) -> Any:
+    def _packet_segmenter(self, seconds: float | None = None) -> Any:
         if self._packets is None:
             from ..video.segmenter import PacketSegmenter
 
             self._packets = PacketSegmenter(
                 self.storage,
-                self.config["segment_seconds"],
+                seconds or self.config["segment_seconds"],
                 self.config["gap_seconds"],
                 self.context.log,
                 on_start=self._say_segment,
             )
         return self._packets
+
+    # -- clips ------------------------------------------------------------------------
+
+    def _clip_cutter(self) -> Any:
+        if self._clips is None:
+            from ..video.clips import ClipCutter
+
+            segments = self._packet_segmenter(CLIP_SEGMENT_SECONDS)  # cut where the stream breaks
+            self._clips = ClipCutter(
+                segments, self.config["preroll"], self.config["postroll"], self._report_clip,
+                self.context.log,
+            )  # fmt: skip
+        return self._clips
+
+    def take_event(self, event: dict[str, Any]) -> None:
+        """An event of the triggers (the daemon sends only those): maybe a new clip."""
+        if self.config["mode"] != "clips":
+            return
+        rewind = self._clip_cutter().event(event)
+        if rewind is not None and not self.context.rewind(rewind):
+            self.context.log.info("nothing to rewind to yet: the clip starts at the next keyframe")
+
+    def _report_clip(self, report: Any) -> None:
+        self.context.clip(report.events, report.path, report.start, report.end)
+        state = "writing" if report.end is None else "closed"
+        self.context.detail(
+            f"clip {Path(report.path).name} ({state}) for {len(report.events)} events"
+        )
 
     def _say_segment(self, segment: Segment, codec: CodecParams) -> None:
         self.context.detail(f"{codec.codec} {codec.width}x{codec.height} -> {segment.name}")
@@ -375,7 +452,9 @@ class Recorder(Block):
             encoder.flush()
 
     def _close_packets(self) -> None:
-        if self._packets is not None:
+        if self._clips is not None:
+            self._clips.finish()
+        elif self._packets is not None:
             self._packets.finish()
 
     def _close_avi(self) -> None:
@@ -492,7 +571,7 @@ class AviSegmenter:
         self.writer, self.path, self.size = writer, path, size
         self.start_ns, self._bytes, self._stalled = time_ns, path.stat().st_size, 0
         self._next_check = time.monotonic() + 1.0
-        self.log.info("recording to %s (mjpeg %dx%d)", path.name, *size)
+        self.log.info("recording to %s (mjpeg %dx%d)", path, *size)
 
     def _check_growth(self) -> None:
         """OpenCV's writer ignores write errors: a file that stops growing is failing."""

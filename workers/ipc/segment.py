@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+from collections.abc import Callable
 
 import posix_ipc
 
@@ -157,21 +158,19 @@ def open_semaphore(name: str) -> posix_ipc.Semaphore:
 def unlink_segment(name: str) -> bool:
     """Remove a segment of ours; False if it was not there (another process got there
     first) or is another user's (left alone, even by root)."""
-    if not is_mine(_entry_of(name)):
-        return False
-    try:
-        posix_ipc.unlink_shared_memory(name)
-    except (posix_ipc.ExistentialError, posix_ipc.PermissionsError):
-        return False
-    return True
+    return _unlink_mine(_entry_of(name), name, posix_ipc.unlink_shared_memory)
 
 
 def unlink_semaphore(name: str) -> bool:
     """Remove a semaphore of ours; False as for ``unlink_segment``."""
-    if not is_mine("sem." + _entry_of(name)):
+    return _unlink_mine("sem." + _entry_of(name), name, posix_ipc.unlink_semaphore)
+
+
+def _unlink_mine(entry: str, name: str, unlink: Callable[[str], None]) -> bool:
+    if not is_mine(entry):
         return False
     try:
-        posix_ipc.unlink_semaphore(name)
+        unlink(name)
     except (posix_ipc.ExistentialError, posix_ipc.PermissionsError):
         return False
     return True

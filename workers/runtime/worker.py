@@ -22,13 +22,14 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..block import Block, BlockLog, ConfigurationError
 from ..codec import CodecError
 from ..contract import EX_CONFIG, EX_CRASHED, EX_OK, EX_USAGE, WorkerArgs, read_worker_args
+from ..events import EventInbox, EventSender
 from ..ipc.heartbeat import BUCKETS_S, RUNNING, STARTING, WAITING, Beat, Heartbeat, bucket
 from ..ipc.liveness import ProcessIdentity, ask_for_death_signal
 from ..ipc.names import RunNames
@@ -92,6 +93,33 @@ class _Context:
         wire, which the daemon's Zenoh link writes)."""
         return self._worker.incoming
 
+    def event(
+        self,
+        kind: str,
+        phase: str = "moment",
+        *,
+        key: str = "",
+        score: float | None = None,
+        data: Any = None,
+        frame: np.ndarray | None = None,
+    ) -> str | None:
+        worker = self._worker
+        if worker.events is None:
+            self.log.debug("event %s %s: this worker has no event pipe", kind, phase)
+            return None
+        return worker.events.event(
+            kind, phase, key=key, score=score, data=data, frame=frame,
+            at=worker.frame_time(), intact=worker.frame_check(frame),
+        )  # fmt: skip
+
+    def rewind(self, seconds: float) -> bool:
+        readers = self._worker.packet_readers
+        return bool(readers) and readers[0].rewind(seconds)
+
+    def clip(self, events: list[str], path: str, start: float, end: float | None) -> None:
+        if self._worker.events is not None:
+            self._worker.events.clip(events, path, start, end)
+
     def sleep(self, seconds: float) -> bool:
         end = time.monotonic() + seconds
         while not self._worker.stopping:
@@ -131,6 +159,8 @@ class Worker:
         self.block: Block | None = None
         self._held: list[Frame | None] = []
         self._last_beat = 0.0
+        self.events: EventSender | None = None
+        self.inbox: EventInbox | None = None
 
     # -- supervision -----------------------------------------------------------------
 
@@ -230,6 +260,49 @@ class Worker:
             self._wanted = (answer, now)
         return answer
 
+    # -- events ----------------------------------------------------------------------
+
+    def frame_time(self) -> float:
+        """The wall-clock time of the frame the block works on: when it was captured,
+        for a block that reads frames; now, for a source or a packet reader."""
+        held = self.held_first
+        now = time.time()
+        if held is None:
+            return now
+        return now - max(0, time.monotonic_ns() - held.timestamp_ns) / 1e9
+
+    def frame_check(self, frame: np.ndarray | None) -> Callable[[], bool] | None:
+        """How to tell whether ``frame`` was still whole once copied: needed only when it
+        is (a view of) the zero-copy input."""
+        held = self.held_first
+        if frame is None or held is None or not np.may_share_memory(frame, held.array):
+            return None
+        return held.intact
+
+    def _open_events(self) -> None:
+        options = self.args.events
+        if not options:
+            return
+        snapshots = Path(options["snapshots"]) if options.get("snapshots") else None
+        if snapshots is not None:
+            try:
+                snapshots.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                print(f"no event snapshots: {snapshots}: {exc.strerror}", file=sys.stderr)
+                snapshots = None
+        self.events = EventSender(
+            options["fd"], snapshots, options["rate"], options["burst"], options["quality"]
+        )
+        if options.get("inbox_fd") is not None:
+            self.inbox = EventInbox(options["inbox_fd"])
+
+    def deliver_events(self) -> None:
+        """Hand the block the events the daemon routed to it, between two frames."""
+        if self.inbox is None or self.block is None:
+            return
+        for event in self.inbox.take():
+            self.block.take_event(event)
+
     # -- the run ---------------------------------------------------------------------
 
     def run(self) -> int:
@@ -265,6 +338,7 @@ class Worker:
         self.heartbeat = Heartbeat.attach(self.names, args.block)
         self.beat(force=True)
         cls = resolve(args.type, Path(args.beside) if args.beside else None)
+        self._open_events()
         self.block = cls(args.block, args.params, _Context(self))
         if args.packet_output:  # before setup(): a camera states its codec there
             self.packet_writer = PacketWriter(self.names, args.block)
@@ -292,6 +366,7 @@ class Worker:
 
     def step(self) -> None:
         """One frame (or packet) through the block: wait for input, process, publish."""
+        self.deliver_events()
         if self.packet_readers:
             self.take_packet(self.packet_readers[0])
             return
@@ -408,6 +483,10 @@ class Worker:
                 traceback.print_exc()
         if self.encoder is not None:
             self.encoder.close()  # the last packets onto the wire before it is closed
+        if self.events is not None:
+            self.events.close()  # what the block said last goes out before we do
+        if self.inbox is not None:
+            self.inbox.close()
         self._held = []
         for reader in self.all_readers:
             reader.close()

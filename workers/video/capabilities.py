@@ -11,8 +11,13 @@ such names does not load it into the daemon.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from functools import cache
-from typing import Literal
+from typing import Literal, TypeVar
+
+log = logging.getLogger("pipelined.video")
+C = TypeVar("C")
 
 HWACCEL_CHOICES = ("auto", "off")
 ENCODER_CHOICES = ("auto",)
@@ -103,3 +108,39 @@ def _encodes(name: str, codec: str) -> bool:
     import av
 
     return av.codec.Codec(name, "w").id == av.codec.Codec(codec, "r").id
+
+
+def open_first(
+    tries: list[str],
+    create: Callable[[str], C],
+    software: str,
+    errors: tuple[type[BaseException], ...],
+    what: str,
+    auto: bool,
+) -> tuple[C, str | None, str]:
+    """Open the first of the hardware codecs ``tries`` that works on this box, else the
+    ``software`` one: (context, the hardware name or None, how, for the status line).
+
+    A name FFmpeg knows may still fail here (no device, no driver): each failure is
+    logged once and the first is said in ``how``, so a box that fell back says why.
+    """
+    failures = []
+    for name in tries:
+        try:
+            return create(name), name, f"with {name} (hardware)"
+        except errors as exc:
+            failures.append(f"{name}: {reason(exc)}")
+    if failures:
+        log.info("no hardware %s for %s: %s", what, software, "; ".join(failures))
+    context = create(software)
+    label = "in software" if what == "decoder" else f"with {software}"
+    if auto and failures:
+        return context, None, f"{label} (no hardware {what} works here)"
+    if failures:
+        return context, None, f"{label} ({failures[0]})"
+    return context, None, label
+
+
+def reason(exc: BaseException) -> str:
+    """What FFmpeg (or the OS) said, in a few words."""
+    return str(getattr(exc, "strerror", None) or str(exc) or type(exc).__name__)

@@ -58,23 +58,15 @@ class Decoder:
             tries = capabilities.hardware_decoders(codec)
         else:
             tries = [hwaccel]
-        failures = []
-        for name in tries:
-            try:
-                context = self._create(name)
-            except (av.error.FFmpegError, OSError, ValueError, NotHardware) as exc:
-                failures.append(f"{name}: {_reason(exc)}")
-                continue
-            self.hardware = name
-            return context, f"with {name} (hardware)"
-        if failures:
-            log.info("no hardware decoder for %s: %s", codec, "; ".join(failures))
-        context = self._create(codec)
-        if hwaccel == "auto" and failures:
-            return context, "in software (no hardware decoder works here)"
-        if failures:
-            return context, f"in software ({failures[0]})"
-        return context, "in software"
+        context, self.hardware, how = capabilities.open_first(
+            tries,
+            self._create,
+            codec,
+            (av.error.FFmpegError, OSError, ValueError, NotHardware),
+            "decoder",
+            auto=hwaccel == "auto",
+        )
+        return context, how
 
     def _create(self, name: str) -> av.VideoCodecContext:
         """An opened decoder: a codec, a codec's hardware decoder, or a hardware device."""
@@ -117,8 +109,3 @@ def to_bgr(frame: av.VideoFrame, out: np.ndarray) -> None:
             interpolation="AREA" if shrink else "BILINEAR",
         )
     np.copyto(out, image)
-
-
-def _reason(exc: BaseException) -> str:
-    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    return str(text)

@@ -145,23 +145,15 @@ class Encoder:
             tries = []
         else:
             tries = [asked]
-        failures = []
-        for name in tries:
-            try:
-                context = self._create(name)
-            except (av.error.FFmpegError, OSError, ValueError) as exc:
-                failures.append(f"{name}: {getattr(exc, 'strerror', None) or exc}")
-                continue
-            self.hardware = name
-            return context, f"with {name} (hardware)"
-        if failures:
-            log.info("no hardware encoder for %s: %s", codec, "; ".join(failures))
-        context = self._create(software)
-        if asked == "auto" and failures:
-            return context, f"with {software} (no hardware encoder works here)"
-        if failures:
-            return context, f"with {software} ({failures[0]})"
-        return context, f"with {software}"
+        context, self.hardware, how = capabilities.open_first(
+            tries,
+            self._create,
+            software,
+            (av.error.FFmpegError, OSError, ValueError),
+            "encoder",
+            auto=asked == "auto",
+        )
+        return context, how
 
     def _create(self, name: str) -> av.VideoCodecContext:
         options = self.options

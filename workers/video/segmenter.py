@@ -68,12 +68,14 @@ class PacketSegmenter:
         gap_seconds: float,
         log: Log,
         on_start: Callable[[Segment, CodecParams], None] | None = None,
+        on_finish: Callable[[Segment], None] | None = None,
     ):
         self.storage = storage
         self.segment_seconds = segment_seconds
         self.gap_seconds = gap_seconds
         self.log = log
         self.on_start = on_start
+        self.on_finish = on_finish
         self.open: _Open | None = None
         self._last: Packet | None = None
         self._next_check = 0.0
@@ -134,7 +136,7 @@ class PacketSegmenter:
         self.open = _Open(writer, packet.generation, packet.time_ns, dts, dts - 1)
         self.segments += 1
         self._next_check = time.monotonic() + CHECK_INTERVAL
-        self.log.info("recording to %s (%s %dx%d)", path.name, codec.codec, codec.width,
+        self.log.info("recording to %s (%s %dx%d)", path, codec.codec, codec.width,
                       codec.height)  # fmt: skip
         if self.on_start is not None:
             self.on_start(Segment(packet.time_ns, path.name, packet.time_ns, 0, path), codec)
@@ -174,11 +176,15 @@ class PacketSegmenter:
         size = path.stat().st_size if path.exists() else 0
         if size < MIN_SEGMENT_BYTES:
             path.unlink(missing_ok=True)
+            if self.on_finish is not None:  # size 0: it is gone
+                self.on_finish(Segment(seg.start_ns, path.name, seg.start_ns, 0, path))
             return None
         end_ns = seg.start_ns + int(seg.seconds(self._span(seg)) * 1e9)
         os.utime(path, ns=(end_ns, end_ns))
         segment = Segment(seg.start_ns, path.name, end_ns, size, path)
         self.storage.add(segment)
+        if self.on_finish is not None:
+            self.on_finish(segment)
         if why:
             self.log.info("%s ends after %.1f s: %s", path.name, segment.duration, why)
         return segment

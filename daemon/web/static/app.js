@@ -565,6 +565,106 @@ async function pollRecordings() {
   setTimeout(pollRecordings, REC_POLL_MS);
 }
 
+// -- events: the newest first, live (what changed since the last seq, once a second) ----
+
+const EV_KEEP = 100;
+const EV_POLL_MS = 1000;
+const ev = { seq: null, list: new Map(), shown: null };
+
+function fmtScore(v) { return typeof v === "number" ? v.toFixed(2) : "—"; }
+
+async function pollEvents() {
+  const params = new URLSearchParams({ limit: String(EV_KEEP) });
+  if (ev.seq !== null) params.set("after", String(ev.seq));
+  try {
+    const resp = await fetch(`/api/events?${params}`, { cache: "no-store" });
+    const body = await resp.json().catch(() => null);
+    if (!resp.ok || !body?.ok) throw new Error(body?.error?.message || `HTTP ${resp.status}`);
+    const result = body.result;
+    const fresh = new Set();
+    const first = ev.seq === null || result.seq < ev.seq;  // the first time, or a new store
+    if (first) ev.list.clear();
+    for (const e of result.events) {
+      if (!ev.list.has(e.id)) fresh.add(e.id);
+      ev.list.set(e.id, e);
+    }
+    ev.seq = result.more ? Math.max(...result.events.map((e) => e.seq)) : result.seq;
+    if (first || fresh.size || result.events.length) drawEvents(first ? new Set() : fresh);
+    if (!result.store) $("ev-message").textContent = "events are not kept: the store did not open";
+    else if (ev.list.size) $("ev-message").textContent = "";
+  } catch (err) {
+    $("ev-message").textContent = `events: ${err.message}`;
+  }
+  setTimeout(pollEvents, EV_POLL_MS);
+}
+
+function drawEvents(fresh) {
+  const sorted = [...ev.list.values()].sort((a, b) => b.start - a.start).slice(0, EV_KEEP);
+  ev.list = new Map(sorted.map((e) => [e.id, e]));
+  const open = sorted.filter((e) => e.active).length;
+  $("ev-summary").textContent = sorted.length ? `${open} open · the last ${sorted.length}` : "";
+  const list = $("ev-list");
+  list.replaceChildren();
+  for (const e of sorted) {
+    const li = document.createElement("li");
+    li.dataset.id = e.id;
+    li.classList.toggle("active", e.active);
+    li.classList.toggle("fresh", fresh.has(e.id));
+    li.classList.toggle("shown", ev.shown === e.id);
+    const img = document.createElement("img");
+    img.loading = "lazy";
+    img.alt = "";
+    if (e.snapshot) img.src = snapshotUrl(e);
+    li.appendChild(img);
+    const what = document.createElement("span");
+    what.className = "what";
+    what.textContent = `${e.block} · ${e.kind}`;
+    li.appendChild(what);
+    const score = document.createElement("span");
+    score.className = "more";
+    score.textContent = fmtScore(e.score);
+    li.appendChild(score);
+    const when = document.createElement("span");
+    when.className = "when";
+    const length = e.end === null ? "open" : `${(e.end - e.start).toFixed(1)} s`;
+    when.textContent = `${new Date(e.start * 1000).toLocaleTimeString()} · ${length}` +
+      (e.interrupted ? " (cut)" : "");
+    li.appendChild(when);
+    const clip = document.createElement("span");
+    clip.className = "more";
+    if (e.clips.length) {
+      const a = document.createElement("a");
+      a.href = "#";
+      a.textContent = "clip";
+      a.addEventListener("click", (event) => { event.preventDefault(); event.stopPropagation(); playClip(e); });
+      clip.appendChild(a);
+    }
+    li.appendChild(clip);
+    li.addEventListener("click", () => showEvent(e));
+    list.appendChild(li);
+  }
+  if (!sorted.length) $("ev-message").textContent = "no events yet";
+}
+
+function snapshotUrl(e) { return `/events/${encodeURIComponent(e.id)}/snapshot.jpg`; }
+
+function showEvent(e) {
+  ev.shown = e.id;
+  $("ev-view").hidden = !e.snapshot;
+  if (e.snapshot) $("ev-snapshot").src = snapshotUrl(e);
+  $("ev-caption").textContent = `${e.block} · ${e.kind} · ${new Date(e.start * 1000).toLocaleString()}` +
+    ` · score ${fmtScore(e.score)}` + (e.data ? ` · ${JSON.stringify(e.data).slice(0, 160)}` : "");
+  drawEvents(new Set());
+  if (e.clips.length) playClip(e);
+}
+
+function playClip(e) {
+  const c = e.clips[e.clips.length - 1];
+  const file = c.path.split("/").pop();
+  play({ block: c.recorder, file, start: c.start, duration: (c.end ?? c.start) - c.start });
+  $("playback").scrollIntoView({ block: "nearest" });
+}
+
 // -- polling ---------------------------------------------------------------------------
 
 let timer = null;
@@ -594,3 +694,4 @@ async function poll() {
 poll();
 pollHistory();
 pollRecordings();
+pollEvents();

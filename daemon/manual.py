@@ -1,0 +1,328 @@
+"""The man pages pipelined(8), pipectl(1) and pipelined.graph(5), made from their sources.
+
+Nothing in them is written twice: each page is the programs' own argument parsers (every
+option and verb with its help), sections of docs/design.md (the contract, converted from
+its Markdown), and for the graph file the block reference that ``pipelined blocks``
+prints (daemon/reference.py). The pages are kept in packaging/man/, which the .deb
+installs, and tests/test_manual.py fails when they are stale::
+
+    python -m pipelined.daemon.manual packaging/man
+
+``--check DIR`` exits 1 and names the stale pages instead of writing them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from pipelined.ctl.main import build_parser as pipectl_parser
+
+from . import reference
+from .main import build_parser as pipelined_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+DESIGN = ROOT / "docs" / "design.md"
+VERSION = "pipelined 0.1.0"
+MANUAL = "pipelined manual"
+
+# -- roff -------------------------------------------------------------------------------
+
+
+def text(line: str) -> str:
+    """One line of prose as roff: backslashes and minus signs escaped, no control dot."""
+    out = line.replace("\\", "\\e").replace("-", "\\-")
+    return f"\\&{out}" if out.startswith((".", "'")) else out
+
+
+def inline(line: str) -> str:
+    """Markdown's inline marks as roff fonts: `code` and **strong** bold, links as text."""
+    line = re.sub(r"\[([^\]]+)\]\([^)]*\)", r"\1", line)
+    parts = re.split(r"(`[^`]+`|\*\*[^*]+\*\*)", line)
+    out = []
+    for part in parts:
+        if part.startswith("`") and part.endswith("`") and len(part) > 1:
+            out.append(f"\\fB{text(part[1:-1])}\\fR")
+        elif part.startswith("**") and part.endswith("**") and len(part) > 4:
+            out.append(f"\\fB{text(part[2:-2])}\\fR")
+        else:
+            out.append(text(part))
+    return "".join(out)
+
+
+def markdown(lines: list[str]) -> list[str]:
+    """A section of docs/design.md as roff: headings, paragraphs, lists, code, tables."""
+    out: list[str] = []
+    para: list[str] = []
+
+    def flush() -> None:
+        if para:
+            out.extend([".PP", *(_start(inline(x)) for x in _fill(para))])
+            para.clear()
+
+    i = 0
+    while i < len(lines):
+        line = lines[i].rstrip()
+        i += 1
+        if line.startswith("```"):
+            flush()
+            out += [".PP", ".RS 4", ".nf"]
+            while i < len(lines) and not lines[i].startswith("```"):
+                out.append(_start(text(lines[i].rstrip())))
+                i += 1
+            i += 1
+            out += [".fi", ".RE"]
+        elif line.startswith("#"):
+            flush()
+            out.append(f'.SS "{_plain(line.lstrip("#").strip())}"')
+        elif line.startswith("|"):
+            flush()
+            cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip("|"))]
+            if set("".join(cells)) <= set("-: ") or cells[0] == "key":
+                continue  # the rule under a table's head, and the head itself
+            out += [".TP", _start(inline(cells[0])), _start(inline(" \u2014 ".join(cells[1:])))]
+        elif line.startswith("- "):
+            flush()
+            item = [line[2:]]
+            while i < len(lines) and lines[i].startswith("  ") and lines[i].strip():
+                item.append(lines[i])
+                i += 1
+            out += [".IP \\(bu 2", *(_start(inline(x)) for x in _fill(item))]
+        elif not line:
+            flush()
+        else:
+            para.append(line)
+    flush()
+    return out
+
+
+def synopsis_and_rest(section: list[str]) -> tuple[list[str], list[str]]:
+    """A design.md section that opens with its usage in a code block: (usage, the rest)."""
+    first = section.index("```")
+    close = section.index("```", first + 1)
+    usage = [".nf", *(_start(text(x)) for x in section[first + 1 : close]), ".fi"]
+    return usage, section[close + 1 :]
+
+
+def _fill(lines: list[str]) -> list[str]:
+    """Source lines, joined where a code span or link runs across a line break."""
+    joined: list[str] = []
+    for line in lines:
+        line = line.strip()
+        if joined and (joined[-1].count("`") % 2 or joined[-1].count("[") > joined[-1].count(")")):
+            joined[-1] += " " + line
+        else:
+            joined.append(line)
+    return joined
+
+
+def _plain(title: str) -> str:
+    return title.replace("`", "")
+
+
+def _start(line: str) -> str:
+    return f"\\&{line}" if line.startswith((".", "'")) else line
+
+
+def design_section(title: str) -> list[str]:
+    """The lines of docs/design.md's ``## title`` section, without its heading."""
+    lines = DESIGN.read_text().splitlines()
+    start = lines.index(f"## {title}") + 1
+    end = next((i for i in range(start, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return lines[start:end]
+
+
+def head(name: str, section: int, summary: str) -> list[str]:
+    return [
+        f".\\\" Generated by python -m pipelined.daemon.manual from {name}'s sources:",
+        '.\\" do not edit (tests/test_manual.py fails when it is stale).',
+        f'.TH {name.upper()} {section} "" "{VERSION}" "{MANUAL}"',
+        ".nh",
+        ".ad l",
+        ".SH NAME",
+        f"{text(name)} \\- {text(summary)}",
+    ]
+
+
+def options(parser: argparse.ArgumentParser) -> list[str]:
+    """Every option and argument of ``parser`` with its help, as .TP items."""
+    out = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) or action.help == argparse.SUPPRESS:
+            continue
+        if action.option_strings:
+            takes = "" if action.nargs == 0 else f" {action.metavar or action.dest.upper()}"
+            tag = ", ".join(f"\\fB{text(o)}\\fR" for o in action.option_strings)
+            tag += f"\\fI{text(takes)}\\fR" if takes else ""
+        else:
+            tag = f"\\fI{text(str(action.metavar or action.dest))}\\fR"
+        out += [".TP", tag, _start(text(action.help or ""))]
+    return out
+
+
+def _usage(parser: argparse.ArgumentParser) -> list[str]:
+    usage = " ".join(parser.format_usage().split()).removeprefix("usage: ")
+    return [".nf", _start(text(usage)), ".fi"]
+
+
+# -- the pages ----------------------------------------------------------------------------
+
+
+def pipelined_page() -> str:
+    parser = pipelined_parser()
+    blocks = reference.build_parser()
+    lines = head("pipelined", 8, "run a camera-processing graph on this box")
+    usage, rest = synopsis_and_rest(design_section("pipelined"))
+    lines += [".SH SYNOPSIS", *usage]
+    lines += [".SH DESCRIPTION", ".PP", text(parser.description or ""), *markdown(rest)]
+    lines += [".SH OPTIONS", *options(parser)]
+    lines += ['.SS "pipelined blocks"', ".PP", text(blocks.description or "")]
+    lines += options(blocks)
+    lines += [".SH SYSTEMD", *markdown(design_section("systemd"))]
+    lines += [".SH FILES", *_files()]
+    lines += [".SH ENVIRONMENT", *_environment()]
+    lines += _see_also("pipectl(1)", "pipelined.graph(5)", "systemd.exec(5)", "journalctl(1)")
+    return "\n".join(lines) + "\n"
+
+
+def pipectl_page() -> str:
+    parser = pipectl_parser()
+    lines = head("pipectl", 1, "control a running pipelined daemon")
+    usage, rest = synopsis_and_rest(design_section("pipectl"))
+    lines += [".SH SYNOPSIS", *usage, ".SH DESCRIPTION", ".PP"]
+    lines += [text(parser.description or ""), *markdown(rest)]
+    lines += [".SH OPTIONS", *options(parser), ".SH COMMANDS"]
+    verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in verbs.choices.items():
+        common = {"--socket", "--instance", "--timeout", "-h"}
+        sub_only = argparse.ArgumentParser(prog=f"pipectl {name}", add_help=False)
+        sub_only._actions = [a for a in sub._actions if not common & set(a.option_strings)]
+        lines += [f'.SS "{name}"', ".PP", _start(text(sub.description or ""))]
+        lines += _usage(sub_only) + options(sub_only)
+    lines += [".SH EXIT STATUS", ".PP", text(parser.epilog or "")]
+    lines += [".SH ENVIRONMENT", ".TP", "\\fBPIPELINED_SOCKET\\fR"]
+    lines += ["the control socket, when \\fB\\-\\-socket\\fR is not given"]
+    lines += _see_also("pipelined(8)", "pipelined.graph(5)", "journalctl(1)")
+    return "\n".join(lines) + "\n"
+
+
+def graph_page() -> str:
+    lines = head("pipelined.graph", 5, "the graph file pipelined runs")
+    lines += [".SH SYNOPSIS", "/etc/pipelined/graph.toml, /etc/pipelined/\\fINAME\\fR.toml"]
+    lines += [".SH DESCRIPTION", *markdown(design_section("The graph file"))]
+    lines += ['.SH "BLOCK TYPES"']
+    for t in reference.builtins():
+        lines += [f'.SS "{t.name}"', ".PP", _start(text(t.summary))]
+        if t.description:
+            for para in t.description.split("\n\n"):
+                lines += [".PP", *(_start(inline(x)) for x in _fill(para.splitlines()))]
+        lines += [".PP", f"Inputs: {text(t.inputs)}.", ".br", f"Outputs: {text(t.outputs)}."]
+        lines += _keys(t.keys) if t.keys else [".PP", "No parameters."]
+    lines += [".SH FILES", *_files()]
+    lines += _see_also("pipelined(8)", "pipectl(1)")
+    return "\n".join(lines) + "\n"
+
+
+def _keys(keys: list[reference.Key]) -> list[str]:
+    out = []
+    for k in keys:
+        allowed = f"; {k.allowed}" if k.allowed else ""
+        out += [".TP", f"\\fB{text(k.name)}\\fR ({text(k.type)}, default {text(k.default)}"]
+        out[-1] += f"{text(allowed)})"
+        out += [_start(text(k.meaning))] if k.meaning else []
+    return out
+
+
+FILES = [
+    ("/etc/pipelined/graph.toml", "the graph of pipelined.service (instance main)"),
+    ("/etc/pipelined/NAME.toml", "the graph of pipelined@NAME.service"),
+    (
+        "/etc/default/pipelined",
+        "options of pipelined.service: PIPELINED_HTTP turns the page on"
+        " (pipelined@NAME.service reads /etc/default/pipelined@NAME)",
+    ),
+    (
+        "/etc/pipelined/http-token",
+        "the page's token, made at install, readable by root only; the units hand it to"
+        " the daemon as the systemd credential http-token",
+    ),
+    (
+        "/var/lib/pipelined/INSTANCE",
+        "what an instance writes: a recorder's relative directory goes here"
+        " (/var/lib/pipelined/main/recordings for pipelined.service)",
+    ),
+    ("/run/pipelined/INSTANCE.sock", "the control socket, for root and the pipelined group"),
+    ("/usr/share/doc/pipelined", "README.md and docs/: the design and the block reference"),
+]
+
+
+def _files() -> list[str]:
+    out = []
+    for path, what in FILES:
+        out += [".TP", f"\\fI{text(path)}\\fR", _start(text(what))]
+    return out
+
+
+ENVIRONMENT = [
+    ("PIPELINED_HTTP", "ADDR:PORT for the page (or off), when --http is not given"),
+    ("PIPELINED_HTTP_TOKEN", "the page's token, when --http-token-file is not given"),
+    (
+        "CREDENTIALS_DIRECTORY",
+        "systemd's credentials: the file http-token there is the page's token when"
+        " neither of the above gives one",
+    ),
+    ("STATE_DIRECTORY", "systemd's state directory: the default of --state-dir"),
+    ("PIPELINED_SOCKET", "the control socket, when --socket is not given"),
+]
+
+
+def _environment() -> list[str]:
+    out = []
+    for name, what in ENVIRONMENT:
+        out += [".TP", f"\\fB{name}\\fR", _start(text(what))]
+    return out
+
+
+def _see_also(*pages: str) -> list[str]:
+    refs = [re.sub(r"^(.*)\((\d)\)$", r"\\fB\1\\fR(\2)", text(p)) for p in pages]
+    return ['.SH "SEE ALSO"', ",\n".join(refs)]
+
+
+PAGES = {
+    "pipelined.8": pipelined_page,
+    "pipectl.1": pipectl_page,
+    "pipelined.graph.5": graph_page,
+}
+
+
+def pages() -> dict[str, str]:
+    """Each page's file name and its text, as the .deb installs it."""
+    return {name: make() for name, make in PAGES.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelined.daemon.manual", description="Write the man pages into DIR."
+    )
+    parser.add_argument("dir", type=Path, metavar="DIR")
+    parser.add_argument("--check", action="store_true", help="only say which pages are stale")
+    opts = parser.parse_args(argv)
+    stale = []
+    for name, page in pages().items():
+        path = opts.dir / name
+        if path.exists() and path.read_text() == page:
+            continue
+        stale.append(name)
+        if not opts.check:
+            opts.dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(page)
+    if opts.check and stale:
+        print(f"stale in {opts.dir}: {', '.join(stale)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
