@@ -246,6 +246,8 @@ def status(
         parts += ["", wires(wires_list, width)]
     if obj.get("packet_wires"):
         parts += ["", packet_wires(obj["packet_wires"], width)]
+    if obj.get("remote_wires"):
+        parts += ["", remote_wires(obj["remote_wires"], width)]
     told = outlets(obj)
     if told:
         parts += ["", told]
@@ -298,10 +300,11 @@ def _readers(wire: dict) -> str:
 def wires(wire_list: Any, width: int | None = None) -> str:
     """The wires table: writer, readers, frames written, and per reader the frames missed
     (a reader the wire paces) or skipped (a reader that samples it, by design)."""
-    if isinstance(wire_list, dict):  # the `wires` command's {"wires": [...], "packet_wires"}
-        packets = wire_list.get("packet_wires")
+    if isinstance(wire_list, dict):  # the `wires` command's {"wires", "packet_wires", …}
+        packets, remote = wire_list.get("packet_wires"), wire_list.get("remote_wires")
         text = wires(wire_list.get("wires") or [], width)
-        return f"{text}\n\n{packet_wires(packets, width)}" if packets else text
+        text += f"\n\n{packet_wires(packets, width)}" if packets else ""
+        return text + (f"\n\n{remote_wires(remote, width)}" if remote else "")
     rows = []
     for w in wire_list or []:
         if not isinstance(w, dict):
@@ -335,6 +338,39 @@ def packet_wires(wire_list: Any, width: int | None = None) -> str:
             ]
         )
     return table(["PACKET WIRE", "READERS", "PACKETS", "BYTES", "MISSED"], rows, width)
+
+
+def remote_wires(wire_list: Any, width: int | None = None) -> str:
+    """Wires that leave the box: block -> zenoh:KEY (published) or zenoh:KEY -> block
+    (a remote block), with the peer, state, rates and drops the Zenoh link reports."""
+    rows = []
+    for w in wire_list or []:
+        if not isinstance(w, dict):
+            continue
+        key = f"zenoh:{clean(w.get('key'))}"
+        block = _text(w.get("block"))
+        wire = f"{block} -> {key}" if w.get("direction") == "out" else f"{key} -> {block}"
+        missed = _text(w.get("missed"))
+        if w.get("refused"):
+            missed += f" (+{_text(w.get('refused'))} refused)"
+        info = _text(w.get("peer")) if w.get("peer") else ""
+        if w.get("reason") and w.get("state") == "refusing":
+            info = f"{info}; {clean(w['reason'])}" if info else clean(w["reason"])
+        rows.append(
+            [
+                wire,
+                _text(w.get("encoding")),
+                _text(w.get("state")),
+                _fixed(w.get("fps")),
+                size(w.get("bytes_per_s")) + "/s"
+                if _number(w.get("bytes_per_s")) is not None
+                else DASH,
+                missed,
+                info,
+            ]
+        )
+    headers = ["REMOTE WIRE", "ENCODING", "STATE", "FPS", "RATE", "MISSED", "PEER"]
+    return table(headers, rows, width)
 
 
 def _graph_blocks(result: Any) -> list[dict[str, Any]]:

@@ -34,13 +34,14 @@ import math
 import os
 import sys
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from pipelined.workers import codec
 from pipelined.workers.block import Block, Kind, Param
+from pipelined.workers.blocks.link import Link
 from pipelined.workers.contract import (
     SECRET_PLACEHOLDER,
     is_secret_name,
@@ -53,6 +54,14 @@ from pipelined.workers.contract import (
 from pipelined.workers.ipc import wire
 from pipelined.workers.ipc.names import SHM_DIR, check_block
 from pipelined.workers.ipc.packets import packet_wire_bytes
+from pipelined.workers.net.settings import (
+    LinkPlan,
+    Publication,
+    Subscription,
+    ZenohSettings,
+    parse_publish,
+    parse_zenoh,
+)
 from pipelined.workers.registry import BlockTypeError
 from pipelined.workers.video.options import EncodeOptions, parse_encode
 
@@ -78,6 +87,9 @@ MAX_SLOT_BYTES = 512 * 1024 * 1024
 BUILTIN_SOURCE = "<built-in>"
 MIN_PACKET_BYTES = 4096
 """The smallest packet ring a block may ask for."""
+LINK_NAME = "zenoh"
+"""The block the daemon adds to a graph with remote wires: its Zenoh link (net/link.py)."""
+LINK_TYPE = "zenoh"
 ARGS_MARGIN = 4096
 """Room in a worker's one-argument command line for what the daemon adds to the params."""
 
@@ -121,10 +133,12 @@ BLOCK_KEYS = {
     "inputs": "the blocks it reads, in order (an array of names)",
     "max_frame_bytes": "raises the output slot above what the type computes, never below",
     "encode": 'encode the block\'s frames once for every reader of video: "h264" or a table',
+    "publish": 'send the block\'s output to other boxes under a Zenoh key: "site1/door/cam"'
+    " or a table (key, encoding, congestion, reliability, quality)",
 }
 """The keys every block has besides its type's parameters (and the [supervisor] keys)."""
 COMMON_KEYS = (*BLOCK_KEYS, *SUPERVISOR_KEYS)
-TOP_LEVEL_KEYS = ("supervisor", "blocks", "events", "mqtt", "webhooks")
+TOP_LEVEL_KEYS = ("supervisor", "blocks", "events", "mqtt", "webhooks", "zenoh")
 
 
 @dataclass(frozen=True)
@@ -141,6 +155,8 @@ class BlockSpec:
     packet_bytes: int | None = None  # the ring of its packet wire, when it publishes packets
     input_kinds: tuple[Kind, ...] = ()  # what it takes of each input: frames or packets
     encode: EncodeOptions | None = None  # its frames encoded by the runtime (``encode``)
+    publish: Publication | None = None  # its output sent to other boxes (``publish``)
+    fed_by: str | None = None  # the block that writes its packet wire (a remote's: the link)
 
     def reads(self, name: str, kind: Kind = "frames") -> bool:
         """Whether this block reads ``name``'s wire of that kind."""
@@ -258,11 +274,19 @@ def describe(graph: Graph) -> str:
             readers = ", ".join(graph.packet_readers(b.name)) or "no one"
             head += f"; packets in {_size(b.packet_bytes)}, read by {readers}"
         lines.append(head)
+        if b.type == LINK_TYPE and b.cls is Link:
+            plan = LinkPlan.from_params(b.params)
+            lines.append(f"      the daemon's Zenoh link: {plan.settings.describe()}")
+            for sub in plan.subscriptions:
+                lines.append(f"      zenoh:{sub.key} -> {sub.block} ({sub.encoding})")
+            continue
         settings, _ = split_secrets({**b.params, **_changed(b.supervision)})  # output gets pasted
         if settings:
             lines.append("      " + ", ".join(f"{k} = {_show(v)}" for k, v in settings.items()))
         if b.encode is not None:
             lines.append(f"      encode: {b.encode.describe()}")
+        if b.publish is not None:
+            lines.append(f"      publish: {b.publish.describe()}")
     if graph.mqtt is not None:
         m = graph.mqtt
         tls = " with TLS" if m.uses_tls else ""
@@ -350,11 +374,28 @@ class _Loader:
             if "encode" in t and (e := self.encode(n, t, classes, packets, frames))
         }
         packets |= {n: e.ring_bytes() for n, e in encodes.items()}
+        offered = {n for n in packets if n in params and _offers_packets(classes[n], params[n])}
+        publications = {
+            n: pub
+            for n, t in tables.items()
+            if "publish" in t and (pub := self.publication(n, t, classes, offered, frames))
+        }
+        remotes = {
+            n: params[n] for n, t in tables.items() if t.get("type") == "remote" and n in params
+        }
+        for name in remotes:
+            if name in frames and name in packets and remotes[name]["encoding"] == "raw":
+                packets[name] = max(packets[name], 3 * frames[name])  # two whole raw frames
+        link = self.link(data, tables, publications, remotes, packets, frames, defaults)
+        if link is not None:
+            inputs[link.name] = link.inputs
         kinds = {
             n: k
             for n, c in classes.items()
-            if n in params and (k := self.kinds(n, c, params[n], inputs[n], packets, tables))
+            if n in params and (k := self.kinds(n, c, params[n], inputs[n], offered, tables))
         }
+        if link is not None:
+            kinds[link.name] = link.input_kinds
         for name, values in params.items():
             self.fits_command_line(name, values)
         self.fits_shared_memory(frames, packets, inputs, kinds)
@@ -372,9 +413,13 @@ class _Loader:
                 packets.get(n),
                 kinds.get(n, ()),
                 encodes.get(n),
+                publications.get(n),
+                LINK_NAME if n in remotes else None,
             )
             for n, t in tables.items()
         }
+        if link is not None:
+            blocks[link.name] = link
         for name, spec in blocks.items():
             for problem in clip_problems(spec, blocks):
                 self.say(name, problem)
@@ -524,16 +569,113 @@ class _Loader:
             return None
         return options if name in frames else None
 
+    def publication(
+        self,
+        name: str,
+        table: dict[str, Any],
+        classes: dict[str, BlockType],
+        offered: Collection[str],
+        frames: dict[str, int],
+    ) -> Publication | None:
+        """The block's ``publish`` key: checked, and only where there is output to send."""
+        cls = classes.get(name)
+        if cls is not None and not cls.has_output:
+            self.say(name, f"type {table['type']!r} has no output to publish: remove publish")
+            return None
+        publication, problems = parse_publish(table["publish"], name in offered)
+        for problem in problems:
+            self.say(name, problem)
+        if publication is None or (publication.kind == "frames" and name not in frames):
+            return None
+        return publication
+
+    def link(
+        self,
+        data: dict[str, Any],
+        tables: dict[str, Any],
+        publications: dict[str, Publication],
+        remotes: dict[str, dict[str, Any]],
+        packets: dict[str, int],
+        frames: dict[str, int],
+        supervision: Supervision,
+    ) -> BlockSpec | None:
+        """The Zenoh link block, for a graph that publishes or reads remote wires."""
+        settings: ZenohSettings | None = None
+        if "zenoh" in data:
+            settings, problems = parse_zenoh(data["zenoh"])
+            for problem in problems:
+                self.say(None, problem)
+        published = [b for b in tables if "publish" in tables[b]]
+        if not published and not remotes:
+            return None
+        users = ", ".join(repr(n) for n in [*published, *remotes][:3])
+        if "zenoh" not in data:
+            self.say(
+                None,
+                f"blocks {users} send or read remote wires, and there is no [zenoh] table to"
+                ' say where the other boxes are: add [zenoh] with listen = ["tcp/0.0.0.0:7447"]'
+                ' or connect = ["tcp/HOST:7447"]',
+            )
+        elif settings is not None and not (
+            settings.connect or settings.listen or settings.scouting
+        ):
+            self.say(
+                None,
+                f"[zenoh]: blocks {users} send or read remote wires, and [zenoh] reaches no"
+                " other box: set listen or connect (or scouting = true)",
+            )
+        if LINK_NAME in tables:
+            self.say(
+                LINK_NAME,
+                f"the name {LINK_NAME!r} is the daemon's Zenoh link in a graph with remote"
+                " wires: rename this block",
+            )
+        keys: dict[str, str] = {}
+        for name, publication in publications.items():
+            if publication.key in keys:
+                self.say(
+                    name, f"publishes {publication.key!r}, as block {keys[publication.key]!r} does"
+                )
+            keys.setdefault(publication.key, name)
+        if settings is None or self.problems:
+            return None
+        subscriptions = tuple(
+            Subscription(
+                block=name,
+                key=params["source"].removeprefix("zenoh:"),
+                encoding=params["encoding"],
+                ring_bytes=packets[name],
+                frame_bytes=frames[name],
+                stall_timeout=params["stall_timeout"],
+            )
+            for name, params in remotes.items()
+        )
+        plan = LinkPlan(settings, publications, subscriptions)
+        kinds: tuple[Kind, ...] = tuple(
+            "packets" if p.kind == "packets" else "frames" for p in publications.values()
+        )
+        return BlockSpec(
+            name=LINK_NAME,
+            type=LINK_TYPE,
+            cls=Link,
+            params=plan.to_params(),
+            inputs=tuple(publications),
+            supervision=supervision,
+            frame_bytes=None,
+            input_kinds=kinds,
+        )
+
     def kinds(
         self,
         name: str,
         cls: BlockType,
         params: dict[str, Any],
         inputs: tuple[str, ...],
-        packets: dict[str, int],
+        packets: Collection[str],
         tables: dict[str, Any],
     ) -> tuple[Kind, ...] | None:
-        """What the block takes of each input; a packet input must carry packets."""
+        """What the block takes of each input; a packet input must carry packets (that the
+        block offers to readers: ``packets``)."""
         offered = [i in packets for i in inputs]
         try:
             kinds = tuple(cls.input_kinds(params, offered))
@@ -829,6 +971,12 @@ def _topological(inputs: Mapping[str, Iterable[str]]) -> list[str]:
             return done
         done.append(ready[0])
         del waiting[ready[0]]
+
+
+def _offers_packets(cls: BlockType, params: dict[str, Any]) -> bool:
+    """Whether readers may take the block's packets (a raw remote's are the link's alone)."""
+    offers = getattr(cls, "offers_packets", None)
+    return True if offers is None else bool(offers(params))
 
 
 def _is_int(value: Any) -> bool:

@@ -24,6 +24,7 @@ from typing import Any
 from pipelined.workers.ipc.heartbeat import Heartbeat
 from pipelined.workers.ipc.names import RunNames, new_run_token
 from pipelined.workers.ipc.packets import PacketWire, PacketWireError
+from pipelined.workers.ipc.report import Report
 from pipelined.workers.ipc.segment import (
     NameTaken,
     NoRoom,
@@ -35,7 +36,7 @@ from pipelined.workers.ipc.wire import Wire, WireError
 
 from . import runs
 from .events.hub import EventHub
-from .graph import BlockSpec, Graph
+from .graph import LINK_TYPE, BlockSpec, Graph
 from .history import History
 from .process import worker_args
 from .states import ALIVE, State
@@ -86,6 +87,9 @@ class _Plan:
         }
         for wire in rewired:
             changed |= {wire, *new.readers(wire), *new.packet_readers(wire)}
+            feeder = new.blocks[wire].fed_by
+            if feeder is not None:  # the link writes a remote block's packets
+                changed.add(feeder)
         return cls(added, removed, changed, rewired)
 
 
@@ -97,15 +101,33 @@ class _Made:
     wires: dict[tuple[str, str], Wire | PacketWire] = field(default_factory=dict)
     staged: dict[tuple[str, str], Wire | PacketWire] = field(default_factory=dict)
     beats: dict[str, Heartbeat] = field(default_factory=dict)
+    reports: dict[str, Report] = field(default_factory=dict)
     watchers: dict[str, Watcher] = field(default_factory=dict)
 
     def undo(self) -> None:
         for wire in [*self.wires.values(), *self.staged.values()]:
             wire.unlink()
             wire.close()
-        for beat in self.beats.values():
-            beat.unlink()
-            beat.close()
+        records: list[Heartbeat | Report] = [*self.beats.values(), *self.reports.values()]
+        for record in records:
+            record.unlink()
+            record.close()
+
+
+def _remote_wires(graph: Graph, link: str) -> list[dict[str, Any]]:
+    """The remote wires of a link as the graph says them, for when the link says nothing."""
+    spec = graph.blocks.get(link)
+    if spec is None:
+        return []
+    wires: list[dict[str, Any]] = [
+        {"block": b, "direction": "out", "key": p["key"], "encoding": p["encoding"]}
+        for b, p in spec.params.get("publish", {}).items()
+    ]
+    wires += [
+        {"block": s["block"], "direction": "in", "key": s["key"], "encoding": s["encoding"]}
+        for s in spec.params.get("subscribe", [])
+    ]
+    return wires
 
 
 def _wire_names(names: RunNames, kind: str, block: str, readers: int) -> list[str]:
@@ -138,6 +160,7 @@ class Supervisor:
         self.wires: dict[str, Wire] = {}
         self.packet_wires: dict[str, PacketWire] = {}
         self.blocks: dict[str, Watcher] = {}
+        self.reports: dict[str, Report] = {}  # what the Zenoh link says of its remote wires
         self.started = time.monotonic()
         self.history = History()
         self._ticker: asyncio.Task[None] | None = None
@@ -217,6 +240,8 @@ class Supervisor:
         for (kind, name), wire in self._make_wires(self.names, spec, self.graph).items():
             self._wires(kind)[name] = wire
         beat = Heartbeat.create(self.names, spec.name, self.group)
+        if spec.type == LINK_TYPE:
+            self.reports[spec.name] = Report.create(self.names, spec.name, self.group)
         args = worker_args(self.names, spec, self.graph, self.preview_token)
         self.blocks[spec.name] = Watcher(spec, args, beat, hub=self.hub)
 
@@ -233,6 +258,10 @@ class Supervisor:
         watcher = self.blocks.pop(name)
         watcher.heartbeat.unlink()
         watcher.heartbeat.close()
+        report = self.reports.pop(name, None)
+        if report is not None:
+            report.unlink()
+            report.close()
         self._drop_wire(name)
 
     # -- running -----------------------------------------------------------------------
@@ -327,6 +356,8 @@ class Supervisor:
                 if name in plan.added:
                     made.wires.update(self._make_wires(self.names, spec, new))
                     made.beats[name] = Heartbeat.create(self.names, name, self.group)
+                if spec.type == LINK_TYPE and name not in self.reports:
+                    made.reports[name] = Report.create(self.names, name, self.group)
                 elif name in plan.rewired:
                     made.staged.update(self._make_wires(made.staging, spec, new))
                 if name in plan.changed:
@@ -352,7 +383,8 @@ class Supervisor:
                     names, spec.name, spec.frame_bytes, readers, group=self.group
                 )
             if spec.packet_bytes is not None:
-                readers = len(graph.packet_readers(spec.name)) + SPARE_READERS
+                own = 1 if spec.fed_by is not None else 0  # a remote block reads its own
+                readers = len(graph.packet_readers(spec.name)) + own + SPARE_READERS
                 made[PACKETS, spec.name] = PacketWire.create(
                     names, spec.name, spec.packet_bytes, readers, group=self.group
                 )
@@ -389,6 +421,7 @@ class Supervisor:
         if self.hub is not None:
             self.hub.use(new)
         self.blocks.update(made.watchers)
+        self.reports.update(made.reports)
         self.start_blocks(self.autostarted(made.watchers.values()))
 
     def _wires(self, kind: str) -> dict[str, Any]:
@@ -419,6 +452,8 @@ class Supervisor:
         await self.stop_blocks(self.every())
         for watcher in self.blocks.values():
             watcher.heartbeat.close()
+        for report in self.reports.values():
+            report.close()
         wires: list[Wire | PacketWire] = [*self.wires.values(), *self.packet_wires.values()]
         for wire in wires:
             wire.close()
@@ -437,6 +472,7 @@ class Supervisor:
             "blocks": [w.status() for w in self._in_order(watchers)],
             "wires": self.wire_status(),
             "packet_wires": self.packet_wire_status(),
+            "remote_wires": self.remote_wire_status(),
             **(self.outlets() if self.hub is not None else {}),
         }
 
@@ -496,6 +532,26 @@ class Supervisor:
                     "ring_bytes": wire.layout.data_bytes,
                 }
             )
+        return out
+
+    def remote_wire_status(self) -> list[dict[str, Any]]:
+        """Each remote wire as the Zenoh link last reported it: block, direction (``out``:
+        published, ``in``: a remote block), key, encoding, peer, state, frames, bytes, fps,
+        bytes_per_s, missed (and for ``in``: refused, reason). A link that is not
+        running reports nothing: its wires say so."""
+        out: list[dict[str, Any]] = []
+        for name, report in self.reports.items():
+            watcher = self.blocks.get(name)
+            document = (
+                report.read() if watcher is not None and watcher.state == State.RUNNING else None
+            )
+            wires = document.get("remote_wires") if document else None
+            if isinstance(wires, list):
+                out += [w for w in wires if isinstance(w, dict)]
+                continue
+            state = watcher.state.value if watcher is not None else "absent"
+            for wire in _remote_wires(self.graph, name):
+                out.append({**wire, "state": f"link {state.lower()}", "peer": None})
         return out
 
     def summary(self) -> str:

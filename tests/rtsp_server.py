@@ -100,6 +100,7 @@ class RtspServer:
     bit_rate: int = 500_000
     clip: list[AccessUnit] = field(default_factory=list)
     port: int = field(default_factory=free_port)
+    wrapper: tuple[str, ...] = ()  # a command the server runs under (``ip netns exec NS``)
     _dir: Path = field(init=False)
     _proc: subprocess.Popen | None = field(default=None, init=False)
 
@@ -157,7 +158,7 @@ class RtspServer:
         )
         with open(self._dir / "server.log", "ab") as log:
             self._proc = subprocess.Popen(
-                [DEBIAN_PYTHON, __file__, "serve", str(config)],
+                [*self.wrapper, DEBIAN_PYTHON, __file__, "serve", str(config)],
                 stdout=subprocess.PIPE,
                 stderr=log,
                 text=True,

@@ -356,3 +356,68 @@ async def events_scenario(d, url: str, browser: Browser) -> None:
         assert width == 160
         caption = await browser.js("document.getElementById('ev-caption').textContent")
         assert caption.startswith("motion · motion · ") and "score" in caption
+
+
+REMOTE_GRAPH = """
+[zenoh]
+listen = ["tcp/127.0.0.1:{port}"]
+
+[blocks.camera]
+type = "camera"
+source = "testsrc"
+size = [320, 240]
+fps = 10
+publish = "site1/door/cam"
+
+[blocks.door]
+type = "remote"
+source = "zenoh:site1/door/cam"
+encoding = "jpeg"
+size = [320, 240]
+"""
+REMOTE_KEYS_JS = """[...document.querySelectorAll('.remote-key')].map(g => [g.dataset.remote,
+    g.querySelector('.name').textContent, g.querySelector('.type').textContent,
+    g.querySelector('.stats').textContent])"""
+
+
+def test_the_page_draws_remote_wires_as_edges_that_leave_the_box() -> None:
+    """A box that publishes its camera and reads the same key back (Zenoh delivers a
+    session's own samples): the key it sends leaves the box from the link, the key it
+    reads comes in to the remote block, each a dashed node outside the graph."""
+    with web_daemon(REMOTE_GRAPH.format(port=free_port())) as (_, url):
+        browser = Browser()
+        try:
+            asyncio.run(remote_scenario(url, browser))
+        finally:
+            browser.close()
+
+
+async def remote_scenario(url: str, browser: Browser) -> None:
+    async with aiohttp.ClientSession() as session:
+        await browser.connect(session)
+        await browser.call("Page.enable")
+        await log_in(browser, url)
+        keys = await browser.until(
+            f"(k => k.length === 2 && k.every(x => x[3].includes('fps')) && k)({REMOTE_KEYS_JS})",
+            60,
+            "two remote keys with their rates",
+        )
+        assert sorted(keys)[0][:3] == [
+            "zenoh:in:site1/door/cam", "zenoh:site1/door/cam", "from another box · jpeg",
+        ]  # fmt: skip
+        assert sorted(keys)[1][:3] == [
+            "zenoh:out:site1/door/cam", "zenoh:site1/door/cam", "leaves the box · jpeg",
+        ]  # fmt: skip
+        # camera -> zenoh (the link reads it) is a wire of the box; the two that cross its
+        # edge are dashed: zenoh -> the key it sends, the key read -> door
+        assert await browser.js("document.querySelectorAll('path.wire.remote').length") == 2
+        assert await browser.js("document.querySelectorAll('path.wire').length") == 3
+        names = await browser.js(BLOCKS_JS)
+        assert sorted(n for n, _, _ in names) == ["camera", "door", "zenoh"]
+        # frames went round: the remote block has some, and the page says so
+        await browser.until(
+            "(k => k.some(x => x[0].startsWith('zenoh:in') && /[1-9][0-9.]* fps/.test(x[3])))"
+            f"({REMOTE_KEYS_JS})",
+            60,
+            "frames on the key read",
+        )

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 import numpy as np
 
 if TYPE_CHECKING:
-    from .ipc.packets import CodecParams, Packet, PacketWriter
+    from .ipc.packets import CodecParams, Packet, PacketReader, PacketWriter
 
 Kind = Literal["frames", "packets"]
 """What a block takes of an input: its decoded frames, or its encoded packets as received."""
@@ -279,6 +279,12 @@ class Context(Protocol):
         """
         ...
 
+    @property
+    def incoming(self) -> PacketReader | None:
+        """The block's own packet wire, read, when another process fills it: a ``remote``
+        block's, which the daemon's Zenoh link writes. None for every other block."""
+        ...
+
     def event(
         self,
         kind: str,
@@ -326,6 +332,10 @@ class Block:
     has_output: ClassVar[bool] = True
     packets_when: ClassVar[str] = ""
     """For the reference: when the block publishes packets ("when its source is encoded")."""
+    frame_time_ns: int | None = None
+    """A source that knows when its frame was taken (not now: a remote block's frames were
+    taken on another box) sets this before returning the frame, in ``time.monotonic_ns()``
+    terms; the runtime stamps the frame with it instead of the time it was published."""
     event_kinds: ClassVar[tuple[str, ...]] = ()
     """The kinds of event the block raises, when it knows them in advance: Home Assistant
     discovery announces a binary sensor for each before the first one happens."""
@@ -374,6 +384,12 @@ class Block:
         input only, and gets ``process_packet`` calls instead of ``process``.
         """
         return ["frames"] * len(offered)
+
+    @classmethod
+    def offers_packets(cls, params: dict[str, Any]) -> bool:
+        """Whether readers may take the block's packets (its packet wire is for them). A
+        remote block of raw frames has a packet wire for the link's use alone."""
+        return True
 
     @classmethod
     def packet_bytes(cls, params: dict[str, Any]) -> int | None:
@@ -463,6 +479,10 @@ class _Detached:
 
     @property
     def packets(self) -> None:
+        return None
+
+    @property
+    def incoming(self) -> None:
         return None
 
     def frames_wanted(self) -> bool:

@@ -82,6 +82,7 @@ class WorkerArgs:
     packet_inputs: list[tuple[str, int]] = field(default_factory=list)  # packet wires read
     packet_output: bool = False  # the block has a packet wire of its own to write
     encode: dict[str, Any] | None = None  # EncodeOptions: the runtime encodes the frames
+    incoming: int | None = None  # its reader slot on its own packet wire, which another fills
     supervisor: tuple[int, int] = (0, 0)  # the daemon's pid and start time
     liveness_interval: float = 0.5
     beside: str | None = None  # the graph file's folder, where a user module may live

@@ -15,6 +15,7 @@ BUILTIN: dict[str, str] = {
     "screen": "pipelined.workers.blocks.screen:Screen",
     "recorder": "pipelined.workers.blocks.recorder:Recorder",
     "preview": "pipelined.workers.blocks.preview:Preview",
+    "remote": "pipelined.workers.blocks.remote:Remote",
     "motion": "pipelined.workers.blocks.motion:Motion",
 }
 

@@ -1,4 +1,5 @@
-"""``wires``: each frame and packet wire's writer, readers, traffic and per-reader drops."""
+"""``wires``: each frame and packet wire's writer, readers, traffic and per-reader drops,
+and the remote wires the Zenoh link reports."""
 
 from __future__ import annotations
 
@@ -9,4 +10,8 @@ if TYPE_CHECKING:
 
 
 async def handle(supervisor: Supervisor) -> dict[str, Any]:
-    return {"wires": supervisor.wire_status(), "packet_wires": supervisor.packet_wire_status()}
+    return {
+        "wires": supervisor.wire_status(),
+        "packet_wires": supervisor.packet_wire_status(),
+        "remote_wires": supervisor.remote_wire_status(),
+    }

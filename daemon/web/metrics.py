@@ -53,6 +53,7 @@ class DaemonCollector(Collector):
         yield from self._daemon(status)
         yield from self._blocks(status["blocks"])
         yield from self._wires(status["wires"])
+        yield from self._remote_wires(status.get("remote_wires", []))
         yield from self._events(status)
 
     def _daemon(self, status: dict) -> Iterator[Metric]:
@@ -185,6 +186,53 @@ class DaemonCollector(Collector):
             for reader, count in wire["skipped"].items():
                 skipped.add_metric([wire["name"], reader], count)
         yield from (frames, missed, skipped)
+
+    def _remote_wires(self, wires: list[dict]) -> Iterator[Metric]:
+        """Wires that leave the box, as the Zenoh link reports them."""
+        labels = ["block", "direction", "key"]
+        up = GaugeMetricFamily(
+            "pipelined_remote_wire_up",
+            "1 while the remote wire sends or receives, else 0; its state is a label",
+            labels=[*labels, "state", "peer"],
+        )
+        frames = CounterMetricFamily(
+            "pipelined_remote_wire_frames", "Frames (or packets) sent or taken", labels=labels
+        )
+        size = CounterMetricFamily(
+            "pipelined_remote_wire_bytes", "Bytes of payload sent or taken", labels=labels
+        )
+        fps = GaugeMetricFamily(
+            "pipelined_remote_wire_fps", "Frames a second over the last 2 s", labels=labels
+        )
+        rate = GaugeMetricFamily(
+            "pipelined_remote_wire_bytes_per_second",
+            "Bytes a second over the last 2 s",
+            labels=labels,
+        )
+        missed = CounterMetricFamily(
+            "pipelined_remote_wire_missed_frames",
+            "Frames that never crossed: skipped behind a slow link, or lost on the way",
+            labels=labels,
+        )
+        refused = CounterMetricFamily(
+            "pipelined_remote_wire_refused_samples",
+            "Samples refused on arrival (wrong key, kind, shape or publisher)",
+            labels=labels,
+        )
+        for wire in wires:
+            key = [str(wire.get("block")), str(wire.get("direction")), str(wire.get("key"))]
+            state = str(wire.get("state"))
+            moving = state in ("sending", "receiving")
+            up.add_metric([*key, state, str(wire.get("peer") or "")], 1.0 if moving else 0.0)
+            if "frames" not in wire:
+                continue  # the link is not running: nothing counted
+            frames.add_metric(key, wire["frames"])
+            size.add_metric(key, wire["bytes"])
+            fps.add_metric(key, wire["fps"])
+            rate.add_metric(key, wire["bytes_per_s"])
+            missed.add_metric(key, wire["missed"])
+            refused.add_metric(key, wire.get("refused", 0))
+        yield from (up, frames, size, fps, rate, missed, refused)
 
     def _events(self, status: dict) -> Iterator[Metric]:
         """Events per block and kind, what was dropped where, and the outlets."""

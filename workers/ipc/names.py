@@ -86,6 +86,10 @@ class RunNames:
     def beat(self, block: str) -> str:
         return f"/{self.stem}beat.{check_block(block)}"
 
+    def report(self, block: str) -> str:
+        """A worker's report beside its heartbeat (the Zenoh link's remote wires)."""
+        return f"/{self.stem}report.{check_block(block)}"
+
     def owner(self) -> str:
         """The segment that says which daemon owns this run."""
         return f"/{self.stem}owner"

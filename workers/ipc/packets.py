@@ -449,6 +449,37 @@ class PacketReader:
         self._next, self._need_key = best, False
         return True
 
+    def catch_up(self) -> int:
+        """Jump to the newest keyframe if it is past the next packet, counting what is
+        skipped as dropped; returns how many packets were skipped (0: none newer).
+
+        For a reader that must not fall behind (the Zenoh link, a remote block): whole
+        groups of pictures go, never part of one that is then sent or decoded."""
+        key = _atomics.load_acquire(self._w.mm, _KEYFRAME)
+        if key <= self._next:
+            return 0
+        skipped = key - self._next
+        self._count(dropped=skipped)
+        self._next, self._need_key = key, False
+        return skipped
+
+    def seek_newest_keyframe(self) -> bool:
+        """Go back (or on) to the newest keyframe on the wire: a new subscriber gets the
+        group of pictures under way at once. False if there is none yet."""
+        key = _atomics.load_acquire(self._w.mm, _KEYFRAME)
+        if key == 0:
+            return False
+        self._next, self._need_key = key, False
+        return True
+
+    def newer_keyframe(self) -> bool:
+        """Whether a keyframe past the next packet is on the wire (``catch_up`` would jump)."""
+        return _atomics.load_acquire(self._w.mm, _KEYFRAME) > self._next
+
+    def behind(self) -> int:
+        """Packets written that this reader has not taken yet."""
+        return max(0, _atomics.load_acquire(self._w.mm, _HEAD) + 1 - self._next)
+
     # -- reading -------------------------------------------------------------------------
 
     def read(self, timeout: float | None = None) -> Packet | None:

@@ -41,6 +41,8 @@ from ..registry import resolve
 if TYPE_CHECKING:
     from ..video.encode import EncoderThread
 
+LINK_TYPE = "zenoh"
+"""The type of the block the daemon adds for remote wires (``net/link.py``)."""
 BEAT_INTERVAL = 0.1
 READERS_RECHECK = 0.25
 """Seconds a "does anyone take the frames?" answer is kept: a system call per reader."""
@@ -84,6 +86,12 @@ class _Context:
 
     def frames_wanted(self) -> bool:
         return self._worker.frames_wanted()
+
+    @property
+    def incoming(self) -> PacketReader | None:
+        """The block's own packet wire, read: another process fills it (a remote block's
+        wire, which the daemon's Zenoh link writes)."""
+        return self._worker.incoming
 
     def event(
         self,
@@ -144,6 +152,7 @@ class Worker:
         self.before_publish: Callable[[], None] | None = None
         """A hook for tests: called between writing an output and checking its input."""
         self.packet_writer: PacketWriter | None = None
+        self.incoming: PacketReader | None = None
         self.encoder: EncoderThread | None = None
         self._wanted = (False, -math.inf)  # (answer, when)
         self.heartbeat: Heartbeat | None = None
@@ -333,6 +342,8 @@ class Worker:
         self.block = cls(args.block, args.params, _Context(self))
         if args.packet_output:  # before setup(): a camera states its codec there
             self.packet_writer = PacketWriter(self.names, args.block)
+        if args.incoming is not None:  # before setup(): a remote block reads it there
+            self.incoming = PacketReader(self.names, args.block, args.incoming)
         if args.encode is not None and self.packet_writer is not None:
             self.encoder = self._start_encoder(args.encode)
         self.block.setup()
@@ -440,7 +451,8 @@ class Worker:
             self.before_publish()
         if not self._inputs_intact(frames):
             return 0  # the slot stays unpublished; the next frame takes it again
-        ts = time.monotonic_ns() if ts is None else ts
+        if ts is None:  # a source: when it says its frame was taken, else now
+            ts = block.frame_time_ns or time.monotonic_ns()
         writer.publish(ts)
         if self.encoder is not None:  # a copy of our own slot: ours, whole, until we reuse it
             self.encoder.offer(out.copy(), ts)
@@ -448,7 +460,8 @@ class Worker:
 
     @property
     def all_readers(self) -> list[WireReader | PacketReader]:
-        return [*self.readers, *self.packet_readers]
+        own = [self.incoming] if self.incoming is not None else []
+        return [*self.readers, *self.packet_readers, *own]
 
     @property
     def held_first(self) -> Frame | None:
@@ -528,4 +541,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pipelined worker: {exc}", file=sys.stderr)
         return EX_USAGE
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    if args.type == LINK_TYPE:  # the daemon's Zenoh link: a session in place of a block
+        from ..net.link import LinkWorker
+
+        return LinkWorker(args).run()
     return Worker(args).run()

@@ -59,14 +59,44 @@ function layout(blocks) {
   return { pos, width, height };
 }
 
+// -- remote wires: each key another box sends or reads is a node outside the box ---------
+
+const REMOTE = "zenoh:";
+
+function remoteId(w) { return `${REMOTE}${w.direction}:${w.key}`; }
+
+// The nodes and inputs to lay out: the blocks, a node per remote key, and the remote
+// blocks reading theirs. A published key hangs off the link (the block named zenoh,
+// which reads the published blocks); a remote block reads its key.
+function nodes(status) {
+  const remote = status.remote_wires || [];
+  const names = new Set(status.blocks.map((b) => b.name));
+  const link = status.blocks.find((b) => b.type === "zenoh")?.name;
+  const extra = new Map();
+  const reads = new Map();
+  for (const w of remote) {
+    const id = remoteId(w);
+    if (w.direction === "out") {
+      extra.set(id, { name: id, inputs: [link && names.has(link) ? link : w.block], remote: w });
+    } else {
+      extra.set(id, { name: id, inputs: [], remote: w });
+      (reads.get(w.block) || reads.set(w.block, []).get(w.block)).push(id);
+    }
+  }
+  const blocks = status.blocks.map((b) =>
+    reads.has(b.name) ? { ...b, inputs: [...reads.get(b.name), ...b.inputs] } : b);
+  return [...blocks, ...extra.values()];
+}
+
 function draw(status) {
   const svg = $("graph");
   svg.replaceChildren();
-  const { pos, width, height } = layout(status.blocks);
+  const all = nodes(status);
+  const { pos, width, height } = layout(all);
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
   svg.style.maxWidth = `${width * 1.25}px`;
   const wires = el("g", { class: "wires" }, svg);
-  for (const b of status.blocks) {
+  for (const b of all) {
     for (const input of b.inputs) {
       const from = pos.get(input);
       const to = pos.get(b.name);
@@ -77,6 +107,10 @@ function draw(status) {
       const bend = Math.max(x1, x2 - BOX.gapX);
       const mid = (bend + x2) / 2;
       const d = `M${x1},${y1} L${bend},${y1} C${mid},${y1} ${mid},${y2} ${x2},${y2}`;
+      if (b.remote || input.startsWith(REMOTE)) {  // it leaves the box, or comes from outside
+        el("path", { d, class: "wire remote", "marker-end": "url(#arrow)" }, wires);
+        continue;
+      }
       const hit = el("path", { d, class: "wire-hit", "data-wire": input, "data-reader": b.name }, wires);
       el("title", {}, hit);
       el("path", { d, class: "wire", "data-wire": input, "marker-end": "url(#arrow)" }, wires);
@@ -87,6 +121,18 @@ function draw(status) {
   const marker = el("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5,
     markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" }, defs);
   el("path", { d: "M0,0 L10,5 L0,10 z", fill: "#56606b" }, marker);
+  for (const n of all.filter((x) => x.remote)) {
+    const p = pos.get(n.name);
+    const g = el("g", { class: "remote-key", transform: `translate(${p.x},${p.y})`,
+      "data-remote": n.name }, svg);
+    el("rect", { width: BOX.w, height: BOX.h, rx: 18 }, g);
+    el("text", { class: "name", x: 16, y: 24 }, g).textContent = `${REMOTE}${n.remote.key}`;
+    el("text", { class: "type", x: 16, y: 44 }, g).textContent =
+      n.remote.direction === "out" ? `leaves the box · ${n.remote.encoding}` :
+        `from another box · ${n.remote.encoding}`;
+    el("text", { class: "stats", x: 16, y: 68 }, g);
+    el("title", {}, g);
+  }
   for (const b of status.blocks) {
     const p = pos.get(b.name);
     const g = el("g", { class: "block", transform: `translate(${p.x},${p.y})`, tabindex: 0,
@@ -162,6 +208,19 @@ function update(status) {
       hit.querySelector("title").textContent =
         `${w.name} → ${reader}: ${w.frames} frames, ${lost} by ${reader} (click for a live view)`;
     }
+  }
+  for (const w of status.remote_wires || []) {
+    const g = document.querySelector(`.remote-key[data-remote="${CSS.escape(remoteId(w))}"]`);
+    if (!g) continue;
+    const moving = w.state === "sending" || w.state === "receiving";
+    g.dataset.state = moving ? "up" : "down";
+    const rate = w.bytes_per_s !== undefined ? ` · ${fmtBytes(w.bytes_per_s)}/s` : "";
+    g.querySelector(".stats").textContent =
+      `${w.state}${w.fps !== undefined ? ` · ${fmtFps(w.fps)} fps` : ""}${rate}`;
+    g.querySelector("title").textContent =
+      `${w.block} ${w.direction === "out" ? "→" : "←"} ${REMOTE}${w.key}: ${w.state}` +
+      `${w.peer ? `, peer ${w.peer}` : ""}, ${w.missed ?? 0} missed` +
+      `${w.refused ? `, ${w.refused} refused (${w.reason})` : ""}`;
   }
   for (const path of document.querySelectorAll(".wire")) {
     path.classList.toggle("viewed", path.dataset.wire === state.viewing);
@@ -617,7 +676,7 @@ async function poll() {
     if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
     const body = await resp.json();
     const status = body.result;
-    const shape = JSON.stringify(status.blocks.map((b) => [b.name, b.inputs]));
+    const shape = JSON.stringify(nodes(status).map((b) => [b.name, b.inputs]));
     if (shape !== state.shape) { draw(status); state.shape = shape; drawPlots(); }
     state.status = status;
     if (state.selected === null && location.hash.length > 1) {
