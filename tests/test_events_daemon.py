@@ -107,6 +107,9 @@ def test_pipectl_events_follows_changes_as_they_come(daemon):
         [sys.executable, "-m", "pipelined.ctl.main", "--socket", str(d.socket), "events",
          "ticks", "-n", "1", "-f"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=d.env,
+        # Ctrl-C as a terminal sends it, even when this suite was started in the
+        # background by a shell that ignores SIGINT for its children
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
         seen = [follow.stdout.readline() for _ in range(4)]  # a header, the last, then new ones
@@ -115,7 +118,11 @@ def test_pipectl_events_follows_changes_as_they_come(daemon):
         assert all(" start " in line or " end " in line for line in new), seen
     finally:
         follow.send_signal(signal.SIGINT)
-        follow.wait(60)  # a generous deadline: on a box at load 25 exiting took over 10 s
+        try:
+            assert follow.wait(60) == 0, "pipectl events -f did not end at Ctrl-C"
+        finally:
+            follow.kill()  # never left behind, whatever happened above
+            follow.wait()
 
 
 def test_the_page_lists_events_live_and_serves_their_snapshots(daemon):
