@@ -23,7 +23,6 @@ too; live sources pace themselves, and frames that come faster than ``fps`` are 
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -31,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..block import Block, Param, in_range, int_list
-from ..ipc.packets import CodecParams
+from ..ipc.packets import CodecParams, stream_ring_bytes
 from ..video import capabilities
 from ..video.pace import Pacer
 from ..video.policy import DecodePolicy, Want
@@ -49,7 +48,6 @@ POLL = 0.1  # longest wait for a packet before the runtime gets its turn (heartb
 KEYFRAME_ALLOWANCE = 4.0
 """Seconds a packet wire holds beyond ``preroll``: a pre-roll starts at a keyframe, and
 cameras send one every 1 to 4 seconds."""
-MIN_PACKET_RING = 1 << 20
 
 
 def _one_of(*choices: str) -> Callable[[Any], str | None]:
@@ -173,9 +171,7 @@ class Camera(Block):
         ``max_bit_rate``; None for sources that send no encoded video."""
         if not parse_source(params["source"]).sends_packets(params["fourcc"]):
             return None
-        seconds = params["preroll"] + KEYFRAME_ALLOWANCE
-        size = math.ceil(params["max_bit_rate"] / 8 * seconds)
-        return max(MIN_PACKET_RING, -(-size // 65536) * 65536)
+        return stream_ring_bytes(params["max_bit_rate"], params["preroll"] + KEYFRAME_ALLOWANCE)
 
     # -- run time ---------------------------------------------------------------------
 

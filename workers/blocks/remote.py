@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from ..block import Block, ConfigurationError, Param, in_range, int_list, one_of
-from ..ipc.packets import CodecParams, Packet, PacketReader
+from ..ipc.packets import CodecParams, Packet, PacketReader, ring_bytes, stream_ring_bytes
 from ..net.settings import ENCODINGS, parse_source
 from ..video import capabilities
 
@@ -38,8 +38,7 @@ if TYPE_CHECKING:
     from ..video.decode import Decoder
 
 POLL = 0.1
-KEYFRAME_ALLOWANCE = 4.0
-MIN_RING = 1 << 20
+KEYFRAME_ALLOWANCE = 4.0  # as the camera's: a pre-roll starts at a keyframe
 
 
 class Remote(Block):
@@ -115,12 +114,9 @@ class Remote(Block):
         width, height = params["size"]
         frame = width * height * 3
         if params["encoding"] == "h264":
-            size = math.ceil(params["max_bit_rate"] / 8 * (params["preroll"] + KEYFRAME_ALLOWANCE))
-        elif params["encoding"] == "jpeg":
-            size = 2 * frame
-        else:
-            size = 3 * frame
-        return max(MIN_RING, -(-size // 65536) * 65536)
+            seconds = params["preroll"] + KEYFRAME_ALLOWANCE
+            return stream_ring_bytes(params["max_bit_rate"], seconds)
+        return ring_bytes(2 * frame if params["encoding"] == "jpeg" else 3 * frame)
 
     # -- run time ---------------------------------------------------------------------
 

@@ -53,6 +53,7 @@ The doorbells are the frame wire's: a semaphore per reader slot, posted only at 
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 import time
@@ -173,6 +174,20 @@ class Layout:
 
     def params_record(self, generation: int) -> int:
         return self.params + PARAM_BYTES * (generation % PARAM_RECORDS)
+
+
+MIN_RING = 1 << 20
+"""The smallest packet ring a block asks for: room for a few large keyframes."""
+
+
+def ring_bytes(size: int) -> int:
+    """A packet ring of at least ``size`` bytes: whole 64 KiB, and never under MIN_RING."""
+    return max(MIN_RING, -(-size // 65536) * 65536)
+
+
+def stream_ring_bytes(bit_rate: float, seconds: float) -> int:
+    """A packet ring that holds ``seconds`` of a stream of ``bit_rate`` bits a second."""
+    return ring_bytes(math.ceil(bit_rate / 8 * seconds))
 
 
 def packet_wire_bytes(data_bytes: int, readers: int, index_slots: int = DEFAULT_INDEX_SLOTS) -> int:

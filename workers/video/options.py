@@ -15,10 +15,10 @@ the daemon, before anything starts; FFmpeg is only asked about an encoder's name
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from ..ipc.packets import stream_ring_bytes
 from . import capabilities
 
 CODECS = ("h264",)
@@ -35,7 +35,6 @@ PRESETS = (
 )
 KEYFRAME_ALLOWANCE = 1.0
 """Seconds of packets a wire holds beyond ``preroll`` and one keyframe interval."""
-MIN_RING = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -52,8 +51,7 @@ class EncodeOptions:
     def ring_bytes(self) -> int:
         """The packet wire for ``preroll`` seconds and the group of pictures it starts in."""
         seconds = self.preroll + self.keyframe_interval + KEYFRAME_ALLOWANCE
-        size = math.ceil(self.bit_rate / 8 * seconds)
-        return max(MIN_RING, -(-size // 65536) * 65536)
+        return stream_ring_bytes(self.bit_rate, seconds)
 
     def describe(self) -> str:
         """One line for ``pipelined --check``."""
