@@ -637,6 +637,7 @@ class _Loader:
                     name, f"publishes {publication.key!r}, as block {keys[publication.key]!r} does"
                 )
             keys.setdefault(publication.key, name)
+        self.one_congestion(publications)
         if settings is None or self.problems:
             return None
         subscriptions = tuple(
@@ -664,6 +665,21 @@ class _Loader:
             frame_bytes=None,
             input_kinds=kinds,
         )
+
+    def one_congestion(self, publications: dict[str, Publication]) -> None:
+        """A box's publications share one Zenoh queue, whose waits Zenoh sets per session
+        (``settings.queue_waits``): they all take the same congestion control."""
+        first: dict[str, str] = {}
+        for name, publication in publications.items():
+            first.setdefault(publication.congestion, name)
+        if len(first) > 1:
+            (one, a), (other, b) = list(first.items())[:2]
+            self.say(
+                b,
+                f"publishes with congestion {other!r}, and block {a!r} with {one!r}: a"
+                " box's publications share one Zenoh queue, whose waits Zenoh sets for the"
+                " whole session; give them all the same congestion",
+            )
 
     def kinds(
         self,

@@ -37,6 +37,10 @@ B_PAGE = "127.0.0.1:8180"
 """Box b's page, in its own namespace (where nothing else listens)."""
 LEASE = 2.0
 """Zenoh's lease in these graphs: a cut link is noticed within it."""
+WAIT_BEFORE_CLOSE = 5.0
+"""Zenoh's ``wait_before_close`` (its default): how long a message of congestion control
+``block`` waits for a full queue before Zenoh closes the link (workers/net/settings.py,
+``queue_waits``)."""
 
 
 def box_a(link: netns.Link, zenoh: str | None = None) -> str:
@@ -263,12 +267,21 @@ def test_a_slow_link_skips_whole_frames_and_stalls_neither_box(boxes) -> None:
 
 
 def test_a_cut_link_resumes_by_itself_and_nothing_restarts(boxes) -> None:
+    """The link is cut with raw frames in flight and stays down past Zenoh's
+    ``wait_before_close``. Frames resume, nothing restarts, and no publication made Zenoh
+    close the connection: with Zenoh's congestion control ``block`` a frame waiting that
+    long did, every time, and that close (by peer, not by connection) tore down the new
+    connection whenever it came up first, again and again on a loaded machine."""
     link, a, b = boxes
     before_a, before_b = restarts(a), restarts(b)
+    log_from = len(a.log_text())
+    cut = time.monotonic()
     link.cut()
     try:
         b.until(lambda: remote(b, "door")["state"] != "receiving", 30, "door to notice the cut")
-        time.sleep(LEASE)  # past the lease: the transport is gone on both sides
+        # past the lease (the transport is gone on both sides), and past the longest a
+        # "block" message of Zenoh's waits before Zenoh closes the link for it
+        time.sleep(max(LEASE, WAIT_BEFORE_CLOSE + 1.0 - (time.monotonic() - cut)))
     finally:
         link.restore()
     frames = remote(b, "rawdoor")["frames"]
@@ -278,6 +291,7 @@ def test_a_cut_link_resumes_by_itself_and_nothing_restarts(boxes) -> None:
     frame = frames_of(b, "door", 1, 1)[0]
     assert psnr(frame.array, expected(number_of(frame.array), (240, 320, 3))) > 28.0
     assert restarts(a) == before_a and restarts(b) == before_b
+    assert "Unable to push non droppable" not in a.log_text()[log_from:]
 
 
 def test_what_a_rogue_peer_sends_is_refused_and_disturbs_nothing(boxes) -> None:

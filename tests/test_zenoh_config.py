@@ -103,6 +103,26 @@ def test_scouting_is_on_only_when_asked(tmp_path: Path) -> None:
     assert plan.settings.config()["scouting/multicast/enabled"] is True
 
 
+def test_no_publication_goes_to_zenoh_as_block_and_block_waits_up_to_the_lease(
+    tmp_path: Path,
+) -> None:
+    """Zenoh's own "block" closes the link when a message waits too long, and may close
+    the connection that replaced a cut one: every publication is Zenoh's "drop", and our
+    "block" (the default) is a wait bounded by the lease, set on the session."""
+    queue = "transport/link/tx/queue/congestion_control/drop/"
+    three = '[zenoh]\nlease = 3\nconnect = ["tcp/10.0.0.2:7447"]\n'
+    graph = load(tmp_path, three + CAMERA + 'publish = "a/b"\n')
+    config = LinkPlan.from_params(graph.blocks["zenoh"].params).config()
+    assert config[queue + "wait_before_drop"] == 3_000_000  # microseconds
+    assert config[queue + "max_wait_before_drop_fragments"] == 3_000_000
+    drop = load(tmp_path, LISTEN + CAMERA + 'publish = { key = "a/b", congestion = "drop" }\n')
+    config = LinkPlan.from_params(drop.blocks["zenoh"].params).config()
+    assert not any(path.startswith(queue) for path in config)  # Zenoh's own short waits
+    session = zenoh.Config()
+    for path, value in config.items():
+        session.insert_json5(path, json.dumps(value))  # Zenoh takes what we build
+
+
 # -- what is refused --------------------------------------------------------------------
 
 
@@ -190,6 +210,16 @@ def test_two_blocks_on_one_key_and_a_block_named_zenoh_are_refused(tmp_path: Pat
     refused(tmp_path, LISTEN + twice, "cam2", "publishes 'a/b', as block 'cam' does")
     named = REMOTE.replace("[blocks.door]", "[blocks.zenoh]")
     refused(tmp_path, LISTEN + named, "zenoh", "the daemon's Zenoh link", "rename")
+
+
+def test_publications_of_one_box_with_different_congestion_are_refused(tmp_path: Path) -> None:
+    both = (
+        CAMERA
+        + 'publish = "a/b"\n'
+        + CAMERA.replace("cam]", "cam2]")
+        + 'publish = { key = "a/c", congestion = "drop" }\n'
+    )
+    refused(tmp_path, LISTEN + both, "cam2", "congestion 'drop'", "block 'cam' with 'block'")
 
 
 def test_a_sink_has_nothing_to_publish(tmp_path: Path) -> None:

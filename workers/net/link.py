@@ -34,7 +34,7 @@ from ..ipc.report import Report
 from ..ipc.wire import WireReader
 from ..runtime.worker import Worker
 from .publish import Publisher, declare
-from .settings import LinkPlan, ZenohSettings
+from .settings import LinkPlan
 from .subscribe import Receiver
 
 log = logging.getLogger("pipelined.link")
@@ -49,10 +49,11 @@ ZENOH_LOG = "warn,zenoh_transport::unicast::establishment=debug,zenoh_link_tls=i
 (junk on the port, a TLS peer without the right certificate), one line each."""
 
 
-def open_session(settings: ZenohSettings) -> zenoh.Session:
-    """The box's Zenoh session, configured from the graph's ``[zenoh]`` table."""
+def open_session(plan: LinkPlan) -> zenoh.Session:
+    """The box's Zenoh session, configured from the graph's ``[zenoh]`` table and its
+    publications (``LinkPlan.config``)."""
     config = zenoh.Config()
-    for path, value in settings.config().items():
+    for path, value in plan.config().items():
         config.insert_json5(path, json.dumps(value))
     return zenoh.open(config)
 
@@ -79,7 +80,7 @@ class LinkWorker(Worker):
         self.plan = LinkPlan.from_params(args.params)
         self.report = Report.attach(self.names, args.block)
         _zenoh_log_to_stderr()
-        self.session = open_session(self.plan.settings)
+        self.session = open_session(self.plan)
         sender = zid_bytes(self.session.zid())
         self.publishers: list[Publisher] = []
         self.receivers: list[Receiver] = []

@@ -13,9 +13,12 @@ the block knows nothing of it and is never held up by it: a slow link is a slow 
   A subscriber that appears starts with the group of pictures under way (the packet
   wire still holds it), so its first picture comes at once.
 
-With congestion control ``block`` (the default) ``put`` waits while Zenoh's queue is
-full, which is what makes the reader fall behind and skip whole frames; with ``drop``
-Zenoh throws messages away itself, and a large frame's fragments with them (bench/README).
+With congestion ``block`` (the default) ``put`` waits while Zenoh's queue is full, up to
+the lease, which is what makes the reader fall behind and skip whole frames; a frame the
+link has not taken by then is dropped whole, and the link is never closed for it
+(``settings.queue_waits`` says why Zenoh's own ``block`` is never used). With ``drop``
+Zenoh throws messages away after its own short waits, and a large frame's fragments with
+them (bench/README).
 Nothing is encoded or copied while no subscriber matches the key.
 """
 
@@ -52,15 +55,16 @@ ENCODINGS = {
 
 
 def declare(session: zenoh.Session, publication: Publication) -> zenoh.Publisher:
-    """The Zenoh publisher of a publication, with its congestion control and reliability."""
+    """The Zenoh publisher of a publication, with its reliability.
+
+    Congestion control is always Zenoh's ``drop``: with ``block`` Zenoh closes the link
+    when a message waits too long, and that close can hit the connection that replaced a
+    cut one (``settings.queue_waits``). How long a message may wait is the session's.
+    """
     return session.declare_publisher(
         publication.key,
         encoding=ENCODINGS[publication.encoding],
-        congestion_control=(
-            zenoh.CongestionControl.BLOCK
-            if publication.congestion == "block"
-            else zenoh.CongestionControl.DROP
-        ),
+        congestion_control=zenoh.CongestionControl.DROP,
         reliability=(
             zenoh.Reliability.RELIABLE
             if publication.reliability == "reliable"

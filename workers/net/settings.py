@@ -377,6 +377,31 @@ class Subscription:
         return asdict(self)
 
 
+_QUEUE = "transport/link/tx/queue/congestion_control/drop"
+
+
+def queue_waits(publications: Mapping[str, Publication], lease: float) -> dict[str, Any]:
+    """Zenoh configuration paths for how long a publication's message may wait for the link.
+
+    Every publication goes to Zenoh with congestion control ``drop``, never ``block``:
+    Zenoh answers a ``block`` message that waits longer than its ``wait_before_close``
+    (5 s) by closing the transport, and that close names the peer, not the connection: a
+    wait that began on a link cut a moment ago and ends after the link is back tears down
+    the new connection, whose own waiting messages then do the same to the next one
+    (eclipse-zenoh/zenoh#1854, #1876, #1886). A dead link is for the lease to notice.
+
+    ``congestion = "block"`` (the default) is a wait with a bound: a message waits for the
+    link up to ``lease`` seconds (the time after which the link is taken as dead anyway),
+    a large frame's fragments all together, and is then dropped whole. ``drop`` keeps
+    Zenoh's own waits (1 ms, a large frame's fragments 50 ms in all). Zenoh sets these per
+    session, so a box's publications all take one (the graph loader sees to it).
+    """
+    if not any(p.congestion == "block" for p in publications.values()):
+        return {}
+    bound = round(lease * 1_000_000)  # microseconds
+    return {f"{_QUEUE}/wait_before_drop": bound, f"{_QUEUE}/max_wait_before_drop_fragments": bound}
+
+
 @dataclass(frozen=True)
 class LinkPlan:
     """Everything the link process is told: the session, what to publish, what to read."""
@@ -384,6 +409,11 @@ class LinkPlan:
     settings: ZenohSettings
     publications: dict[str, Publication] = field(default_factory=dict)  # by block
     subscriptions: tuple[Subscription, ...] = ()
+
+    def config(self) -> dict[str, Any]:
+        """The session's Zenoh configuration: the ``[zenoh]`` table's, and the queue's
+        waits that the publications ask for (``queue_waits``)."""
+        return self.settings.config() | queue_waits(self.publications, self.settings.lease)
 
     def to_params(self) -> dict[str, Any]:
         return {
