@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -90,6 +92,27 @@ def door_moves(daemon: RunningDaemon, link_pid: int, what: str) -> None:
         60,
         what,
     )
+
+
+def test_a_box_reading_its_own_key_says_so_not_no_peer(loop) -> None:
+    """No other box is connected, and both ends of the key are blocks of this graph:
+    status says the wire is sending and receiving, and that its peer is this box."""
+    out = loop.until(
+        lambda: next((w for w in loop.status()["remote_wires"] if w["state"] == "sending"), None),
+        30,
+        "bars sending",
+    )
+    assert (out["block"], out["peer"]) == ("bars", "this box")
+    wire = remote(loop)
+    assert (wire["state"], wire["peer"]) == ("receiving", "this box")
+    text = subprocess.run(
+        [sys.executable, "-m", "pipelined.ctl.main", "--socket", str(loop.socket), "status"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
+    table = text[text.index("REMOTE WIRE") :]
+    assert "this box" in table and "no peer" not in table, text
 
 
 def test_a_crashed_link_is_restarted_and_the_remote_block_carries_on(loop) -> None:

@@ -41,6 +41,9 @@ log = logging.getLogger("pipelined.link")
 LINK_NAME = "zenoh"
 LINK_TYPE = "zenoh"
 REPORT_EVERY = 0.5
+THIS_BOX = "this box"
+"""The peer of a remote wire whose other end is a block of this same graph (a box that
+reads its own key): Zenoh delivers it within the session, over no link."""
 REFUSING_FOR = 5.0
 """A remote wire whose last accepted sample is older than its last refusal, which is at
 most this many seconds old, says it is refusing."""
@@ -159,7 +162,8 @@ class LinkWorker(Worker):
     def _publication(self, publisher: Publisher, peers: dict[str, list[str]]) -> dict[str, Any]:
         out = publisher.report()
         idle = publisher.stats.idle_for()
-        if not peers:
+        here = publisher.publication.key in {s.key for s in self.plan.subscriptions}
+        if not peers and not here:
             state = "no peer"  # before matching, which Zenoh may still say of a lost peer
         elif publisher.matched and idle is not None and idle < 2.0:
             state = "sending"
@@ -168,6 +172,8 @@ class LinkWorker(Worker):
         else:
             state = "idle"  # a subscriber, and nothing from the block to send
         addresses = sorted(a for links in peers.values() for a in links)
+        if here:
+            addresses.append(THIS_BOX)  # a remote block of this graph reads the key too
         out["state"] = state
         out["peer"] = ", ".join(addresses) if publisher.matched and addresses else None
         return out
@@ -175,7 +181,10 @@ class LinkWorker(Worker):
     def _reception(self, receiver: Receiver, peers: dict[str, list[str]]) -> dict[str, Any]:
         sender = zid_text(receiver.sender) if receiver.sender else None
         links = peers.get(sender, []) if sender else []
+        if sender is not None and sender == zid_text(zid_bytes(self.session.zid())):
+            links = [THIS_BOX]  # a block of this graph publishes the key
         out = receiver.report(", ".join(links) or sender)
+        here = receiver.subscription.key in {p.key for p in self.plan.publications.values()}
         stats = receiver.stats
         idle = stats.idle_for()
         refused_ago = stats.refused_ago()
@@ -188,7 +197,7 @@ class LinkWorker(Worker):
             state = "refusing"
         elif idle is not None and idle < stall:
             state = "receiving"
-        elif not peers:
+        elif not peers and not here:
             state = "no peer"
         elif idle is None:
             state = "waiting for a publisher"
