@@ -211,6 +211,9 @@ def test_frames_cross_with_their_content_and_the_recorder_copies_them(boxes) -> 
     out = {w["block"]: w for w in a.status()["remote_wires"]}
     assert set(out) == {"bars", "raw", "jpeg"}
     assert all(w["direction"] == "out" and w["state"] == "sending" for w in out.values())
+    # each connection is logged once, by the box that accepts it
+    assert "New transport link accepted" in b.log_text()
+    assert "New transport link opened" not in a.log_text()
     assert link.b_ip in out["bars"]["peer"]
     wire = remote(b, "door")
     assert wire["encoding"] == "h264" and wire["fps"] > 5 and wire["bytes_per_s"] > 0

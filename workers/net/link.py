@@ -47,9 +47,15 @@ reads its own key): Zenoh delivers it within the session, over no link."""
 REFUSING_FOR = 5.0
 """A remote wire whose last accepted sample is older than its last refusal, which is at
 most this many seconds old, says it is refusing."""
-ZENOH_LOG = "warn,zenoh_transport::unicast::establishment=debug,zenoh_link_tls=info"
+ZENOH_LOG = (
+    "warn,zenoh_transport::unicast::establishment=debug,"
+    "zenoh_transport::unicast::establishment::open=info,zenoh_link_tls=info"
+)
 """What of Zenoh's own log reaches the daemon's: warnings, and why a connection was refused
-(junk on the port, a TLS peer without the right certificate), one line each."""
+(junk on the port, a TLS peer without the right certificate), one line each. The accepting
+side's debug also names each peer that connects (one long line a connection, beside the
+refusals: Zenoh's filter cannot part them); the connecting side's says only that, again,
+so it is left out."""
 
 
 def open_session(plan: LinkPlan) -> zenoh.Session:
