@@ -20,6 +20,7 @@ from pipelined.workers.ipc.liveness import ProcessIdentity, start_time
 from pipelined.workers.ipc.names import RunNames
 from pipelined.workers.ipc.segment import run_entries, unlink_run
 from pipelined.workers.ipc.wire import Wire, WireReader, WireWriter
+from pipelined.workers.runtime.first_input import FirstInput
 from pipelined.workers.runtime.worker import Worker
 
 
@@ -130,8 +131,10 @@ def test_orphan_of_an_old_run_cannot_touch_a_new_run(names):
 
 def test_a_view_of_the_input_is_never_published_torn(names):
     """A block that returns a view of its input (a mirror): the writer laps the input
-    between the output being written and published, every time (the runtime's hook).
-    Whatever is published is whole; what could not be checked whole is dropped."""
+    between the output being written and published (the runtime's hook), every third
+    frame. Whatever is published is whole; a lapped view is dropped and counted, and the
+    frame after it is taken as a copy, which the writer cannot tear; after one frame a
+    view would have survived, views again (``views_again=1`` to see all three paths)."""
     shape = (24, 32, 3)
     size = 24 * 32 * 3
     Wire.create(names, "src", size, readers=1).close()
@@ -143,29 +146,89 @@ def test_a_view_of_the_input_is_never_published_torn(names):
         names.instance, names.run, "mirror", f"{BLOCKS}:Mirror", {}, [("src", 0)], True
     )
     worker = Worker(args)
+    worker.first_input = FirstInput(views_again=1)
     try:
         worker.set_up()
-        laps = iter(range(1000))
+        n = 0
 
         def lap() -> None:
-            if next(laps) % 2 == 0:  # every other frame: half are lapped, half are not
+            if n % 3 == 1:
                 for _ in range(4):
                     src.write(np.full(shape, 99, np.uint8))
 
         worker.before_publish = lap
-        published = []
-        for n in range(1, 21):
+        published, taken_as = [], []
+        for n in range(1, 20):
             src.write(np.full(shape, n, np.uint8))
+            taken_as.append("copy" if worker.first_input.copy else "view")
             worker.step()
             if (frame := out.read_copy(timeout=0)) is not None:
-                published.append(frame.array)
-        assert published, "nothing went out: the test proved nothing"
-        assert all((f == f.flat[0]).all() and f.flat[0] != 99 for f in published)
-        assert worker.stale == 20 - len(published) > 0  # the lapped ones, counted
+                published.append(int(frame.array.flat[0]))
+                assert (frame.array == frame.array.flat[0]).all()
+        # 1 view lapped, 2 a copy (lapped by nothing), 3 a view not lapped, 4 lapped ...
+        assert taken_as[:4] == ["view", "copy", "view", "view"]
+        assert published == [n for n in range(1, 20) if n % 3 != 1]
+        assert worker.stale == 7 and worker.first_input.copied == 6
     finally:
         worker.tear_down()
         out.close()
         src.close()
+
+
+def test_a_copy_says_whether_a_view_would_have_been_torn(names):
+    """The lap made certain: four frames written while a copy is held. The copy stays
+    whole and intact; it says that its slot was reused, which a view could not survive."""
+    Wire.create(names, "src", 16, readers=1).close()
+    src = WireWriter(names, "src")
+    reader = WireReader(names, "src", 0)
+    try:
+        src.write(np.full(16, 1, np.uint8))
+        copy = reader.read_copy(timeout=0)
+        assert copy is not None and copy.copied and not copy.slot_reused()
+        for _ in range(4):
+            src.write(np.full(16, 2, np.uint8))
+        assert copy.intact() and copy.slot_reused() and (copy.array == 1).all()
+        view = reader.read(timeout=0)
+        assert view is not None and not view.copied and view.intact()
+        for _ in range(4):
+            src.write(np.full(16, 3, np.uint8))
+        assert not view.intact() and view.slot_reused()
+        del view
+    finally:
+        reader.close()
+        src.close()
+
+
+def test_the_first_input_is_copied_while_views_would_not_survive():
+    """The policy alone: one reused slot turns copies on; ``views_again`` frames in a row
+    whose slot outlived the block's work turn them off; one reused slot starts over."""
+    policy = FirstInput(views_again=3)
+    seen = []
+    for reused in [False, True, False, False, True, False, False, False, False]:
+        policy.worked_on(slot_reused=reused)
+        seen.append(policy.copy)
+    assert seen == [False, True, True, True, True, True, True, False, False]
+
+
+def test_a_block_slower_than_its_wire_still_gets_its_frames_out(tmp_path):
+    """Real workers: a block that takes 0.2 s over each frame of a 50 fps source, and
+    returns its input itself (a view). Four slots go by in 80 ms, so every view would be
+    overwritten before it could leave; the block works on copies and its frames reach
+    the sink, whole."""
+    tally = tmp_path / "tally"
+    text = graph(
+        counter("src", fps=50, extra="side = 64"),
+        f'[blocks.slow]\ntype = "{BLOCKS}:Slow"\ninput = "src"\ndelay = 0.2\n',
+        f'[blocks.sink]\ntype = "{BLOCKS}:Uniform"\ninput = "slow"\npath = "{tally}"\n',
+    )
+    with RunningDaemon(text) as d:
+        d.start().wait_all_running()
+        counts = wait_for(
+            lambda: tally.exists() and (c := tally.read_text().split()) and int(c[0]) > 20 and c,
+            90,
+            "the slow block's frames to reach the sink",
+        )
+        assert counts[1] == "0", f"torn frames reached the sink: {counts}"
 
 
 def test_mirror_and_crop_of_a_flat_out_source_reach_a_sink_whole(tmp_path):

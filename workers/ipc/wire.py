@@ -167,12 +167,19 @@ class Frame:
     timestamp_ns: int
     _mm: mmap.mmap | None = None
     _seq_offset: int = 0
+    copied: bool = False
 
     def intact(self) -> bool:
+        """Whether the array is still the frame that was read: a copy always is."""
+        return self.copied or not self.slot_reused()
+
+    def slot_reused(self) -> bool:
+        """Whether the writer has begun another frame in this frame's slot since it was
+        read. For a copy: whether a zero-copy view of it would have been torn by now."""
         if self._mm is None:
-            return True
+            return False
         _atomics.fence_acquire()
-        return _atomics.load_relaxed(self._mm, self._seq_offset) == 2 * self.seq
+        return _atomics.load_relaxed(self._mm, self._seq_offset) != 2 * self.seq
 
 
 _KIND = RingKind(
@@ -433,9 +440,7 @@ class WireReader:
             if array is None:
                 raise WireError(f"{m.label}: frame {head} has a corrupt header")
             self._count(head)
-            if copy:
-                return Frame(array, head, ts)
-            return Frame(array, head, ts, m.mm, slot + _S_SEQ)
+            return Frame(array, head, ts, m.mm, slot + _S_SEQ, copied=copy)
 
     def _view(self, slot: int, data: int) -> np.ndarray | None:
         """The slot's pixels as an array, or None if its header makes no sense (torn).

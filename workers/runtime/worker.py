@@ -37,6 +37,7 @@ from ..ipc.packets import PacketReader, PacketWriter
 from ..ipc.segment import unlink_run
 from ..ipc.wire import Frame, WireReader, WireWriter
 from ..registry import resolve
+from .first_input import FirstInput
 
 if TYPE_CHECKING:
     from ..video.encode import EncoderThread
@@ -158,6 +159,7 @@ class Worker:
         self.heartbeat: Heartbeat | None = None
         self.block: Block | None = None
         self._held: list[Frame | None] = []
+        self.first_input = FirstInput()
         self._last_beat = 0.0
         self.events: EventSender | None = None
         self.inbox: EventInbox | None = None
@@ -403,14 +405,18 @@ class Worker:
     def next_inputs(self) -> list[Frame] | None:
         """The newest frame of every input, or None if the first has nothing new yet.
 
-        The first input is read in place (zero-copy) and paces the block; the others
-        are copied, since their newest frame may be reused for several of the first's.
+        The first input paces the block and is read in place (zero-copy), or copied
+        while the block is too slow for a view to survive it (``first_input.py``); the
+        others are copied, since their newest frame may be reused for several of the first's.
         """
         if not self.readers:
             return []
-        first = self.readers[0].read(timeout=BEAT_INTERVAL)
+        reader = self.readers[0]
+        take = reader.read_copy if self.first_input.copy else reader.read
+        first = take(timeout=BEAT_INTERVAL)
         if first is None:
             return None
+        self.first_input.taken()
         self.frames_in += 1
         if self.frames_in == 2:  # what went by during the block's first call is not missed
             self.readers[0].forget_drops()
@@ -470,7 +476,16 @@ class Worker:
 
     def _inputs_intact(self, frames: list[Frame]) -> bool:
         """False if the writer overwrote the zero-copy input while the block worked."""
-        if frames and not frames[0].intact():
+        if not frames:
+            return True
+        was_copying = self.first_input.copy
+        self.first_input.worked_on(frames[0].slot_reused())
+        if self.first_input.copy and not was_copying and not self.first_input.copied:
+            logging.getLogger(f"pipelined.block.{self.args.block}").info(
+                "its input's writer reused a frame's slot while the block worked on it:"
+                " the block works on copies of its first input until it keeps up again"
+            )
+        if not frames[0].intact():
             self.stale += 1
             return False
         return True
