@@ -24,10 +24,17 @@ from pipelined.workers.net.header import _FIXED, MAGIC, Header
 
 
 def junk(endpoint: str) -> None:
+    """Two connections of junk, each refused by Zenoh in words of its own: one whose
+    first batch is cut short ("Read error on TCP link"), one whose batch is no Zenoh
+    message ("Decode error on link"). A TCP stream's first two bytes are a batch length:
+    random junk is cut short or not by chance, which made the test flaky."""
     host, port = endpoint.split("/", 1)[1].rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=5) as s:
-        s.sendall(secrets.token_bytes(4096) + b"GET / HTTP/1.1\r\n\r\n")
-        time.sleep(0.2)
+    short = (8192).to_bytes(2, "little") + secrets.token_bytes(4096)  # then the end
+    undecodable = (64).to_bytes(2, "little") + b"\xff" * 64  # message id 31: none
+    for data in (short, undecodable):
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.sendall(data)
+            time.sleep(0.2)
 
 
 def bad_samples(h264: str, raw: str) -> list[tuple[str, bytes, bytes | None]]:
