@@ -388,7 +388,7 @@ def queue_waits(publications: Mapping[str, Publication], lease: float) -> dict[s
     (5 s) by closing the transport, and that close names the peer, not the connection: a
     wait that began on a link cut a moment ago and ends after the link is back tears down
     the new connection, whose own waiting messages then do the same to the next one
-    (eclipse-zenoh/zenoh#1854, #1876, #1886). A dead link is for the lease to notice.
+    (eclipse-zenoh/zenoh#1876, #1886). A dead link is for the lease to notice.
 
     ``congestion = "block"`` (the default) is a wait with a bound: a message waits for the
     link up to ``lease`` seconds (the time after which the link is taken as dead anyway),
