@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import http.client
 import json
 import os
+import select
 import signal
 import socket
 import time
@@ -375,6 +377,30 @@ def test_the_demo_makes_a_token_and_prints_the_url_that_carries_it(tmp_path):
         assert token.encode() not in worker  # on its stdin, as any secret
 
 
+def connect_all(port: int, n: int, timeout: float) -> list[socket.socket]:
+    """``n`` connections to the port, made at once: a server whose backlog is full makes
+    each connect wait a SYN retry (a second or more), so one at a time takes long."""
+    sockets = [socket.socket() for _ in range(n)]
+    waiting = select.poll()
+    for s in sockets:
+        s.setblocking(False)
+        if s.connect_ex(("127.0.0.1", port)) in (0, errno.EINPROGRESS):
+            waiting.register(s, select.POLLOUT)
+    pending = {s.fileno() for s in sockets}
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for fd, _ in waiting.poll(200):
+            waiting.unregister(fd)
+            pending.discard(fd)
+    done = []
+    for s in sockets:
+        if s.fileno() in pending or s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+            s.close()
+        else:
+            done.append(s)
+    return done
+
+
 def test_open_connections_never_take_the_supervisors_file_descriptors(tmp_path):
     """With few descriptors (a hard limit of 256), hundreds of idle connections to the
     page are refused past its share, and a crashed block still comes back."""
@@ -387,18 +413,16 @@ def test_open_connections_never_take_the_supervisors_file_descriptors(tmp_path):
     try:
         d.wait_all_running()
         url = f"http://127.0.0.1:{port}"
-        for _ in range(400):
-            try:
-                held.append(socket.create_connection(("127.0.0.1", port), timeout=5))
-            except OSError:
-                break
+        held = connect_all(port, 400, timeout=10)
         time.sleep(0.5)
         refused = 0
+        answered = select.poll()
         for s in held:
-            s.settimeout(0.05)
+            answered.register(s, select.POLLIN)
+        for fd, _ in answered.poll(1000):  # the idle ones say nothing
             try:
-                refused += s.recv(100).startswith(b"HTTP/1.1 503")
-            except (TimeoutError, OSError):
+                refused += os.read(fd, 100).startswith(b"HTTP/1.1 503")
+            except OSError:
                 pass
         assert refused > 0, "no connection was refused: the page has no cap"
         pid = d.block("count")["pid"]
