@@ -50,13 +50,6 @@ input = "source"
 """
 
 
-def pipectl(d: RunningDaemon, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pipelined.ctl.main", "--socket", str(d.socket), *args],
-        capture_output=True, text=True, timeout=timeout, env=d.env,
-    )  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def daemon():
     port = free_port()
@@ -92,12 +85,12 @@ def test_events_are_stored_with_their_snapshots_and_listed(daemon):
     assert tick["snapshot"] == str(d.dir / "state" / "events" / f"{tick['id']}.jpg")
     assert os.path.getsize(tick["snapshot"]) > 0
     assert (d.dir / "state" / "events.db").is_file()
-    done = pipectl(d, "events", "ticks", "-n", "2")
+    done = d.pipectl("events", "ticks", "-n", "2")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].split()[:3] == ["START", "(local", "time)"]
     assert len(lines) == 3 and all(" ticks " in line and " tick " in line for line in lines[1:])
-    as_json = json.loads(pipectl(d, "events", "--json", "--since", "-1h").stdout)
+    as_json = json.loads(d.pipectl("events", "--json", "--since", "-1h").stdout)
     assert {e["block"] for e in as_json["events"]} >= {"ticks", "flood"}
 
 

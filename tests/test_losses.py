@@ -9,8 +9,6 @@ both, from the same counters.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 from harness.daemon import wait_for
@@ -49,10 +47,7 @@ def test_a_slow_block_misses_and_a_sampled_input_is_skipped(tmp_path: Path) -> N
         [tick] = [w for w in status["wires"] if w["name"] == "tick"]
         assert set(tick["missed"]) == {"pair"} and tick["skipped"] == {}
 
-        wires = subprocess.run(
-            [sys.executable, "-m", "pipelined.ctl.main", "--socket", str(d.socket), "wires"],
-            capture_output=True, text=True, timeout=30,
-        ).stdout  # fmt: skip
+        wires = d.pipectl("wires", timeout=30).stdout
         header, row = (
             wires.splitlines()[0],
             next(line for line in wires.splitlines() if line.startswith("count ")),

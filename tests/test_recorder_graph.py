@@ -9,8 +9,6 @@ import itertools
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -34,13 +32,6 @@ PAUSE = 4.0
 def camera_log(path: Path) -> list[dict]:
     lines = path.read_text().splitlines() if path.exists() else []
     return [json.loads(line) for line in lines if line.endswith("}")]
-
-
-def pipectl(d: RunningDaemon, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pipelined.ctl.main", "--socket", str(d.socket), *args],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
 
 
 def copied_runs(segments: list[Segment], log: list[dict]) -> list[tuple[int, int]]:
@@ -87,7 +78,7 @@ def test_a_camera_is_recorded_through_the_packet_wire_and_found_again(tmp_path):
                  "two segments after the kill")  # fmt: skip
 
         listing = d.call("recordings")
-        table = pipectl(d, "recordings", "rec", "--since", "-10m")
+        table = d.pipectl("recordings", "rec", "--since", "-10m")
         export_ok = _export(d, tmp_path, listing)
         assert d.stop() == 0  # the recorder closes its last segment
     finally:
@@ -135,11 +126,11 @@ def _export(d: RunningDaemon, tmp_path: Path, listing: dict):
     entries = listing["recordings"]
     run = _same_stream(entries)
     first, last = run[0], run[-1]
-    same = pipectl(d, "export", "rec", "--since", _iso(first["start"]), "--until",
+    same = d.pipectl("export", "rec", "--since", _iso(first["start"]), "--until",
                    _iso(last["end"] - 0.01), str(tmp_path / "joined.mp4"))  # fmt: skip
-    across = pipectl(d, "export", "rec", "--since", _iso(entries[0]["start"]), "--until",
+    across = d.pipectl("export", "rec", "--since", _iso(entries[0]["start"]), "--until",
                      _iso(entries[-1]["end"]), str(tmp_path / "all.mp4"))  # fmt: skip
-    outside = pipectl(d, "export", "rec", "--since", "2001-01-01", "--until", "2001-01-02",
+    outside = d.pipectl("export", "rec", "--since", "2001-01-01", "--until", "2001-01-02",
                       str(tmp_path / "none.mp4"))  # fmt: skip
 
     def check() -> None:

@@ -218,12 +218,7 @@ def test_frames_cross_with_their_content_and_the_recorder_copies_them(boxes) -> 
     wire = remote(b, "door")
     assert wire["encoding"] == "h264" and wire["fps"] > 5 and wire["bytes_per_s"] > 0
     assert link.a_ip in wire["peer"]
-    text = subprocess.run(
-        [sys.executable, "-m", "pipelined.ctl.main", "--socket", str(b.socket), "status"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    ).stdout
+    text = b.pipectl("status", timeout=30).stdout
     assert "zenoh:t/bars -> door" in text and "receiving" in text
     samples = scrape(link, "b", f"http://{B_PAGE}/metrics")
     labels = {"block": "door", "direction": "in", "key": "t/bars"}

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -105,12 +103,7 @@ def test_a_box_reading_its_own_key_says_so_not_no_peer(loop) -> None:
     assert (out["block"], out["peer"]) == ("bars", "this box")
     wire = remote(loop)
     assert (wire["state"], wire["peer"]) == ("receiving", "this box")
-    text = subprocess.run(
-        [sys.executable, "-m", "pipelined.ctl.main", "--socket", str(loop.socket), "status"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    ).stdout
+    text = loop.pipectl("status", timeout=30).stdout
     table = text[text.index("REMOTE WIRE") :]
     assert "this box" in table and "no peer" not in table, text
 

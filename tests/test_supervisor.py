@@ -83,10 +83,7 @@ def test_a_crash_in_setup_says_why_in_status_with_the_traceback_once_in_the_log(
             first["reason"],
         )
         assert why, first["reason"]
-        shown = subprocess.run(
-            [sys.executable, "-m", "pipelined.ctl.main", "--socket", str(d.socket), "status"],
-            capture_output=True, text=True, timeout=30,
-        ).stdout  # fmt: skip
+        shown = d.pipectl("status", timeout=30).stdout
         assert "crashed in setup(): RuntimeError: this block always crashes" in shown
         wait_for(lambda: d.block("bad")["restarts"] >= 2, 60, "two more crashes")
         d.wait_state("bad", "BACKOFF", timeout=60)

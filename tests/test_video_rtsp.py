@@ -11,8 +11,6 @@ of the segments into one playable file. Small pictures and 2 s segments keep it 
 from __future__ import annotations
 
 import itertools
-import subprocess
-import sys
 import time
 
 import pytest
@@ -32,13 +30,6 @@ GOP = 15  # a keyframe a second
 SEGMENT = 2.0  # seconds
 DOWN = 3.0  # seconds the camera is off: more than the recorder's gap_seconds (2)
 DEADLINE = 90.0  # for an outcome on a busy two-core box; never a speed
-
-
-def pipectl(d: RunningDaemon, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pipelined.ctl.main", "--socket", str(d.socket), *args],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
 
 
 def iso(seconds: float) -> str:
@@ -86,10 +77,10 @@ def test_an_rtsp_camera_is_recorded_as_sent_across_a_restart_and_exported(tmp_pa
         wait_for(lambda: len(whole(namer.scan(folder), up)) >= 2, DEADLINE,
                  "2 segments after the camera came back")  # fmt: skip
         cam = d.block("cam")
-        table = pipectl(d, "recordings", "rec", "--since", "-10m")
+        table = d.pipectl("recordings", "rec", "--since", "-10m")
         parts = [s for s in namer.scan(folder) if s.start_ns < down][1:-1]  # whole ones
         joined = tmp_path / "joined.mp4"
-        export = pipectl(d, "export", "rec", "--since", iso(parts[0].start_ns / 1e9),
+        export = d.pipectl("export", "rec", "--since", iso(parts[0].start_ns / 1e9),
                          "--until", iso(parts[-1].end_ns / 1e9 - 0.01), str(joined))  # fmt: skip
         assert d.stop() == 0  # the recorder closes the segment it was writing
     finally:

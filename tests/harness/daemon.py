@@ -157,6 +157,16 @@ class RunningDaemon:
     def status(self) -> dict[str, Any]:
         return self.call("status")
 
+    def pipectl(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """``pipectl ARGS`` against this daemon's socket, as a user would type it."""
+        return subprocess.run(
+            [sys.executable, "-m", "pipelined.ctl.main", "--socket", str(self.socket), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=self.env,
+        )
+
     def block(self, name: str) -> dict[str, Any]:
         return next(b for b in self.status()["blocks"] if b["name"] == name)
 
