@@ -289,7 +289,9 @@ def test_start_is_active_only_after_ready_and_status_shows_the_line(guest: Sandb
     waiting = [s for s in states if s["ActiveState"] == "activating" and s["MainPID"] != "0"]
     assert waiting, states  # the daemon ran while the unit was not active yet
     running = all_running(guest)
-    assert running is not None, "active before every block was RUNNING"
+    assert running is not None, f"active before every block was RUNNING: {states[-1]}" + (
+        guest.run("journalctl", "--no-pager", "-n", "60", "-u", UNIT, check=False).stdout
+    )
 
     invocation = show(guest)["InvocationID"]
     entries = journal(guest, "-u", UNIT)
