@@ -195,6 +195,11 @@ def shm(box: Sandbox, unit: str = UNIT) -> list[str]:
     return sorted(listing.stdout.split()) if listing.returncode == 0 else []
 
 
+def unit_journal(box: Sandbox, unit: str = UNIT) -> str:
+    """The unit's last journal lines: what a failed start says about itself."""
+    return box.run("journalctl", "--no-pager", "-n", "60", "-u", unit, check=False).stdout
+
+
 def host_shm(box: Sandbox) -> list[str]:
     return sorted(e for e in box.run("ls", "-A", "/dev/shm").stdout.split() if "pipelined" in e)
 
@@ -287,10 +292,11 @@ def test_start_is_active_only_after_ready_and_status_shows_the_line(guest: Sandb
     ).stdout.splitlines()
     states = [dict(kv.split("=", 1) for kv in line.strip("|").split("|")) for line in seen]
     waiting = [s for s in states if s["ActiveState"] == "activating" and s["MainPID"] != "0"]
-    assert waiting, states  # the daemon ran while the unit was not active yet
+    # the daemon ran while the unit was not active yet
+    assert waiting, f"{states[-3:]}\n{unit_journal(guest)}"
     running = all_running(guest)
-    assert running is not None, f"active before every block was RUNNING: {states[-1]}" + (
-        guest.run("journalctl", "--no-pager", "-n", "60", "-u", UNIT, check=False).stdout
+    assert running is not None, (
+        f"active before every block ran: {states[-1]}\n{unit_journal(guest)}"
     )
 
     invocation = show(guest)["InvocationID"]
