@@ -173,9 +173,9 @@ def test_line_limit_is_exactly_max_line(server: ServerThread) -> None:
 def test_silent_client_is_closed_and_does_not_block_others(server: ServerThread) -> None:
     t0 = time.monotonic()
     with connect(server.path) as silent:
-        t1 = time.monotonic()
-        assert_alive(server.path)  # answered while the silent client waits
-        assert time.monotonic() - t1 < 0.5
+        assert_alive(server.path)
+        waiting, _, _ = select.select([silent], [], [], 0)
+        assert not waiting, "others were answered only once the silent client was closed"
         replies = read_lines(silent)
     assert [r["error"]["code"] for r in replies] == [TIMEOUT]
     assert 0.9 < time.monotonic() - t0 < 3
@@ -268,9 +268,7 @@ def test_client_disconnecting_mid_reply(server: ServerThread) -> None:
 def test_client_that_never_reads_is_dropped(server: ServerThread) -> None:
     with connect(server.path) as sock:
         sock.sendall(b"".join(encode_request("big", id=i) for i in range(8)))
-        t0 = time.monotonic()
         assert_alive(server.path)  # the loop is not stuck writing to it
-        assert time.monotonic() - t0 < 0.5
         deadline = time.monotonic() + 5
         while server.server.connections and time.monotonic() < deadline:
             time.sleep(0.05)
