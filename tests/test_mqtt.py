@@ -285,12 +285,20 @@ def test_a_broker_down_at_start_then_killed_and_restarted(tmp_path):
 
         broker.start()
         d.until(lambda: d.status()["mqtt"]["connected"], 30, "a connection")
-        early = d.until(
-            lambda: [
-                e for e in events_of(sub, prefix) if e["event"]["data"]["raised_at"] < away_until
-            ],
+        early = d.until(  # they arrive one by one: wait for all three, not the first
+            lambda: (
+                len(
+                    e := [
+                        x
+                        for x in events_of(sub, prefix)
+                        if x["event"]["data"]["raised_at"] < away_until
+                    ]
+                )
+                >= 3
+                and e
+            ),
             30,
-            "the events raised while the broker was down",
+            "the three events raised while the broker was down",
         )
         assert len(early) >= 3
 
