@@ -478,14 +478,15 @@ class Worker:
         """False if the writer overwrote the zero-copy input while the block worked."""
         if not frames:
             return True
+        reused = frames[0].slot_reused()  # one look at the slot serves both questions
         was_copying = self.first_input.copy
-        self.first_input.worked_on(frames[0].slot_reused())
+        self.first_input.worked_on(reused)
         if self.first_input.copy and not was_copying and not self.first_input.copied:
             logging.getLogger(f"pipelined.block.{self.args.block}").info(
                 "its input's writer reused a frame's slot while the block worked on it:"
                 " the block works on copies of its first input until it keeps up again"
             )
-        if not frames[0].intact():
+        if reused and not frames[0].copied:
             self.stale += 1
             return False
         return True
