@@ -91,6 +91,11 @@ class LinkWorker(Worker):
         _zenoh_log_to_stderr()
         self.session = open_session(self.plan)
         sender = zid_bytes(self.session.zid())
+        self.own_zid = zid_text(sender)
+        # keys both published and read by this graph: their peer is this box itself
+        self.keys_here = {s.key for s in self.plan.subscriptions} & {
+            p.key for p in self.plan.publications.values()
+        }
         self.publishers: list[Publisher] = []
         self.receivers: list[Receiver] = []
         self.link_readers: list[WireReader | PacketReader] = []
@@ -168,7 +173,7 @@ class LinkWorker(Worker):
     def _publication(self, publisher: Publisher, peers: dict[str, list[str]]) -> dict[str, Any]:
         out = publisher.report()
         idle = publisher.stats.idle_for()
-        here = publisher.publication.key in {s.key for s in self.plan.subscriptions}
+        here = publisher.publication.key in self.keys_here
         if not peers and not here:
             state = "no peer"  # before matching, which Zenoh may still say of a lost peer
         elif publisher.matched and idle is not None and idle < 2.0:
@@ -187,10 +192,10 @@ class LinkWorker(Worker):
     def _reception(self, receiver: Receiver, peers: dict[str, list[str]]) -> dict[str, Any]:
         sender = zid_text(receiver.sender) if receiver.sender else None
         links = peers.get(sender, []) if sender else []
-        if sender is not None and sender == zid_text(zid_bytes(self.session.zid())):
+        if sender is not None and sender == self.own_zid:
             links = [THIS_BOX]  # a block of this graph publishes the key
         out = receiver.report(", ".join(links) or sender)
-        here = receiver.subscription.key in {p.key for p in self.plan.publications.values()}
+        here = receiver.subscription.key in self.keys_here
         stats = receiver.stats
         idle = stats.idle_for()
         refused_ago = stats.refused_ago()
