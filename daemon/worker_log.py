@@ -6,7 +6,8 @@ one that matters scrolls away. So the lines of a Python traceback (from ``Traceb
 recent call last):`` to the exception's own line) are gathered into one entry, logged at
 ERROR the first time; when the same traceback comes again (addresses aside) only its last
 line is logged, saying it is a repeat. The worker's other lines are logged as they come,
-at the level the worker's logging gave them (``WARNING: …``), else at INFO.
+at the level the worker's logging gave them (``WARNING: …``), which the entry's own
+level then says instead of the text, else at INFO as written.
 
 One ``StderrLog`` serves a block across its workers (it remembers what it logged), and is
 fed by ``WorkerProcess`` (process.py) as lines arrive.
@@ -30,8 +31,13 @@ REMEMBERED = 8
 """Distinct tracebacks remembered per block (a chained exception is two or three)."""
 MAX_LINES = 200
 """A traceback longer than this is logged in pieces (a deep recursion)."""
-_LEVELS = {"DEBUG": logging.DEBUG, "WARNING": logging.WARNING, "ERROR": logging.ERROR}
-_LEVELS["CRITICAL"] = logging.CRITICAL
+_LEVELS = {
+    "DEBUG": logging.DEBUG,
+    "INFO": logging.INFO,
+    "WARNING": logging.WARNING,
+    "ERROR": logging.ERROR,
+    "CRITICAL": logging.CRITICAL,
+}
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]+")
 
 
@@ -55,8 +61,11 @@ class StderrLog:
         if text == TRACEBACK or text in CHAINED:
             self._lines = [text]
             return
-        level = _LEVELS.get(text.partition(": ")[0], logging.INFO)
-        log.log(level, "%s: %s", self.block, text, extra=extra)
+        name, colon, rest = text.partition(": ")
+        if colon and name in _LEVELS:
+            log.log(_LEVELS[name], "%s: %s", self.block, rest, extra=extra)
+        else:
+            log.info("%s: %s", self.block, text, extra=extra)
 
     def flush(self, extra: dict[str, Any]) -> None:
         """The worker has exited: log a traceback it did not finish."""

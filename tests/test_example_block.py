@@ -76,8 +76,8 @@ def test_the_readme_block_runs_in_the_readme_graph_as_printed() -> None:
         log = d.log_text()
     finally:
         d.close()
-    assert "invert: INFO: inverting at strength 0.80" in log
-    assert "invert: INFO: done" in log  # close() ran when the daemon stopped it
+    assert "invert: inverting at strength 0.80" in log
+    assert "invert: done" in log  # close() ran when the daemon stopped it
 
 
 def test_reading_a_value_from_params_says_where_the_value_is() -> None:

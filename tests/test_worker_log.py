@@ -50,7 +50,7 @@ def test_the_workers_own_levels_and_an_unfinished_traceback(caplog) -> None:
     log = StderrLog("cam")
     feed(log, "WARNING: no packet for 5 s\nINFO: reconnected\nTraceback (most recent call last):")
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
-        ("WARNING", "cam: WARNING: no packet for 5 s"),
-        ("INFO", "cam: INFO: reconnected"),
+        ("WARNING", "cam: no packet for 5 s"),  # the level once, not twice
+        ("INFO", "cam: reconnected"),
         ("ERROR", "cam: Traceback (most recent call last):"),  # cut short by the exit
     ]
