@@ -6,7 +6,9 @@ the block knows nothing of it and is never held up by it: a slow link is a slow 
 - Frames (``jpeg``, ``raw``): the reader takes the newest frame each time it is ready;
   frames that came meanwhile are skipped (counted as missed), whole. A JPEG is encoded
   from the zero-copy view and sent only if the view was still whole afterwards; raw
-  pixels are copied out first, then checked.
+  pixels are copied out first, then checked. An encoder slower than four of the block's
+  frames would find every view lapped and send nothing, so after a lapped view it takes
+  copies until views would survive again, as a block's runtime does (``first_input.py``).
 - Packets (``h264``): sent in order, since a P-frame needs the ones before it. When the
   link falls behind, the publisher drops whole groups of pictures: at a keyframe, or
   once it is more than ``MAX_LAG`` behind, it jumps to the newest keyframe on the wire.
@@ -28,6 +30,7 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import cv2
@@ -37,6 +40,7 @@ import zenoh
 from ..ipc.packets import Packet, PacketReader
 from ..ipc.wire import Frame, WireReader
 from ..picture import as_bgr
+from ..runtime.first_input import FirstInput
 from .header import Header
 from .settings import Publication
 from .stats import WireStats
@@ -97,6 +101,9 @@ class Publisher:
         self._listened = False  # a subscriber matched when we last looked (packets)
         self._sent_generation = 0
         self._first_ns: int | None = None  # the first frame's time: pts count from it
+        self.taking = FirstInput()  # frames as views, or copies while views get lapped
+        self.after_payload: Callable[[], None] | None = None
+        """A hook for tests: called between taking a frame's payload and checking it."""
         self._thread = threading.Thread(target=self._run, name=f"publish {block}", daemon=True)
 
     def start(self) -> None:
@@ -114,14 +121,18 @@ class Publisher:
     def _run(self) -> None:
         try:
             while not self._stopping.is_set():
-                if isinstance(self._reader, PacketReader):
-                    self._packet(self._reader)
-                else:
-                    self._frame(self._reader)
+                self.step()
         except zenoh.ZError as exc:
             if not self._stopping.is_set():  # the session closing under us at the end
                 log.error("publishing %s on %s failed: %s", self.block, self.publication.key, exc)
                 raise
+
+    def step(self) -> None:
+        """One frame or packet sent, skipped or waited for (at most ``POLL``)."""
+        if isinstance(self._reader, PacketReader):
+            self._packet(self._reader)
+        else:
+            self._frame(self._reader)
 
     def _matching(self) -> bool:
         matched = self._publisher.matching_status
@@ -132,16 +143,20 @@ class Publisher:
 
     def _frame(self, reader: WireReader) -> None:
         before = reader.dropped
-        frame = reader.read(timeout=POLL)
+        copy = self.taking.copy and self._matched  # no one listening: a view, never a copy
+        frame = reader.read_copy(timeout=POLL) if copy else reader.read(timeout=POLL)
         if frame is None:
             self._matching()
             return
         if not self._matching():
             return  # no one takes it: neither encoded nor copied
+        self.taking.taken()
         if reader.dropped > before:
             self.stats.miss(reader.dropped - before)
         taken = self._payload(frame)
-        if taken is None or not frame.intact():
+        if self.after_payload is not None:
+            self.after_payload()
+        if not self._whole(frame) or taken is None:
             self.stats.miss()  # the block overwrote it while we took it: never sent torn
             return
         payload, shape = taken
@@ -161,6 +176,21 @@ class Publisher:
             sender=self._sender,
         )
         self._put(payload, header)
+
+    def _whole(self, frame: Frame) -> bool:
+        """Whether the frame was still whole once its payload was taken; a lapped view
+        turns copies on (once logged) until views would survive again."""
+        reused = frame.slot_reused()
+        was_copying = self.taking.copy
+        self.taking.worked_on(reused)
+        if self.taking.copy and not was_copying and not self.taking.copied:
+            log.info(
+                "%s on %s: the block reused a frame's slot while the link encoded it;"
+                " the link takes copies of its frames until it keeps up again",
+                self.block,
+                self.publication.key,
+            )
+        return frame.copied or not reused
 
     def _payload(self, frame: Frame) -> tuple[bytes, tuple[int, ...]] | None:
         array = frame.array
