@@ -3,6 +3,7 @@ session (local: the subscriber is in the same session, nothing leaves the proces
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +16,6 @@ import zenoh
 from pipelined.workers.ipc.wire import Wire, WireReader, WireWriter
 from pipelined.workers.net.publish import Publisher, declare
 from pipelined.workers.net.settings import Publication
-from pipelined.workers.runtime.first_input import FirstInput
 
 KEY = "test/publish/cam"
 SHAPE = (48, 64, 3)
@@ -58,7 +58,7 @@ class Received:
         raise AssertionError(f"{count} JPEGs expected, {len(self.levels)} came: {self.levels}")
 
 
-def test_an_encoder_slower_than_its_wire_sends_whole_frames_from_copies(names, session):
+def test_an_encoder_slower_than_its_wire_sends_whole_frames_from_copies(names, session, caplog):
     """The writer laps every frame while the link encodes it (a hook makes it certain): the
     first view is dropped, then copies are sent whole, each one its own frame; once the
     writer stops lapping, views again after ``views_again`` frames. Before copies, nothing
@@ -69,7 +69,8 @@ def test_an_encoder_slower_than_its_wire_sends_whole_frames_from_copies(names, s
     publication = Publication(KEY, "jpeg")
     received = Received(session)
     publisher = Publisher("cam", publication, declare(session, publication), reader, bytes(16))
-    publisher.taking = FirstInput(views_again=2)
+    publisher.taking.views_again = 2
+    caplog.set_level(logging.INFO, "pipelined.link")
     lapping = True
 
     def lap() -> None:
@@ -93,6 +94,8 @@ def test_an_encoder_slower_than_its_wire_sends_whole_frames_from_copies(names, s
         levels = received.wait(9)
         assert levels == [10 * n for n in range(2, 11)]  # frame 1 dropped, none torn
         assert publisher.stats.missed >= 1 and publisher.taking.copied == 6
+        said = [r for r in caplog.records if "takes copies" in r.getMessage()]
+        assert len(said) == 1 and "cam on test/publish/cam" in said[0].getMessage()
     finally:
         writer.close()
         reader.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import time
 from pathlib import Path
@@ -129,7 +130,7 @@ def test_orphan_of_an_old_run_cannot_touch_a_new_run(names):
         unlink_run(other)
 
 
-def test_a_view_of_the_input_is_never_published_torn(names):
+def test_a_view_of_the_input_is_never_published_torn(names, caplog):
     """A block that returns a view of its input (a mirror): the writer laps the input
     between the output being written and published (the runtime's hook), every third
     frame. Whatever is published is whole; a lapped view is dropped and counted, and the
@@ -146,7 +147,8 @@ def test_a_view_of_the_input_is_never_published_torn(names):
         names.instance, names.run, "mirror", f"{BLOCKS}:Mirror", {}, [("src", 0)], True
     )
     worker = Worker(args)
-    worker.first_input = FirstInput(views_again=1)
+    worker.first_input.views_again = 1
+    caplog.set_level(logging.INFO, "pipelined.block.mirror")
     try:
         worker.set_up()
         n = 0
@@ -169,6 +171,8 @@ def test_a_view_of_the_input_is_never_published_torn(names):
         assert taken_as[:4] == ["view", "copy", "view", "view"]
         assert published == [n for n in range(1, 20) if n % 3 != 1]
         assert worker.stale == 7 and worker.first_input.copied == 6
+        said = [r for r in caplog.records if "works on copies" in r.getMessage()]
+        assert len(said) == 1  # the first switch to copies is logged, the others are not
     finally:
         worker.tear_down()
         out.close()

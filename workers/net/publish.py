@@ -101,7 +101,7 @@ class Publisher:
         self._listened = False  # a subscriber matched when we last looked (packets)
         self._sent_generation = 0
         self._first_ns: int | None = None  # the first frame's time: pts count from it
-        self.taking = FirstInput()  # frames as views, or copies while views get lapped
+        self.taking = FirstInput(on_first_copy=self._say_copies)  # views, or copies
         self.after_payload: Callable[[], None] | None = None
         """A hook for tests: called between taking a frame's payload and checking it."""
         self._thread = threading.Thread(target=self._run, name=f"publish {block}", daemon=True)
@@ -156,7 +156,7 @@ class Publisher:
         taken = self._payload(frame)
         if self.after_payload is not None:
             self.after_payload()
-        if not self._whole(frame) or taken is None:
+        if not self.taking.done_with(frame) or taken is None:
             self.stats.miss()  # the block overwrote it while we took it: never sent torn
             return
         payload, shape = taken
@@ -177,20 +177,13 @@ class Publisher:
         )
         self._put(payload, header)
 
-    def _whole(self, frame: Frame) -> bool:
-        """Whether the frame was still whole once its payload was taken; a lapped view
-        turns copies on (once logged) until views would survive again."""
-        reused = frame.slot_reused()
-        was_copying = self.taking.copy
-        self.taking.worked_on(reused)
-        if self.taking.copy and not was_copying and not self.taking.copied:
-            log.info(
-                "%s on %s: the block reused a frame's slot while the link encoded it;"
-                " the link takes copies of its frames until it keeps up again",
-                self.block,
-                self.publication.key,
-            )
-        return frame.copied or not reused
+    def _say_copies(self) -> None:
+        log.info(
+            "%s on %s: the block reused a frame's slot while the link encoded it;"
+            " the link takes copies of its frames until it keeps up again",
+            self.block,
+            self.publication.key,
+        )
 
     def _payload(self, frame: Frame) -> tuple[bytes, tuple[int, ...]] | None:
         array = frame.array

@@ -13,6 +13,10 @@ made per frame from what was seen, with no clock, so one unlucky frame costs one
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from ..ipc.wire import Frame
+
 VIEWS_AGAIN = 32
 """Frames in a row whose slot outlived the block's work before views are tried again."""
 
@@ -21,8 +25,11 @@ class FirstInput:
     """The choice between a view and a copy of the first input, made from what each
     frame's slot went through while the block worked on it."""
 
-    def __init__(self, views_again: int = VIEWS_AGAIN) -> None:
+    def __init__(
+        self, views_again: int = VIEWS_AGAIN, on_first_copy: Callable[[], None] | None = None
+    ) -> None:
         self.views_again = views_again
+        self.on_first_copy = on_first_copy  # called when copies start for the first time
         self.copy = False
         self.copied = 0  # frames taken as copies, for the block's status
         self._kept = 0
@@ -30,6 +37,16 @@ class FirstInput:
     def taken(self) -> None:
         """A frame was taken the way ``copy`` says."""
         self.copied += self.copy
+
+    def done_with(self, frame: Frame) -> bool:
+        """Whether what was made of the frame may leave: a copy always, a view only if
+        its slot was not reused meanwhile. What the slot went through decides the next."""
+        reused = frame.slot_reused()  # one look at the slot serves both questions
+        was_copying = self.copy
+        self.worked_on(reused)
+        if self.copy and not was_copying and not self.copied and self.on_first_copy:
+            self.on_first_copy()
+        return frame.copied or not reused
 
     def worked_on(self, slot_reused: bool) -> None:
         """The block is done with a frame; its slot was reused meanwhile, or not."""

@@ -159,7 +159,7 @@ class Worker:
         self.heartbeat: Heartbeat | None = None
         self.block: Block | None = None
         self._held: list[Frame | None] = []
-        self.first_input = FirstInput()
+        self.first_input = FirstInput(on_first_copy=self._say_copies)
         self._last_beat = 0.0
         self.events: EventSender | None = None
         self.inbox: EventInbox | None = None
@@ -478,18 +478,16 @@ class Worker:
         """False if the writer overwrote the zero-copy input while the block worked."""
         if not frames:
             return True
-        reused = frames[0].slot_reused()  # one look at the slot serves both questions
-        was_copying = self.first_input.copy
-        self.first_input.worked_on(reused)
-        if self.first_input.copy and not was_copying and not self.first_input.copied:
-            logging.getLogger(f"pipelined.block.{self.args.block}").info(
-                "its input's writer reused a frame's slot while the block worked on it:"
-                " the block works on copies of its first input until it keeps up again"
-            )
-        if reused and not frames[0].copied:
-            self.stale += 1
-            return False
-        return True
+        if self.first_input.done_with(frames[0]):
+            return True
+        self.stale += 1
+        return False
+
+    def _say_copies(self) -> None:
+        logging.getLogger(f"pipelined.block.{self.args.block}").info(
+            "its input's writer reused a frame's slot while the block worked on it:"
+            " the block works on copies of its first input until it keeps up again"
+        )
 
     def tear_down(self) -> None:
         if self.block is not None:
