@@ -31,7 +31,7 @@ class FirstInput:
         self.views_again = views_again
         self.on_first_copy = on_first_copy  # called when copies start for the first time
         self.copy = False
-        self.copied = 0  # frames taken as copies, for the block's status
+        self.copied = 0  # frames taken as copies: none yet when copies first start (logged)
         self._kept = 0
 
     def taken(self) -> None:
